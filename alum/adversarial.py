@@ -1,0 +1,216 @@
+"""ALUM's adversarial term, independent of any model class (shared/ALUM.md, Algorithm 1).
+
+The caller runs the clean forward pass itself (it needs the clean logits for its
+own task loss) and hands over:
+
+* ``forward_fn(perturbed_embeds) -> logits``: the model from the embedding output
+  onwards (after word+position+type embeddings, their LayerNorm and dropout);
+* ``embeds``: the clean embedding output that produced ``clean_logits``;
+* ``clean_logits``: the clean output, with its graph when the symmetric KL must send
+  gradient into it.
+
+``adversarial_loss`` then runs Algorithm 1: a random start, K ascent steps on δ
+alone, and the final term α·D(f(x+δ), f(x)) whose gradient the caller
+back-propagates together with its task loss.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from .config import AlumConfig
+from .divergence import (Logits, adversarial_divergence, ascent_divergence,
+                         detach_logits, flip_rate)
+from .perturbation import (adv_project, ascent_step, compute_dtype, embedding_scale,
+                           row_mask, row_norm)
+
+logger = logging.getLogger("alum")
+
+ForwardFn = Callable[[torch.Tensor], Logits]
+
+
+@dataclass
+class AdversarialStats:
+    """How adversarial one step was, so that a degenerate setting is visible (ALUM.md).
+
+    Values are 0-dim tensors (no device sync until ``to_dict``); row means run over the
+    unmasked tokens (``level="token"``) or the sequences (``level="sequence"``).
+    """
+
+    adv_loss: torch.Tensor
+    """The adversarial divergence before α (0 when skipped)."""
+    grad_norm: torch.Tensor
+    """Mean row norm (the config's norm) of the last ascent gradient."""
+    delta_norm: torch.Tensor
+    """Mean row norm of the final δ."""
+    delta_rel_norm: torch.Tensor
+    """Mean of ‖δ‖ / ‖embedding‖ per row: the perturbation's size relative to the input."""
+    cos_delta_grad: torch.Tensor
+    """Mean cosine between the final δ and the last ascent gradient (≈0: δ is noise)."""
+    grad_share: torch.Tensor
+    """‖ascent step‖ / (‖ascent step‖ + ‖δ before it‖) at the last step: the share of the
+    update that came from the gradient rather than from the random start."""
+    flip_rate: Optional[torch.Tensor]
+    """Share of predictions that δ flips (None for regression)."""
+    skipped: bool
+    """True when the gradient or the term was NaN/Inf and the term was dropped."""
+
+    def to_dict(self) -> Dict[str, float]:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            out[f.name] = float(v.item()) if isinstance(v, torch.Tensor) else float(v)
+        return out
+
+
+def initial_noise(embeds: torch.Tensor, config: AlumConfig,
+                  mask: Optional[torch.Tensor] = None,
+                  scale: Optional[torch.Tensor] = None,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """δ ~ N(0, σ²I) (Algorithm 1, line 1), zero on padding, in the embeddings' dtype."""
+    noise = torch.randn(embeds.shape, generator=generator, device=embeds.device,
+                        dtype=compute_dtype(embeds.dtype))
+    sigma = config.noise_std if scale is None else config.noise_std * scale
+    noise = noise * sigma
+    m = row_mask(mask, noise)
+    if m is not None:
+        noise = noise * m
+    return noise.to(embeds.dtype)
+
+
+def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tensor,
+                    clean_logits: Logits, config: AlumConfig,
+                    mask: Optional[torch.Tensor] = None,
+                    loss_scale: float = 1.0) -> Tuple[torch.Tensor, Logits]:
+    """g = ∇_δ D(f(base + δ), stopgrad f(x)) and the perturbed logits.
+
+    The gradient is taken with respect to δ only, so autograd skips every weight-gradient
+    matmul. ``loss_scale`` multiplies D before the backward pass and divides g after it:
+    under fp16 the inner gradient would otherwise underflow (ALUM.md, known faults).
+    """
+    d = delta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        adv = forward_fn(base.detach() + d)
+        div = ascent_divergence(config.loss, adv, detach_logits(clean_logits), mask)
+        (g,) = torch.autograd.grad(div * loss_scale, d)
+    if loss_scale != 1.0:
+        g = g / loss_scale
+    return g, adv
+
+
+def _mean_rows(values: torch.Tensor, m: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean of per-row values ([..., 1] or [B, 1, ..., 1]) over the valid rows."""
+    if m is None or values.dim() != m.dim():
+        return values.mean()
+    if values.shape == m.shape:  # token level: one value per token
+        return (values * m).sum() / m.sum().clamp_min(1.0)
+    return values.mean()  # sequence level: one value per sequence
+
+
+def _zero_term(embeds: torch.Tensor) -> torch.Tensor:
+    return torch.zeros((), device=embeds.device, dtype=compute_dtype(embeds.dtype))
+
+
+def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
+                     config: AlumConfig, mask: Optional[torch.Tensor] = None,
+                     init_noise: Optional[torch.Tensor] = None,
+                     loss_scale: float = 1.0,
+                     generator: Optional[torch.Generator] = None,
+                     ) -> Tuple[torch.Tensor, AdversarialStats]:
+    """α · D_sym(f(x+δ), f(x)) after K ascent steps on δ (Algorithm 1); returns (loss, stats).
+
+    Args:
+        forward_fn: maps a perturbed embedding output ``[B, T, H]`` to logits
+            (a tensor, or a tuple of tensors whose divergences are summed).
+        embeds: the clean embedding output ``[B, T, H]``.
+        clean_logits: the clean forward's logits. Per-token logits ``[B, T, C]`` are
+            averaged over ``mask``'s unmasked positions; pooled logits over examples.
+        config: see ``AlumConfig``.
+        mask: padding mask ``[B, T]`` (1 = token); padding gets δ = 0.
+        init_noise: the random start; N(0, σ²) when None.
+        loss_scale: the fp16 loss scale for the inner gradient (see ``ascent_gradient``).
+        generator: torch generator for the random start.
+
+    A NaN/Inf gradient or term does not crash: the term is 0 for that step, the stats
+    say ``skipped=True`` and a warning is logged; the caller counts these.
+    """
+    scale = embedding_scale(embeds, config, mask)
+    if init_noise is None:
+        delta = initial_noise(embeds, config, mask, scale, generator)
+    else:
+        if init_noise.shape != embeds.shape:
+            raise ValueError(f"init_noise shape {tuple(init_noise.shape)} != embeds shape "
+                             f"{tuple(embeds.shape)}")
+        delta = init_noise.detach().to(embeds.dtype)
+        m = row_mask(mask, delta)
+        if m is not None:
+            delta = (delta * m).to(embeds.dtype)
+    clean_detached = detach_logits(clean_logits)
+    base = embeds.detach()
+    m = row_mask(mask, delta)
+    grad = torch.zeros_like(delta)
+    share = torch.zeros(())
+    for _ in range(config.steps):
+        grad, _ = ascent_gradient(forward_fn, base, delta, clean_detached, config, mask,
+                                  loss_scale)
+        if not bool(torch.isfinite(grad).all()):
+            return _skip(embeds, "the ascent gradient", grad, config)
+        g = grad.to(compute_dtype(grad.dtype))
+        if m is not None:
+            g = g * m
+        step = row_norm(ascent_step(g, config, scale), config.norm, config.level)
+        before = row_norm(delta.to(step.dtype), config.norm, config.level)
+        share = _mean_rows(step / (step + before).clamp_min(torch.finfo(step.dtype).tiny), m)
+        delta = adv_project(delta, grad, config, mask, scale)
+
+    # The final perturbed pass, with parameter gradients (Algorithm 1, g_θ line).
+    perturbed_input = (embeds if not config.detach_embeddings else base) + delta.detach()
+    adv_logits = forward_fn(perturbed_input)
+    term = adversarial_divergence(config.loss, adv_logits, clean_logits, mask)
+    if not bool(torch.isfinite(term.detach())):
+        return _skip(embeds, "the adversarial term", term, config)
+
+    stats = _stats(embeds, delta, grad, share, term, adv_logits, clean_detached, config, m,
+                   mask)
+    return config.alpha * term, stats
+
+
+def _stats(embeds, delta, grad, share, term, adv_logits, clean, config, m, mask):
+    with torch.no_grad():
+        dtype = compute_dtype(delta.dtype)
+        d = delta.to(dtype)
+        g = grad.to(dtype)
+        if m is not None:
+            g = g * m
+        e = embeds.detach().to(dtype)
+        dn = row_norm(d, config.norm if config.norm != "l1" else "inf", config.level)
+        en = row_norm(e, config.norm if config.norm != "l1" else "inf", config.level)
+        gn = row_norm(g, config.norm, config.level)
+        dims = -1 if config.level == "token" else tuple(range(1, d.dim()))
+        dot = (d * g).sum(dim=dims, keepdim=True)
+        cos = dot / (d.pow(2).sum(dim=dims, keepdim=True).sqrt()
+                     * g.pow(2).sum(dim=dims, keepdim=True).sqrt()).clamp_min(1e-30)
+        flips = None if config.loss == "mse" else flip_rate(adv_logits, clean, mask)
+        return AdversarialStats(
+            adv_loss=term.detach(), grad_norm=_mean_rows(gn, m), delta_norm=_mean_rows(dn, m),
+            delta_rel_norm=_mean_rows(dn / en.clamp_min(1e-30), m),
+            cos_delta_grad=_mean_rows(cos, m), grad_share=share.detach(), flip_rate=flips,
+            skipped=False)
+
+
+def _skip(embeds: torch.Tensor, what: str, value: torch.Tensor,
+          config: AlumConfig) -> Tuple[torch.Tensor, AdversarialStats]:
+    nan = torch.tensor(float("nan"))
+    n_bad = int((~torch.isfinite(value.detach())).sum())
+    logger.warning("ALUM: %s has %d non-finite value(s); the adversarial term is skipped for "
+                   "this step", what, n_bad)
+    zero = _zero_term(embeds)
+    stats = AdversarialStats(adv_loss=zero.detach(), grad_norm=nan, delta_norm=nan,
+                             delta_rel_norm=nan, cos_delta_grad=nan, grad_share=nan,
+                             flip_rate=None if config.loss == "mse" else nan, skipped=True)
+    return zero, stats

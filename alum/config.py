@@ -1,0 +1,169 @@
+"""Typed configuration of ALUM's adversarial term (spec: shared/ALUM.md).
+
+Every field has one docstring and is validated in ``__post_init__``; an
+invalid value raises ``ValueError`` naming the field, so a bad combination is
+rejected when the config is built, not half-way through a training run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Dict
+
+NORMS = ("inf", "l2", "l1")
+LEVELS = ("token", "sequence")
+UPDATES = ("project", "normalize")
+LOSSES = ("sym_kl", "kl", "mse")
+EPSILON_SCALES = ("absolute", "relative")
+
+
+@dataclass
+class AlumConfig:
+    """Hyper-parameters of ALUM's adversarial regulariser (Algorithm 1 of the paper)."""
+
+    alpha: float = 1.0
+    """Weight α of the adversarial term. The paper uses 10 for pre-training, 1 for fine-tuning."""
+
+    noise_std: float = 1e-5
+    """σ of the random start δ ~ N(0, σ²I) (Algorithm 1, line 1). Relative to each
+    token's embedding norm when ``epsilon_scale == "relative"``."""
+
+    step_size: float = 1e-3
+    """Ascent step η (Algorithm 1, the δ update). Relative to each token's embedding
+    norm when ``epsilon_scale == "relative"``."""
+
+    epsilon: float = 1e-5
+    """Radius ε of the perturbation ball for the ``project`` rule (unused by ``normalize``)."""
+
+    epsilon_scale: str = "absolute"
+    """``"absolute"``: σ, η and ε are in embedding units. ``"relative"``: each is multiplied
+    by the norm (``norm``, over the ``level``'s reduction) of the clean embedding of that
+    token or sequence, so a radius means the same across models (ALUM.md, measured warning)."""
+
+    steps: int = 1
+    """Number K of ascent steps (the paper uses K = 1)."""
+
+    norm: str = "inf"
+    """Norm of the update: ``"inf"`` or ``"l2"``; ``"l1"`` (sign) only for ``normalize``."""
+
+    level: str = "token"
+    """Reduction of the norm: ``"token"`` (over the hidden size, per token) or
+    ``"sequence"`` (over tokens × hidden, per sequence)."""
+
+    update: str = "project"
+    """``"project"``: δ ← Π_ε(δ + η·g/(‖g‖+γ)), the default. ``"normalize"``:
+    δ ← r·(δ + η·g)/(‖δ + η·g‖+γ), what the authors' released code does."""
+
+    normalize_radius: float = 1.0
+    """Radius r of the ``normalize`` rule (the released code uses 1)."""
+
+    grad_eps: float = 1e-6
+    """γ guarding the divisions by a norm in both update rules."""
+
+    loss: str = "sym_kl"
+    """Adversarial term: ``"sym_kl"`` (symmetric KL, the paper), ``"kl"``
+    (KL(stopgrad p_clean ‖ p_adv) only) or ``"mse"`` (regression heads)."""
+
+    detach_embeddings: bool = True
+    """If True the perturbed branch sees ``embeds.detach() + δ``: the adversarial term
+    sends no gradient into the embedding layer through the perturbed input."""
+
+    start_step: int = 0
+    """Curriculum: the adversarial term is off before this optimizer step (0 = from the start)."""
+
+    def __post_init__(self) -> None:
+        _check_number("alpha", self.alpha, minimum=0.0)
+        _check_number("noise_std", self.noise_std, minimum=0.0)
+        _check_number("step_size", self.step_size, minimum=0.0)
+        _check_number("epsilon", self.epsilon, minimum=0.0)
+        _check_number("normalize_radius", self.normalize_radius, minimum=0.0, strict=True)
+        _check_number("grad_eps", self.grad_eps, minimum=0.0, strict=True)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("level", self.level, LEVELS)
+        _check_choice("update", self.update, UPDATES)
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("epsilon_scale", self.epsilon_scale, EPSILON_SCALES)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"AlumConfig.steps must be an integer >= 1, got {self.steps!r}")
+        if isinstance(self.start_step, bool) or not isinstance(self.start_step, int) \
+                or self.start_step < 0:
+            raise ValueError(
+                f"AlumConfig.start_step must be an integer >= 0, got {self.start_step!r}")
+        if not isinstance(self.detach_embeddings, bool):
+            raise ValueError(
+                f"AlumConfig.detach_embeddings must be a bool, got {self.detach_embeddings!r}")
+        if self.norm == "l1" and self.update == "project":
+            raise ValueError(
+                "AlumConfig.norm='l1' (sign) exists only for update='normalize'; "
+                "the project rule takes norm='inf' or norm='l2'")
+        if self.update == "project" and self.epsilon == 0.0 and self.alpha > 0.0:
+            raise ValueError(
+                "AlumConfig.epsilon must be > 0 for update='project' (a zero radius "
+                "projects every perturbation to zero)")
+
+    def active(self, step: int) -> bool:
+        """Whether the adversarial term is on at optimizer step ``step`` (the curriculum)."""
+        return self.alpha > 0.0 and step >= self.start_step
+
+    def replace(self, **changes: Any) -> "AlumConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "AlumConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"AlumConfig has no field(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "AlumConfig":
+        """One of ``PRESETS`` with some fields overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown ALUM preset {name!r}; known: {sorted(PRESETS)}")
+        values = dict(PRESETS[name])
+        values.update(overrides)
+        return cls(**values)
+
+
+def _check_number(name: str, value: Any, minimum: float, strict: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        bound = ">" if strict else ">="
+        raise ValueError(f"AlumConfig.{name} must be a finite number {bound} {minimum}, "
+                         f"got {value!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"AlumConfig.{name} must be one of {list(choices)}, got {value!r}")
+
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # The paper's settings (Section 3 and 4): sigma = eps = 1e-5, eta = 1e-3, K = 1, L-inf,
+    # alpha = 10 for pre-training and 1 for fine-tuning, projected (normalised) ascent.
+    "paper-pretrain": dict(alpha=10.0, noise_std=1e-5, step_size=1e-3, epsilon=1e-5, steps=1,
+                           norm="inf", level="token", update="project", loss="sym_kl"),
+    "paper-finetune": dict(alpha=1.0, noise_std=1e-5, step_size=1e-3, epsilon=1e-5, steps=1,
+                           norm="inf", level="token", update="project", loss="sym_kl"),
+    # What namisan/mt-dnn's released fine-tuning code does (mt_dnn/perturbation.py, after
+    # Dec 2020): noise 1e-5, step 1e-5, per-token inf norm, delta renormalised to norm 1.
+    "released-finetune": dict(alpha=1.0, noise_std=1e-5, step_size=1e-5, epsilon=1e-5, steps=1,
+                              norm="inf", level="token", update="normalize",
+                              normalize_radius=1.0, loss="sym_kl"),
+    # The released pre-training criterion (alum/adv_masked_lm.py): same rule, eta = 1e-3, alpha 10.
+    "released-pretrain": dict(alpha=10.0, noise_std=1e-5, step_size=1e-3, epsilon=1e-5, steps=1,
+                              norm="inf", level="token", update="normalize",
+                              normalize_radius=1.0, loss="sym_kl"),
+    # A perturbation that is actually adversarial at any model scale: an L2 ball of 10% of
+    # each token's embedding norm, reached in one normalised step (ALUM.md, measured warning).
+    "relative": dict(alpha=1.0, noise_std=1e-3, step_size=0.1, epsilon=0.1, steps=1,
+                     norm="l2", level="token", update="project", epsilon_scale="relative",
+                     loss="sym_kl"),
+}
