@@ -52,6 +52,7 @@ INSTALL_REQUIRES = [
     "scipy",
     "scikit-learn",
     "tqdm",
+    "accelerate>=1.0",
     # Pre-training stack and data pipeline (megatron-core's indexed datasets).
     "megatron-core==0.16.1",
     "sentencepiece",

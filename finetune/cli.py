@@ -1,0 +1,270 @@
+"""``alum-finetune``: ALUM fine-tuning of a local Hugging Face BERT/RoBERTa.
+
+Sequence classification (single sentence or sentence pair) and regression, from
+GLUE TSV, jsonl (MNLI/ANLI style), CSV or parquet files. The model directory
+written at the end loads with ``from_pretrained``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from typing import List, Optional
+
+from alum.cli_args import add_alum_arguments, alum_config_from_args
+
+from .task_data import TaskDataError, load_task_file
+
+logger = logging.getLogger("alum.finetune")
+
+EXAMPLES = """examples:
+  # SST-2 from the GLUE TSVs, ALUM with the paper's fine-tuning settings
+  alum-finetune --model ./bert-base-uncased --train SST-2/train.tsv --eval SST-2/dev.tsv \\
+      --text-field sentence --label-field label --output runs/sst2-alum
+  # ANLI jsonl, sentence pairs, an L2 ball of 10%% of each token's embedding norm
+  alum-finetune --model ./roberta-large --train anli/R1/train.jsonl --eval anli/R1/dev.jsonl \\
+      --text-field premise --text-pair-field hypothesis --label-field label \\
+      --alum-preset relative --output runs/anli-r1
+  # STS-B regression, standard fine-tuning for comparison
+  alum-finetune --model ./bert-base-uncased --task regression --train STS-B/train.tsv \\
+      --eval STS-B/dev.tsv --text-field sentence1 --text-pair-field sentence2 \\
+      --label-field score --no-alum --output runs/stsb
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="alum-finetune", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    io = p.add_argument_group("model and data")
+    io.add_argument("--model", required=True,
+                    help="local Hugging Face model directory (BERT or RoBERTa family) with its "
+                         "tokenizer; nothing is downloaded")
+    io.add_argument("--train", required=True, help="training file (.tsv, .csv, .jsonl, "
+                    ".json, .parquet; .gz of the text formats)")
+    io.add_argument("--eval", default=None, help="evaluation file, same format options; "
+                    "evaluated after each epoch")
+    io.add_argument("--output", required=True,
+                    help="directory for the fine-tuned model; written under a temporary name "
+                         "and renamed when training succeeds")
+    io.add_argument("--task", choices=("classification", "regression"),
+                    default="classification", help="head type (default: classification)")
+    io.add_argument("--format", dest="fmt", default="auto",
+                    choices=("auto", "tsv", "csv", "jsonl", "parquet"),
+                    help="file format; auto detects it from the extension (default)")
+    io.add_argument("--no-header", action="store_true",
+                    help="the TSV/CSV has no header row (e.g. CoLA); fields are then 0-based "
+                         "column indices")
+    io.add_argument("--text-field", default="sentence",
+                    help="column/key of the text (default: sentence)")
+    io.add_argument("--text-pair-field", default=None,
+                    help="column/key of the second text for sentence-pair tasks (e.g. "
+                         "hypothesis, sentence2)")
+    io.add_argument("--label-field", default="label", help="column/key of the label "
+                    "(default: label)")
+    io.add_argument("--labels", default=None,
+                    help="comma-separated class names in index order; default: the sorted "
+                         "labels of the training file")
+    io.add_argument("--ignore-label", action="append", default=[], metavar="VALUE",
+                    help="drop rows with this label (repeatable; e.g. MNLI's '-')")
+    io.add_argument("--encoding-errors", default="strict", choices=("strict", "replace"),
+                    help="how to treat invalid UTF-8 in the data files: fail naming the file "
+                         "(strict, default) or replace the bad bytes")
+    io.add_argument("--max-train-examples", type=int, default=None,
+                    help="use only the first N training rows")
+    io.add_argument("--max-eval-examples", type=int, default=None,
+                    help="use only the first N evaluation rows")
+    io.add_argument("--max-length", type=int, default=128,
+                    help="truncate inputs to this many tokens (default: 128)")
+
+    tr = p.add_argument_group("training")
+    tr.add_argument("--epochs", type=float, default=3.0, help="training epochs (default: 3)")
+    tr.add_argument("--max-steps", type=int, default=-1,
+                    help="stop after this many optimizer steps (overrides --epochs if > 0)")
+    tr.add_argument("--batch-size", type=int, default=32, help="per-device train batch size")
+    tr.add_argument("--eval-batch-size", type=int, default=64,
+                    help="per-device eval batch size")
+    tr.add_argument("--grad-accum", type=int, default=1,
+                    help="gradient accumulation steps (default: 1)")
+    tr.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (AdamW)")
+    tr.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    tr.add_argument("--warmup-ratio", type=float, default=0.1,
+                    help="fraction of the steps spent in linear warmup (default: 0.1)")
+    tr.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
+    tr.add_argument("--seed", type=int, default=42,
+                    help="seed of the head's initialisation, dropout, noise and data order")
+    tr.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    tr.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU only)")
+    tr.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU exists")
+    tr.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's choice)")
+    tr.add_argument("--logging-steps", type=int, default=20,
+                    help="log the training loss and ALUM statistics every N steps")
+    tr.add_argument("--report-to", default="none",
+                    help="HF Trainer integrations to log to, e.g. tensorboard (default: none)")
+    tr.add_argument("--save-checkpoints", action="store_true",
+                    help="save a resumable checkpoint after each epoch in OUTPUT.work/")
+    tr.add_argument("--resume", action="store_true",
+                    help="resume from the latest checkpoint in OUTPUT.work/")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace an existing OUTPUT directory")
+    tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_alum_arguments(p, default_preset="paper-finetune")
+    return p
+
+
+def _fail(message: str) -> None:
+    print(f"alum-finetune: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not os.path.isdir(args.model):
+        _fail(f"--model {args.model!r} is not a directory (a local HF model directory with "
+              f"config.json is needed; nothing is downloaded)")
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        _fail(f"--model {args.model!r} has no config.json")
+    if os.path.exists(args.output) and not args.overwrite:
+        _fail(f"--output {args.output!r} exists; pass --overwrite to replace it")
+    if args.bf16 and args.fp16:
+        _fail("--bf16 and --fp16 exclude each other")
+    if not 0.0 <= args.warmup_ratio < 1.0:
+        _fail("--warmup-ratio must be in [0, 1)")
+    for name in ("max_length", "batch_size", "eval_batch_size", "grad_accum"):
+        if getattr(args, name) < 1:
+            _fail(f"--{name.replace('_', '-')} must be >= 1")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Fine-tunes as ``args`` say; returns the summary written to OUTPUT/alum_finetune.json."""
+    _check_args(args)
+    try:
+        alum_config = alum_config_from_args(
+            args, **({"loss": "mse"} if args.task == "regression" else {}))
+    except ValueError as err:
+        _fail(str(err))
+    if alum_config is not None and (args.task == "regression") != (alum_config.loss == "mse"):
+        _fail(f"--adv-loss {alum_config.loss} does not fit --task {args.task}: regression "
+              f"heads use mse, classification heads sym_kl or kl")
+
+    import torch
+    import transformers
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
+                              TrainingArguments)
+
+    from .metrics import compute_metrics
+    from .task_inputs import build_dataset, build_collator
+    from .trainer import AlumTrainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    transformers.set_seed(args.seed)
+    read = dict(text_field=args.text_field, text_pair_field=args.text_pair_field,
+                label_field=args.label_field, task=args.task, fmt=args.fmt,
+                no_header=args.no_header, ignore_labels=args.ignore_label,
+                encoding_errors=args.encoding_errors)
+    labels = args.labels.split(",") if args.labels else None
+    try:
+        train = load_task_file(args.train, label_list=labels,
+                               max_examples=args.max_train_examples, **read)
+        evaluation = load_task_file(args.eval, label_list=train.label_list,
+                                    max_examples=args.max_eval_examples, **read) \
+            if args.eval else None
+    except TaskDataError as err:
+        _fail(str(err))
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model_kwargs = dict(num_labels=train.num_labels)
+    if args.task == "regression":
+        model_kwargs["problem_type"] = "regression"
+    else:
+        model_kwargs["problem_type"] = "single_label_classification"
+        model_kwargs["id2label"] = dict(enumerate(train.label_list))
+        model_kwargs["label2id"] = {name: i for i, name in enumerate(train.label_list)}
+    # A directory whose saved head has another label count gets a fresh head (HF warns).
+    model = AutoModelForSequenceClassification.from_pretrained(
+        args.model, ignore_mismatched_sizes=True, **model_kwargs)
+
+    work_dir = args.output.rstrip("/") + ".work"
+    training_args = TrainingArguments(
+        output_dir=work_dir, num_train_epochs=args.epochs, max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size,
+        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        # A float in [0, 1) is a fraction of the total steps in transformers 5.
+        warmup_steps=float(args.warmup_ratio) if args.warmup_ratio > 0 else 0,
+        max_grad_norm=args.max_grad_norm, seed=args.seed, data_seed=args.seed,
+        bf16=args.bf16, fp16=args.fp16, use_cpu=args.cpu, logging_steps=args.logging_steps,
+        logging_strategy="steps", report_to=args.report_to,
+        eval_strategy="epoch" if evaluation is not None else "no",
+        save_strategy="epoch" if args.save_checkpoints else "no",
+        disable_tqdm=args.no_progress, dataloader_num_workers=0,
+        remove_unused_columns=False)
+
+    def metrics_fn(prediction):
+        return compute_metrics(args.task, prediction.predictions, prediction.label_ids,
+                               label_list=train.label_list)
+
+    trainer = AlumTrainer(
+        model=model, args=training_args,
+        train_dataset=build_dataset(train, tokenizer, args.max_length),
+        eval_dataset=build_dataset(evaluation, tokenizer, args.max_length)
+        if evaluation is not None else None,
+        data_collator=build_collator(tokenizer), processing_class=tokenizer,
+        compute_metrics=metrics_fn if evaluation is not None else None,
+        alum_config=alum_config)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    train_seconds = time.time() - started
+
+    evals = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
+    summary = {
+        "model": os.path.abspath(args.model), "train": os.path.abspath(args.train),
+        "eval": os.path.abspath(args.eval) if args.eval else None, "task": args.task,
+        "label_list": train.label_list, "train_examples": len(train),
+        "eval_examples": len(evaluation) if evaluation is not None else 0,
+        "alum": alum_config.to_dict() if alum_config is not None else None,
+        "train_seconds": round(train_seconds, 2), "steps": trainer.state.global_step,
+        "adv_steps": trainer.adv_steps, "adv_skipped": trainer.adv_skipped,
+        "eval_history": evals, "final_eval": evals[-1] if evals else None,
+        "seed": args.seed,
+    }
+    _save_atomically(trainer, tokenizer, args.output, summary, args.overwrite)
+    if not args.save_checkpoints and os.path.isdir(work_dir):
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return summary
+
+
+def _save_atomically(trainer, tokenizer, output: str, summary: dict, overwrite: bool) -> None:
+    """Writes the model directory under a temporary name, then renames it into place."""
+    partial = output.rstrip("/") + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    trainer.save_model(partial)
+    tokenizer.save_pretrained(partial)
+    with open(os.path.join(partial, "alum_finetune.json"), "w") as fh:
+        json.dump(summary, fh, indent=2, default=str)
+    if os.path.exists(output) and overwrite:
+        shutil.rmtree(output)
+    os.replace(partial, output)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    summary = run(args)
+    final = summary["final_eval"] or {}
+    shown = {k: round(v, 4) for k, v in final.items()
+             if k.startswith("eval_") and isinstance(v, float)}
+    print(f"alum-finetune: {summary['steps']} steps in {summary['train_seconds']} s "
+          f"(ALUM {'on' if summary['alum'] else 'off'}, {summary['adv_skipped']} adversarial "
+          f"terms skipped); final eval {shown}; model saved to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
