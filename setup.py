@@ -67,7 +67,15 @@ EXTRAS = {
 
 CONSOLE_SCRIPTS = [
     "alum-finetune = alum.finetune.cli:main",
+    "alum-finetune-demo = alum.finetune.demo:main",
+    "alum-tokenizer = alum.tools.train_tokenizer:main",
+    "alum-preprocess = alum.tools.preprocess:main",
 ]
+
+# Data files installed inside packages: the sample corpus (alum/data/sample/).
+PACKAGE_DATA = {
+    "alum.data.sample": ["wiki/*/wiki_*", "openwebtext/*.tar", "*.txt"],
+}
 
 setup(
     name="alum",
@@ -81,6 +89,7 @@ setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
     include_package_data=True,
+    package_data=PACKAGE_DATA,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
