@@ -204,6 +204,7 @@ def run(args: argparse.Namespace) -> dict:
         eval_strategy="epoch" if evaluation is not None else "no",
         save_strategy="epoch" if args.save_checkpoints else "no",
         disable_tqdm=args.no_progress, dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available() and not args.cpu,
         remove_unused_columns=False)
 
     def metrics_fn(prediction):
@@ -223,6 +224,10 @@ def run(args: argparse.Namespace) -> dict:
     train_seconds = time.time() - started
 
     evals = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
+    adv_logs = [h for h in trainer.state.log_history if "adv_cos_delta_grad" in h]
+    adv_keys = sorted({k for h in adv_logs for k in h if k.startswith("adv_")} - {"adv_skipped"})
+    adv_means = {k: sum(h[k] for h in adv_logs if k in h) / max(1, sum(k in h for h in adv_logs))
+                 for k in adv_keys}
     summary = {
         "model": os.path.abspath(args.model), "train": os.path.abspath(args.train),
         "eval": os.path.abspath(args.eval) if args.eval else None, "task": args.task,
@@ -231,6 +236,7 @@ def run(args: argparse.Namespace) -> dict:
         "alum": alum_config.to_dict() if alum_config is not None else None,
         "train_seconds": round(train_seconds, 2), "steps": trainer.state.global_step,
         "adv_steps": trainer.adv_steps, "adv_skipped": trainer.adv_skipped,
+        "adv_stats_mean": adv_means, "output": os.path.abspath(args.output),
         "eval_history": evals, "final_eval": evals[-1] if evals else None,
         "seed": args.seed,
     }

