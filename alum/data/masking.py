@@ -67,9 +67,10 @@ def choose_positions(maskable: np.ndarray, rate: float, rng: np.random.Generator
         maskable: bool per position; False for special tokens and padding.
         rate: target fraction of maskable positions, in [0, 1].
         rng: the generator to draw from.
-        word_starts: bool per position, True where a word starts; None for
-            token-level masking. A maskable position after a non-maskable one
-            always starts a group (words never span a special token).
+        word_starts: bool per position, True where a word starts (special tokens
+            that frame the text must be marked, as
+            :func:`~alum.data.word_boundaries.word_start_positions` does); None
+            for token-level masking.
     """
     maskable = np.asarray(maskable, dtype=bool)
     candidates = np.flatnonzero(maskable)
@@ -82,13 +83,14 @@ def choose_positions(maskable: np.ndarray, rate: float, rng: np.random.Generator
     if word_starts is None:
         return np.sort(rng.permutation(candidates)[:budget]).astype(np.int64)
 
-    starts = np.asarray(word_starts, dtype=bool)[candidates].copy()
-    # A candidate whose left neighbour is not a candidate (a special token, or
-    # the sequence start) begins a group whatever its token says.
+    # Words over the whole sequence (the tables mark [CLS]/[SEP]/... as words of
+    # their own); a group's size is its number of maskable tokens, so a word
+    # holding a non-maskable piece (sentencepiece's <unk> inside a word) is still
+    # chosen or left whole, minus that piece.
+    starts = np.asarray(word_starts, dtype=bool).copy()
     starts[0] = True
-    starts[1:] |= candidates[1:] != candidates[:-1] + 1
-    group_first = np.flatnonzero(starts)
-    sizes = np.diff(np.append(group_first, n))
+    word_of = np.cumsum(starts)[candidates] - 1
+    _, group_first, sizes = np.unique(word_of, return_index=True, return_counts=True)
     order = rng.permutation(group_first.size)
     # Take groups in random order while they fit; vectorised over the prefix
     # that fits, then a short loop that skips groups too large for what is left.

@@ -92,7 +92,12 @@ class MLMVocab:
         special = list(getattr(tokenizer, "all_special_ids", [])) + list(ids.values())
         tables = None
         if whole_word:
-            tables = build_word_boundary_tables(tokenizer, vocab_size, special, convention)
+            # <unk> stands for a piece (sentencepiece) or a whole word (WordPiece):
+            # its own token string, read by the convention's rule, says which; the
+            # other special tokens are words of their own.
+            unk = getattr(tokenizer, "unk_token_id", None)
+            framing = [i for i in special if i != unk or i in ids.values()]
+            tables = build_word_boundary_tables(tokenizer, vocab_size, framing, convention)
         return cls(vocab_size=vocab_size, special_ids=np.asarray(special), word_boundaries=tables,
                    name=str(getattr(tokenizer, "name_or_path", "") or ""), **ids)
 

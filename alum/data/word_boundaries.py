@@ -146,7 +146,8 @@ def build_word_boundary_tables(tokenizer: Any, vocab_size: int,
     Args:
         tokenizer: a HF tokenizer (``get_vocab()``) or ``tokenizers.Tokenizer``.
         vocab_size: table length (``len(tokenizer)``, added tokens included).
-        special_ids: ids that always form a word of their own.
+        special_ids: ids that always form a word of their own ([CLS], [SEP], ...);
+            any other id follows the convention's rule on its token string.
         convention: overrides :func:`detect_convention`.
     """
     convention = convention or detect_convention(tokenizer)
