@@ -123,3 +123,22 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--adv-epsilon-scale", "--adv-update", "--alum-preset", "--text-pair-field"):
         assert option in text
+
+
+def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tiny_bert_dir, tmp_path):
+    full = run(build_parser().parse_args(
+        _args(tiny_bert_dir, tmp_path / "full", "--save-checkpoints")))
+    work = tmp_path / "full.work"
+    assert sorted(os.listdir(work)) == ["checkpoint-4", "checkpoint-8"]
+    # Simulate a crash after the first epoch: the second checkpoint and the output are gone.
+    import shutil
+    shutil.rmtree(work / "checkpoint-8")
+    shutil.rmtree(tmp_path / "full")
+    resumed = run(build_parser().parse_args(
+        _args(tiny_bert_dir, tmp_path / "full", "--save-checkpoints", "--resume")))
+    assert resumed["steps"] == 8 and resumed["adv_steps"] == 4  # only steps 5..8 re-ran
+
+    def clean(e):
+        return {k: v for k, v in e.items() if "runtime" not in k and "per_second" not in k}
+
+    assert clean(resumed["final_eval"]) == clean(full["final_eval"])

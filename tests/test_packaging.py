@@ -1,0 +1,35 @@
+"""The installed distribution: one import namespace, console scripts, no stray top-level names."""
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def test_only_alum_is_a_top_level_import_name():
+    dist = importlib.metadata.distribution("alum")
+    assert dist.read_text("top_level.txt").split() == ["alum"]
+
+
+def test_mapped_folders_import_under_alum_from_any_directory(tmp_path):
+    code = ("import importlib.util, alum, alum.finetune.cli, alum.finetune.task_data;"
+            "assert importlib.util.find_spec('tools') is None, 'tools installed';"
+            "spec = importlib.util.find_spec('kernels');"
+            "assert spec is None or 'alum' not in (spec.origin or ''), spec;"
+            "alum.adversarial_loss; alum.adv_project; alum.AlumConfig; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.slow
+def test_console_script_help_runs(tmp_path):
+    scripts = [ep for ep in importlib.metadata.entry_points(group="console_scripts")
+               if ep.value.startswith("alum.")]
+    names = {ep.name for ep in scripts}
+    assert {"alum-finetune", "alum-finetune-demo"} <= names
+    out = subprocess.run(["alum-finetune", "--help"], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "--adv-epsilon" in out.stdout
