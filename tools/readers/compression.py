@@ -10,12 +10,11 @@ line is handed out as a document: the completed lines before the damage are
 kept, the partial one is dropped.
 """
 import bz2
-import gzip
 import lzma
 import os
 import zlib
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 16  # compressed bytes per read; output may be larger
 
 # Longest magic first is not needed: the prefixes are distinct.
 _MAGIC = (
@@ -43,32 +42,46 @@ def compression_of(path: str):
         return compression_of_bytes(f.read(6))
 
 
-def _zstd_chunks(raw, chunk_bytes):
-    # zstandard's stream_reader returns a short read without error on a
-    # truncated frame; decompressobj exposes `eof`, so the end of each frame
-    # can be checked. Files may hold several concatenated frames.
-    import zstandard
+def _decompressor_factory(compression):
+    if compression == "gzip":
+        return lambda: zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    if compression == "bz2":
+        return bz2.BZ2Decompressor
+    if compression == "xz":
+        return lzma.LZMADecompressor
+    if compression == "zstd":
+        import zstandard
 
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    fed = False
+        return zstandard.ZstdDecompressor().decompressobj
+    raise ValueError(f"unknown compression {compression!r}")
+
+
+def _decompressed_chunks(raw, compression, chunk_bytes):
+    # Incremental decompressor objects rather than GzipFile & co.: those
+    # discard everything of a read() call that hits the end of a truncated
+    # file, while a decompressor returns all it could decode, and its `eof`
+    # says whether the stream really ended. (zstandard's stream_reader even
+    # returns a short read without any error.) Files may hold several
+    # concatenated streams (pigz, pbzip2, multi-frame zstd).
+    new = _decompressor_factory(compression)
+    dobj, fed = new(), False
     while True:
         data = raw.read(chunk_bytes)
         if not data:
             break
         while data:
+            if not fed and not data.strip(b"\0"):
+                break  # zero padding after the last stream, as gzip tolerates
             fed = True
             out = dobj.decompress(data)
             if out:
                 yield out
             if dobj.eof:
-                data = dobj.unused_data
-                dobj = dctx.decompressobj()
-                fed = False
+                data, dobj, fed = dobj.unused_data, new(), False
             else:
                 data = b""
     if fed and not dobj.eof:
-        raise TruncatedInputError("zstd stream ended before the end of its frame")
+        raise TruncatedInputError(f"{compression} data ends before the end of its stream")
 
 
 def iter_fileobj_chunks(raw, compression, chunk_bytes=CHUNK_BYTES):
@@ -77,31 +90,18 @@ def iter_fileobj_chunks(raw, compression, chunk_bytes=CHUNK_BYTES):
     Raises TruncatedInputError when the compressed data ends early or is
     corrupt; chunks yielded before that are intact.
     """
-    try:
-        if compression == "zstd":
-            yield from _zstd_chunks(raw, chunk_bytes)
-            return
-        if compression is None:
-            stream = raw
-        elif compression == "gzip":
-            stream = gzip.GzipFile(fileobj=raw, mode="rb")
-        elif compression == "bz2":
-            stream = bz2.BZ2File(raw, mode="rb")
-        elif compression == "xz":
-            stream = lzma.LZMAFile(raw, mode="rb")
-        else:
-            raise ValueError(f"unknown compression {compression!r}")
+    if compression is None:
         while True:
-            data = stream.read(chunk_bytes)
+            data = raw.read(chunk_bytes)
             if not data:
                 return
             yield data
+    try:
+        yield from _decompressed_chunks(raw, compression, chunk_bytes)
     except TruncatedInputError:
         raise
     except (EOFError, OSError, lzma.LZMAError, zlib.error) as e:
-        # EOFError: gzip/bz2/xz cut short; OSError covers BadGzipFile and
-        # bz2's "Invalid data stream"; zstd raises ZstdError (an Exception).
-        raise TruncatedInputError(f"{compression} data ends early or is corrupt ({e})") from e
+        raise TruncatedInputError(f"{compression} data is corrupt ({e})") from e
     except Exception as e:  # zstandard.ZstdError is not an OSError
         if type(e).__name__ == "ZstdError":
             raise TruncatedInputError(f"zstd data is corrupt ({e})") from e
