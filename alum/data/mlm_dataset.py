@@ -300,6 +300,10 @@ class MLMDataset(MegatronDataset):
             step = self.masking_step(idx, epoch)
         ids, sequence_starts = self.tokens(idx, epoch)
         vocab, config = self.vocab, self.config
+        if ids.size and (ids.max() >= vocab.vocab_size or ids.min() < 0):
+            raise ValueError(f"{self.dataset_path} holds token id {int(ids.max())} outside the "
+                             f"tokenizer's {vocab.vocab_size} ids: was it made with another "
+                             f"tokenizer?")
         maskable = ~vocab.is_special[ids]
         word_starts = None
         if config.whole_word_masking:
