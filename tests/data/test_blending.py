@@ -79,3 +79,19 @@ def test_blend_schedule_step_from_blend_position(tokenizers, indexed):
     early = sum(int((blend[i]["labels"] != -100).sum()) for i in range(0, 500))
     late = sum(int((blend[i]["labels"] != -100).sum()) for i in range(500, 1000))
     assert early == 0 and late > 0
+
+
+def test_unweighted_blend_and_blend_per_split(tokenizers, indexed):
+    tok = tokenizers["wordpiece"]
+    a, b = indexed["wordpiece", "sent"], indexed["wordpiece", "doc"]
+    train, valid, test = build_mlm_datasets([a, b], tok, 64, split="80,20,0")
+    # no weights: one pass over each member, in proportion to their lengths
+    assert isinstance(train, BlendedMLMDataset) and test is None
+    assert len(train) == sum(len(m) for m in train.datasets)
+    ids = np.asarray(train.dataset_index)
+    assert [(ids == k).sum() for k in range(2)] == [len(m) for m in train.datasets]
+    train, valid, test = build_mlm_datasets(None, tok, 64, sizes=(100, None, None),
+                                            blend_per_split=[["1", a, "3", b], [b], None])
+    assert isinstance(train, BlendedMLMDataset) and len(train) == 100
+    assert abs(int((np.asarray(train.dataset_index) == 1).sum()) - 75) <= 1
+    assert isinstance(valid, MLMDataset) and test is None
