@@ -1,0 +1,26 @@
+"""What DeepSpeed needs from us before ``deepspeed.init_distributed`` on CPU.
+
+DeepSpeed's torch comm backend builds a shared-memory all-reduce op
+(``deepspeed.comm.torch.build_shm_op``) at construction: a hidden C++ build of
+40-85 s on a CPU machine (shared/DESIGN.md). gloo does the collectives without
+it, so CPU runs replace the builder by one that returns ``None`` (the value
+DeepSpeed itself uses when the op is unavailable).
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+
+def skip_shm_comm_build() -> bool:
+    """Make DeepSpeed skip its shared-memory comm op build; True when patched.
+
+    A no-op with CUDA (nccl is used, the op is never built). Idempotent. Call it
+    before ``deepspeed.init_distributed`` / ``deepspeed.initialize``.
+    """
+    if torch.cuda.is_available():
+        return False
+    module = importlib.import_module("deepspeed.comm.torch")
+    module.build_shm_op = lambda: None
+    return True
