@@ -332,7 +332,7 @@ class BertMLM(nn.Module):
         """
         selected = labels.ne(-100)
         if not bool(selected.any()):
-            return logits.sum() * 0.0
+            return (logits * 0.0).sum()   # not logits.sum()*0: padded columns sum to -inf
         rows = logits[selected]
         losses = self.spec.cross_entropy(rows.float(), labels[selected])
         return losses.mean()

@@ -91,6 +91,7 @@ def tensor_parallel_spec(sequence_parallel: bool = False,
     ModelParallelConfig, ps, tp_mod = _mcore()
     tp_size = ps.get_tensor_model_parallel_world_size()
     tp_rank = ps.get_tensor_model_parallel_rank()
+    tp_group = ps.get_tensor_model_parallel_group()
     if sequence_parallel and tp_size == 1:
         raise ValueError("sequence_parallel needs tensor parallelism (tp > 1)")
     config = ModelParallelConfig(
@@ -104,17 +105,18 @@ def tensor_parallel_spec(sequence_parallel: bool = False,
     def word_embedding(vocab: int, hidden: int, init: InitMethod) -> nn.Module:
         inner = tp_mod.VocabParallelEmbedding(
             vocab, hidden, init_method=init, config=config,
-            reduce_scatter_embeddings=sequence_parallel)
+            reduce_scatter_embeddings=sequence_parallel, tp_group=tp_group)
         return _WordEmbedding(inner, sequence_parallel)
 
     def column_linear(n_in: int, n_out: int, init: InitMethod) -> nn.Module:
         return _Column(tp_mod.ColumnParallelLinear(
-            n_in, n_out, config=config, init_method=init, bias=True, gather_output=False))
+            n_in, n_out, config=config, init_method=init, bias=True, gather_output=False,
+            tp_group=tp_group))
 
     def row_linear(n_in: int, n_out: int, init: InitMethod) -> nn.Module:
         return _Row(tp_mod.RowParallelLinear(
             n_in, n_out, config=config, init_method=init, bias=True,
-            input_is_parallel=True, skip_bias_add=False))
+            input_is_parallel=True, skip_bias_add=False, tp_group=tp_group))
 
     def output_linear(hidden: int, vocab: int) -> nn.Module:
         # The tied decoder: the weight comes from the word embedding at call time
@@ -122,7 +124,8 @@ def tensor_parallel_spec(sequence_parallel: bool = False,
         # Under SP megatron all-gathers the sequence before the matmul.
         return _Column(tp_mod.ColumnParallelLinear(
             hidden, vocab, config=config, init_method=nn.init.zeros_, bias=True,
-            gather_output=False, skip_weight_param_allocation=True))
+            gather_output=False, skip_weight_param_allocation=True,
+            tp_group=tp_group))
 
     def replicated_linear(n_in: int, n_out: int, init: InitMethod) -> nn.Module:
         linear = nn.Linear(n_in, n_out, dtype=params_dtype)
@@ -138,7 +141,7 @@ def tensor_parallel_spec(sequence_parallel: bool = False,
     def scatter_to_sequence(x: torch.Tensor) -> torch.Tensor:
         if not sequence_parallel:
             return x
-        return tp_mod.scatter_to_sequence_parallel_region(x)
+        return tp_mod.scatter_to_sequence_parallel_region(x, group=tp_group)
 
     def tracker_fork():
         return tp_mod.get_cuda_rng_tracker().fork()

@@ -1,0 +1,108 @@
+"""Running megatron-core's pipeline schedules over our model chunks.
+
+megatron-core's ``get_forward_backward_func()`` picks the schedule: no pipelining
+(PP=1, with gradient accumulation over micro-batches), 1F1B (PP>1), or
+interleaved 1F1B (virtual stages). The schedules find, on the model object they
+are given, a megatron ``config`` (``ModelParallelConfig`` plus ``hidden_size``),
+a ``model_type`` and ``set_input_tensor``. ``ScheduleView`` provides the first two
+around a ``BertMLM`` chunk, so the model file stays free of megatron's config.
+
+On CPU/gloo the interleaved schedule gives silently wrong results with batched
+p2p (shared/DESIGN.md), so ``schedule_config`` turns ``batch_p2p_comm`` off there.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .config import ParallelConfig
+
+
+class ScheduleView(nn.Module):
+    """What the schedules need around one model chunk: ``config``, ``model_type``, ``module``."""
+
+    def __init__(self, module: nn.Module, config: Any):
+        super().__init__()
+        from megatron.core.enums import ModelType
+
+        self.module = module
+        self.config = config
+        self.model_type = ModelType.encoder_or_decoder
+
+    def set_input_tensor(self, input_tensor) -> None:
+        self.module.set_input_tensor(input_tensor)
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+def schedule_config(parallel: ParallelConfig, hidden_size: int,
+                    pipeline_dtype: torch.dtype = torch.float32,
+                    finalize_model_grads_func: Optional[Callable] = None) -> Any:
+    """The megatron ``ModelParallelConfig`` the schedules read (p2p shapes, dtype, hooks)."""
+    from megatron.core import ModelParallelConfig
+
+    interleaved = (parallel.virtual_pipeline_size or 1) > 1
+    config = ModelParallelConfig(
+        tensor_model_parallel_size=parallel.tensor_parallel_size,
+        pipeline_model_parallel_size=parallel.pipeline_parallel_size,
+        virtual_pipeline_model_parallel_size=parallel.virtual_pipeline_size,
+        sequence_parallel=parallel.sequence_parallel,
+        pipeline_dtype=pipeline_dtype,
+        # gloo + batched isend/irecv in the interleaved schedule: wrong losses.
+        batch_p2p_comm=not (interleaved and not torch.cuda.is_available()),
+        use_cpu_initialization=True,
+    )
+    config.hidden_size = hidden_size  # read by get_tensor_shapes (TransformerConfig field)
+    config.finalize_model_grads_func = finalize_model_grads_func
+    return config
+
+
+def mlm_forward_step(data_iterator: Iterator[Dict[str, torch.Tensor]], view: ScheduleView
+                     ) -> Tuple[torch.Tensor, Callable]:
+    """A megatron ``forward_step_func`` for MLM batches (dicts of ``[b, s]`` tensors).
+
+    Every stage reads the same batch; the first uses the ids, the last the labels.
+    The loss function returns the micro-batch's mean MLM loss (the schedule divides
+    by the number of micro-batches).
+    """
+    batch = next(data_iterator)
+    model = view.module
+    output = model(batch["input_ids"], batch["attention_mask"],
+                   token_type_ids=batch.get("token_type_ids"))
+
+    def loss_func(labels: torch.Tensor, logits: torch.Tensor):
+        loss = model.mlm_loss(logits, labels)
+        return loss, {"mlm_loss": loss.detach()}
+
+    return output, partial(loss_func, batch["labels"])
+
+
+def run_schedule(chunks: List[nn.Module], parallel: ParallelConfig, *, hidden_size: int,
+                 data_iterator, num_microbatches: int, seq_length: int,
+                 micro_batch_size: int, forward_only: bool = False,
+                 forward_step_func: Callable = mlm_forward_step,
+                 pipeline_dtype: torch.dtype = torch.float32,
+                 finalize_model_grads_func: Optional[Callable] = None) -> List[Dict]:
+    """One forward(+backward) over ``num_microbatches`` through megatron's schedule.
+
+    Returns the loss-function dicts (on the last stage; empty elsewhere).
+    ``data_iterator`` is one iterator, or one per chunk for the interleaved schedule.
+    """
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    config = schedule_config(parallel, hidden_size, pipeline_dtype, finalize_model_grads_func)
+    views = [ScheduleView(chunk, config) for chunk in chunks]
+    forward_backward = get_forward_backward_func()
+    return forward_backward(
+        forward_step_func=forward_step_func,
+        data_iterator=data_iterator,
+        model=views if len(views) > 1 else views[0],
+        num_microbatches=num_microbatches,
+        seq_length=seq_length,
+        micro_batch_size=micro_batch_size,
+        forward_only=forward_only,
+    )
