@@ -57,7 +57,8 @@ class AlumTrainer(Trainer):
                 return model(**model_inputs).logits
 
         adv, stats = adversarial_loss(forward_fn, site.output, outputs.logits, cfg,
-                                      mask=inputs.get("attention_mask"))
+                                      mask=inputs.get("attention_mask"),
+                                      loss_scale=self._loss_scale())
         self.adv_steps += 1
         if stats.skipped:
             self.adv_skipped += 1
@@ -67,6 +68,14 @@ class AlumTrainer(Trainer):
                     self._adv_window[key].append(value)
         loss = outputs.loss + adv.to(outputs.loss.dtype)
         return (loss, outputs) if return_outputs else loss
+
+    def _loss_scale(self) -> float:
+        """The fp16 grad scaler's current scale, so the inner gradient does not underflow
+        (ALUM.md: the reference code ran it outside the scaler); 1 without fp16."""
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is None or not scaler.is_enabled():
+            return 1.0
+        return float(scaler.get_scale())
 
     def log(self, logs: Dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Adds the adversarial statistics, averaged since the last log, to training logs."""
