@@ -40,6 +40,12 @@ def _packages():
 
 PACKAGES, PACKAGE_DIR = _packages()
 
+# The top-level ds_configs/ folder (DeepSpeed JSONs) installs as the data package
+# alum.pretrain.ds_configs, so alum-pretrain finds them from an installed wheel too.
+if "alum.pretrain" in PACKAGES:
+    PACKAGES.append("alum.pretrain.ds_configs")
+    PACKAGE_DIR["alum.pretrain.ds_configs"] = "ds_configs"
+
 # torch is pinned by the install scripts (CPU wheel first); a range here keeps
 # pip from replacing it with a multi-GB CUDA build.
 INSTALL_REQUIRES = [
@@ -70,11 +76,13 @@ CONSOLE_SCRIPTS = [
     "alum-finetune-demo = alum.finetune.demo:main",
     "alum-tokenizer = alum.tools.train_tokenizer:main",
     "alum-preprocess = alum.tools.preprocess:main",
+    "alum-pretrain = alum.pretrain.cli:main",
 ]
 
 # Data files installed inside packages: the sample corpus (alum/data/sample/).
 PACKAGE_DATA = {
     "alum.data.sample": ["wiki/*/wiki_*", "openwebtext/*.tar", "*.txt"],
+    "alum.pretrain.ds_configs": ["*.json"],
 }
 
 setup(

@@ -1,0 +1,175 @@
+"""``alum-pretrain``: MLM pre-training with ALUM under DeepSpeed (docs/pretrain.md).
+
+With no arguments it runs the README's main job on this machine's CPU (a few
+minutes): the shipped sample corpus tokenized (WordPiece) and indexed into a
+cache directory if not yet, a tiny megatron-core BERT, standard MLM for the first
+half of the steps and ALUM (preset paper-pretrain, alpha = 10) for the second, a
+checkpoint, and a closing summary. Every default below is that job's setting.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from typing import List, Optional
+
+from alum.cli_args import add_alum_arguments, alum_config_from_args
+
+from .config import (CheckpointConfig, DataConfig, LoggingConfig, ModelChoice, OptimConfig,
+                     PretrainConfig, TrainConfig)
+from .options import add_section, section_values
+
+logger = logging.getLogger("alum.pretrain")
+
+# The main job: tiny BERT, 300 steps of batch 16 x 128 tokens, ALUM from step 150.
+MAIN_JOB = {
+    "train": dict(train_steps=300, micro_batch_size=16, eval_interval=100, log_interval=25,
+                  ds_config="zero1", precision="fp32"),
+    "optim": dict(lr=1e-3, warmup_steps=30, lr_decay="linear", weight_decay=0.01,
+                  clip_grad=1.0),
+    "model": dict(hidden_size=128, num_layers=2, dropout=0.1),
+    "alum_start_fraction": 0.5,
+}
+
+EXAMPLES = """examples:
+  # the main job (sample corpus, tiny BERT, standard then ALUM, ~3 min on 2 CPU cores)
+  alum-pretrain
+  # your data: preprocessed with alum-preprocess, BERT-base, bf16, ZeRO-2, 8 GPUs
+  deepspeed --num_gpus 8 $(python -c "import alum.pretrain.run_pretrain as m; print(m.__file__)") \\
+      --data-path data/wiki_bert_text_document --tokenizer tok/bert-wp --seq-length 512 \\
+      --model-size base --hidden-size 768 --train-steps 100000 --micro-batch-size 32 \\
+      --ds-config zero2 --precision bf16 --lr 1e-4 --warmup-steps 10000 --adv-start-step 50000 \\
+      --output-dir runs/bert-base-alum
+  # continual pre-training of a local HF model with ALUM from the first step
+  alum-pretrain --model-kind hf --hf-model ./bert-base-uncased --tokenizer ./bert-base-uncased \\
+      --data-path data/wiki_bert_text_document --lr 2e-5 --adv-start-step 0
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alum-pretrain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=EXAMPLES)
+    add_section(p, DataConfig, "data")
+    add_section(p, ModelChoice, "model", defaults=MAIN_JOB["model"])
+    add_section(p, OptimConfig, "optimizer and learning rate (None: the DeepSpeed JSON's value)",
+                defaults=MAIN_JOB["optim"])
+    add_section(p, TrainConfig, "training", defaults=MAIN_JOB["train"])
+    add_section(p, CheckpointConfig, "checkpoints and resume")
+    add_section(p, LoggingConfig, "logging")
+    add_alum_arguments(p, default_preset="paper-pretrain")
+    p.add_argument("--alum-positions", choices=("masked", "all"), default="masked",
+                   help="where ALUM's KL is taken: the predicted (masked) positions, as the "
+                        "authors' pre-training code, or every non-padding position "
+                        "(default: masked)")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help=argparse.SUPPRESS)  # passed by the deepspeed launcher
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    """The ``PretrainConfig`` the parsed options describe.
+
+    Without ``--adv-start-step`` the curriculum switches ALUM on at half the steps
+    (the main job's standard-then-ALUM schedule).
+    """
+    train = TrainConfig(**section_values(args, TrainConfig))
+    forced = {}
+    if args.alum and args.adv_start_step is None:
+        forced["start_step"] = int(train.train_steps * MAIN_JOB["alum_start_fraction"])
+    alum = alum_config_from_args(args, **forced)
+    return PretrainConfig(
+        data=DataConfig(**section_values(args, DataConfig)),
+        model=ModelChoice(**section_values(args, ModelChoice)),
+        optim=OptimConfig(**section_values(args, OptimConfig)),
+        train=train,
+        checkpoint=CheckpointConfig(**section_values(args, CheckpointConfig)),
+        logging=LoggingConfig(**section_values(args, LoggingConfig)),
+        alum=alum, alum_positions=args.alum_positions)
+
+
+def closing_summary(summary, cfg: PretrainConfig) -> str:
+    """The lines printed when a run ends."""
+    lines = ["", "=" * 72, "alum-pretrain summary", "=" * 72]
+    if summary.end_step == summary.start_step:
+        lines.append(f"nothing to train: the checkpoint is at step {summary.end_step} of "
+                     f"{cfg.train.train_steps} (use another --output-dir, or --resume never "
+                     f"with an empty one, to start over)")
+    else:
+        lines.append(f"steps {summary.start_step} -> {summary.end_step} of "
+                     f"{cfg.train.train_steps} in {summary.wall_s:.1f} s")
+    if summary.first_loss is not None and summary.last_loss is not None:
+        k = max(1, min(10, len(summary.losses) // 10))
+        head = sum(summary.losses[:k]) / k if summary.start_step == 0 else summary.first_loss
+        tail = sum(summary.losses[-k:]) / k
+        trend = "down" if tail < head else "NOT down"
+        lines.append(f"train MLM loss: {head:.3f} (first {k} steps) -> {tail:.3f} "
+                     f"(last {k}) : {trend}")
+    for e in summary.evals[:1] + summary.evals[-1:] if len(summary.evals) > 1 \
+            else summary.evals:
+        lines.append(f"validation at step {e['step']}: loss {e['loss']:.3f}, "
+                     f"MLM accuracy {e['accuracy']:.3f}")
+    if summary.tokens_per_s:
+        tf = f", {summary.tflops_per_device:.3f} TFLOP/s per device" \
+            if summary.tflops_per_device else ""
+        mfu = f", MFU {100 * summary.mfu:.1f}%" if summary.mfu else ""
+        lines.append(f"throughput: {summary.tokens_per_s:,.0f} tokens/s{tf}{mfu}")
+    if cfg.alum is not None:
+        lines.append(f"ALUM: on from step {cfg.alum.start_step} (alpha {cfg.alum.alpha}, "
+                     f"{cfg.alum.update}, eps {cfg.alum.epsilon}, {cfg.alum.epsilon_scale}), "
+                     f"{summary.alum_steps} ALUM steps in this run, "
+                     f"{summary.adv_skipped} adversarial terms skipped (NaN/Inf)")
+        if summary.adv_means:
+            m = summary.adv_means
+            lines.append("ALUM stats (means): " + ", ".join(
+                f"{k} {v:.3g}" for k, v in m.items()))
+            if m.get("flip_rate", 1.0) < 1e-3 and m.get("delta_rel_norm", 1.0) < 1e-3:
+                lines.append("  note: delta is tiny relative to the embeddings and flips no "
+                             "predictions: at these settings the term is a smoothness "
+                             "penalty, barely adversarial (try --alum-preset relative)")
+    else:
+        lines.append("ALUM: off (--no-alum)")
+    if summary.optimizer_steps_skipped:
+        lines.append(f"optimizer steps skipped by fp16 loss scaling: "
+                     f"{summary.optimizer_steps_skipped}")
+    if summary.checkpoint:
+        lines.append(f"checkpoint: {os.path.join(cfg.checkpoint.output_dir, 'checkpoints', summary.checkpoint)}")
+    lines.append(f"run directory: {cfg.checkpoint.output_dir} (config.json, summary.json)")
+    return "\n".join(lines)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex.*")
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    for name in ("DeepSpeed", "deepspeed", "megatron"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    try:
+        cfg = config_from_args(args)
+    except ValueError as err:
+        print(f"alum-pretrain: error: {err}", file=sys.stderr)
+        return 2
+    from .trainer import Trainer
+
+    try:
+        trainer = Trainer(cfg)
+    except ValueError as err:
+        print(f"alum-pretrain: error: {err}", file=sys.stderr)
+        return 2
+    summary = trainer.train()
+    if trainer.rank == 0:
+        print(closing_summary(summary, cfg), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

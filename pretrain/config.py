@@ -1,0 +1,343 @@
+"""Typed configuration of a pre-training run (``alum-pretrain``).
+
+One dataclass per concern; every field has one docstring (which is also its
+``--help`` text, see ``alum.pretrain.options``) and is validated in
+``__post_init__``: a bad value raises ``ValueError`` naming the field, and
+invalid combinations are rejected when the config is built, not mid-run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from alum.config import AlumConfig
+
+PRECISIONS = ("config", "fp32", "bf16", "fp16")
+LR_DECAYS = ("linear", "cosine", "constant")
+MODEL_KINDS = ("megatron", "hf")
+ALUM_POSITIONS = ("masked", "all")
+PACKINGS = ("document", "cross_document")
+TORCH_ADAM = ("auto", "true", "false")
+
+
+def _bad(cls: str, name: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"{cls}.{name}={value!r}: {why}")
+
+
+def _check_int(obj: Any, name: str, minimum: int) -> None:
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _bad(type(obj).__name__, name, value, f"must be an integer >= {minimum}")
+
+
+def _check_float(obj: Any, name: str, minimum: float, strict: bool = False,
+                 maximum: Optional[float] = None) -> None:
+    value = getattr(obj, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)
+    ok = ok and (maximum is None or value <= maximum)
+    if not ok:
+        bound = f"{'>' if strict else '>='} {minimum}" + (f" and <= {maximum}" if maximum else "")
+        raise _bad(type(obj).__name__, name, value, f"must be a finite number {bound}")
+
+
+def _check_choice(obj: Any, name: str, choices: Tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in choices:
+        raise _bad(type(obj).__name__, name, value, f"must be one of {list(choices)}")
+
+
+@dataclass
+class DataConfig:
+    """Where the MLM samples come from (alum.data, docs/mlm_data.md)."""
+
+    data_path: Tuple[str, ...] = ()
+    """Indexed-dataset prefixes (``PREFIX.bin``/``.idx`` from alum-preprocess), or a
+    weighted blend ``30 wiki 70 owt``. Empty: the shipped sample corpus, tokenized and
+    indexed into ``cache_dir`` on first use."""
+
+    tokenizer: Optional[str] = None
+    """Tokenizer directory (``AutoTokenizer.from_pretrained``); required with
+    ``data_path``. With the sample corpus: the one trained into ``cache_dir``."""
+
+    cache_dir: Optional[str] = None
+    """Where the sample corpus's tokenizer, indexed dataset and packed indices are
+    cached (default: ``$XDG_CACHE_HOME/alum/pretrain_sample`` or ``~/.cache/...``)."""
+
+    seq_length: int = 128
+    """Tokens per sample, special tokens included."""
+
+    split: Optional[str] = None
+    """Train/valid/test weights over documents (megatron's format). Default: 949,50,1,
+    or 90,10,0 for the sample corpus (82 documents)."""
+
+    packing: str = "document"
+    """``document``: one document per sample; ``cross_document``: fill across documents
+    (RoBERTa FULL-SENTENCES)."""
+
+    masking_rate: str = "0.15"
+    """A rate, or a schedule such as ``linear:0.05:0.25:100000`` (docs/mlm_data.md)."""
+
+    whole_word_masking: bool = False
+    """Mask whole words (per the tokenizer's word-start convention)."""
+
+    num_workers: int = 0
+    """DataLoader worker processes per rank (0: load in the training process)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data_path, str):
+            self.data_path = tuple(self.data_path.split())
+        self.data_path = tuple(str(p) for p in self.data_path)
+        _check_int(self, "seq_length", 8)
+        _check_int(self, "num_workers", 0)
+        _check_choice(self, "packing", PACKINGS)
+        if self.data_path and not self.tokenizer:
+            raise _bad("DataConfig", "tokenizer", self.tokenizer,
+                       "a tokenizer directory is required with data_path (the one the data "
+                       "was preprocessed with)")
+        self.masking_rate = str(self.masking_rate)
+
+
+@dataclass
+class ModelChoice:
+    """Which model is trained: alum.models' megatron-core BERT/RoBERTa, or a local HF model."""
+
+    model_kind: str = "megatron"
+    """``megatron``: alum.models' BertMLM on megatron-core layers (TP=1 here), built from
+    ``model_size``. ``hf``: a Hugging Face masked-LM (``hf_model`` directory, continual
+    pre-training) through alum.pretrain.hf_mlm_adapter."""
+
+    model_size: str = "tiny"
+    """Named size for ``megatron``: tiny, small, base, large (alum.models.NAMED_SIZES)."""
+
+    family: str = "bert"
+    """``bert`` or ``roberta`` (for ``megatron``; an HF model brings its own)."""
+
+    hf_model: Optional[str] = None
+    """Local HF model directory for ``model_kind=hf``; a missing MLM head is created."""
+
+    hidden_size: Optional[int] = None
+    """Override of the named size's hidden width (megatron)."""
+
+    num_layers: Optional[int] = None
+    """Override of the named size's layer count (megatron)."""
+
+    dropout: float = 0.1
+    """Hidden and attention dropout (megatron; an HF model keeps its own)."""
+
+    init_seed: int = 1234
+    """Seed of the weight initialisation (megatron)."""
+
+    def __post_init__(self) -> None:
+        _check_choice(self, "model_kind", MODEL_KINDS)
+        _check_choice(self, "family", ("bert", "roberta"))
+        _check_float(self, "dropout", 0.0, maximum=0.99)
+        if self.model_kind == "hf" and not self.hf_model:
+            raise _bad("ModelChoice", "hf_model", self.hf_model,
+                       "model_kind='hf' needs a local model directory")
+        if self.model_kind == "megatron" and self.hf_model:
+            raise _bad("ModelChoice", "hf_model", self.hf_model,
+                       "is only used with model_kind='hf'")
+        for name in ("hidden_size", "num_layers"):
+            if getattr(self, name) is not None:
+                _check_int(self, name, 1)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, its learning-rate schedule and clipping. ``None``: the DeepSpeed JSON's value."""
+
+    lr: Optional[float] = None
+    """Peak learning rate (after warmup)."""
+
+    min_lr: float = 0.0
+    """Learning rate at the end of the decay."""
+
+    weight_decay: Optional[float] = None
+    """AdamW weight decay, applied to weight matrices only (not biases, LayerNorms)."""
+
+    adam_beta1: Optional[float] = None
+    """AdamW β1."""
+
+    adam_beta2: Optional[float] = None
+    """AdamW β2."""
+
+    adam_eps: Optional[float] = None
+    """AdamW ε."""
+
+    clip_grad: Optional[float] = None
+    """Global gradient-norm clipping (0 disables)."""
+
+    warmup_steps: int = 0
+    """Linear warmup from 0 to ``lr`` over this many optimizer steps."""
+
+    lr_decay: str = "linear"
+    """Decay after warmup down to ``min_lr`` at the last step: linear, cosine or constant."""
+
+    torch_adam: str = "auto"
+    """Use torch's AdamW (``true``) or DeepSpeed's fused/CPU Adam (``false``). ``auto``:
+    torch's on a machine without CUDA (DeepSpeed's would be compiled at start-up), else
+    what the JSON says."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "adam_eps", "clip_grad"):
+            if getattr(self, name) is not None:
+                _check_float(self, name, 0.0, strict=name in ("lr", "adam_eps"))
+        for name in ("adam_beta1", "adam_beta2"):
+            if getattr(self, name) is not None:
+                _check_float(self, name, 0.0, maximum=0.999999)
+        _check_float(self, "min_lr", 0.0)
+        _check_int(self, "warmup_steps", 0)
+        _check_choice(self, "lr_decay", LR_DECAYS)
+        _check_choice(self, "torch_adam", TORCH_ADAM)
+        if self.lr is not None and self.min_lr > self.lr:
+            raise _bad("OptimConfig", "min_lr", self.min_lr, f"exceeds lr={self.lr}")
+
+
+@dataclass
+class TrainConfig:
+    """Steps, batches, precision and the DeepSpeed config."""
+
+    train_steps: int = 400
+    """Optimizer steps to train for (in total, a resumed run included)."""
+
+    micro_batch_size: int = 16
+    """Samples per rank per forward/backward."""
+
+    grad_accum_steps: int = 1
+    """Micro-batches accumulated per optimizer step (global batch = micro x accum x DP)."""
+
+    ds_config: str = "zero1"
+    """DeepSpeed JSON: a name in ds_configs/ (zero1, zero2, zero3, fp16, zero2_offload)
+    or a path. Batch sizes, steps and the overrides below are filled in from here."""
+
+    precision: str = "config"
+    """``config``: as the JSON says; fp32, bf16 or fp16 (fp16 needs a GPU) override it."""
+
+    activation_checkpointing: bool = False
+    """Recompute each layer's activations in backward (if the model supports it)."""
+
+    seed: int = 1234
+    """Seed of the data order/masks, dropout and ALUM's random start."""
+
+    eval_interval: int = 100
+    """Validate every this many optimizer steps (0: only at the end)."""
+
+    eval_batches: int = 8
+    """Micro-batches per validation."""
+
+    log_interval: int = 10
+    """Log training metrics every this many optimizer steps."""
+
+    max_steps: Optional[int] = None
+    """Stop after this many optimizer steps of *this* invocation (the schedule still
+    spans ``train_steps``): short runs, tests, and time-boxed jobs."""
+
+    def __post_init__(self) -> None:
+        for name, low in (("train_steps", 1), ("micro_batch_size", 1), ("grad_accum_steps", 1),
+                          ("eval_interval", 0), ("eval_batches", 1), ("log_interval", 1),
+                          ("seed", 0)):
+            _check_int(self, name, low)
+        if self.max_steps is not None:
+            _check_int(self, "max_steps", 0)
+        _check_choice(self, "precision", PRECISIONS)
+
+
+@dataclass
+class CheckpointConfig:
+    """Where and when to save, and what to resume from."""
+
+    output_dir: str = "alum_pretrain_output"
+    """Run directory: ``checkpoints/``, ``tensorboard/``, ``config.json``, ``summary.json``."""
+
+    save_interval: int = 0
+    """Save every this many optimizer steps (0: only at the end)."""
+
+    keep_last: int = 2
+    """Complete checkpoints kept (older ones are deleted after a successful save; 0 keeps all)."""
+
+    resume: str = "auto"
+    """``auto``: continue from the newest complete checkpoint in output_dir if any;
+    ``never``: start fresh (refused if output_dir holds checkpoints); or a checkpoint
+    directory to load from."""
+
+    save_at_end: bool = True
+    """Save a checkpoint when training stops."""
+
+    def __post_init__(self) -> None:
+        _check_int(self, "save_interval", 0)
+        _check_int(self, "keep_last", 0)
+        if not self.output_dir:
+            raise _bad("CheckpointConfig", "output_dir", self.output_dir, "must be a path")
+
+
+@dataclass
+class LoggingConfig:
+    """Console, TensorBoard and progress bar."""
+
+    tensorboard: bool = True
+    """Write TensorBoard events under output_dir/tensorboard when tensorboard is installed."""
+
+    progress_bar: bool = True
+    """tqdm progress bar on the main rank."""
+
+    peak_tflops: Optional[float] = None
+    """Peak TFLOP/s of one device for MFU (default: known GPUs' dense bf16/fp16 peak;
+    none on CPU, where MFU is not reported)."""
+
+    def __post_init__(self) -> None:
+        if self.peak_tflops is not None:
+            _check_float(self, "peak_tflops", 0.0, strict=True)
+
+
+@dataclass
+class PretrainConfig:
+    """A whole pre-training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelChoice = field(default_factory=ModelChoice)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    alum: Optional[AlumConfig] = None
+    """ALUM's adversarial term (None: standard MLM only). Its ``start_step`` is the
+    curriculum: standard MLM before that optimizer step."""
+    alum_positions: str = "masked"
+    """Where the adversarial KL is taken: ``masked`` (the predicted positions, as the
+    authors' pre-training code) or ``all`` (every non-padding position)."""
+
+    def __post_init__(self) -> None:
+        _check_choice(self, "alum_positions", ALUM_POSITIONS)
+        if self.alum is not None and not isinstance(self.alum, AlumConfig):
+            raise _bad("PretrainConfig", "alum", self.alum, "must be an AlumConfig or None")
+        if self.alum is not None and self.alum.start_step >= self.train.train_steps \
+                and self.alum.alpha > 0:
+            raise _bad("AlumConfig", "start_step", self.alum.start_step,
+                       f"is not before train_steps={self.train.train_steps}: ALUM would never "
+                       f"run (use --no-alum for standard training)")
+        if self.alum is not None and self.alum.loss == "mse":
+            raise _bad("AlumConfig", "loss", "mse",
+                       "is for regression heads; MLM uses sym_kl or kl")
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["data"]["data_path"] = list(self.data.data_path)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "PretrainConfig":
+        parts = {"data": DataConfig, "model": ModelChoice, "optim": OptimConfig,
+                 "train": TrainConfig, "checkpoint": CheckpointConfig, "logging": LoggingConfig}
+        known = set(parts) | {"alum", "alum_positions"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"PretrainConfig has no field(s) {unknown}")
+        kwargs: Dict[str, Any] = {k: parts[k](**values[k]) for k in parts if k in values}
+        if values.get("alum") is not None:
+            kwargs["alum"] = AlumConfig.from_dict(values["alum"])
+        if "alum_positions" in values:
+            kwargs["alum_positions"] = values["alum_positions"]
+        return cls(**kwargs)

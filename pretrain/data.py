@@ -1,0 +1,160 @@
+"""Training and validation data of a run: MLM datasets (alum.data) and their loaders.
+
+The train dataset is sized to the whole run (``train_steps x global batch``
+samples; alum.data loops over the corpus and reshuffles each pass), so the
+position in the data is a single number, the global samples consumed, and a
+resumed run rebuilds the loader from it (``rank_indices``' ``consumed_samples``).
+The masking step of each sample is derived from its index (``samples_per_step`` =
+global batch), so the masking-rate schedule follows the optimizer step, also in
+DataLoader workers and after a resume.
+
+With no data path, the shipped sample corpus is tokenized (WordPiece, the
+alum-tokenizer code) and indexed (the alum-preprocess code) into a cache
+directory on first use.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+
+from .config import DataConfig
+
+logger = logging.getLogger("alum.pretrain")
+
+SAMPLE_VOCAB_SIZE = 2048
+"""WordPiece vocabulary of the sample corpus (62k tokens of KJV text)."""
+SAMPLE_SPLIT = "90,10,0"
+"""Document split of the sample corpus: its 82 chapters leave 949,50,1 almost no valid set."""
+DEFAULT_SPLIT = "949,50,1"
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "alum", "pretrain_sample")
+
+
+def _is_rank0() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def prepare_sample_corpus(cache_dir: Optional[str] = None) -> Tuple[str, str]:
+    """(indexed-dataset prefix, tokenizer dir) of the sample corpus, built once per cache.
+
+    Rank 0 builds, the others wait. Each output is written by the tools' own safe
+    commit (tokenizer files, then ``.bin``/``.idx``), and a ``READY`` file is written
+    last, so an interrupted preparation is redone rather than half-used.
+    """
+    from alum.data.sample import sample_corpus_path
+
+    cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
+    tokenizer_dir = os.path.join(cache_dir, "tokenizer")
+    prefix = os.path.join(cache_dir, "wiki_text_document")
+    ready = os.path.join(cache_dir, "READY")
+    if _is_rank0() and not os.path.isfile(ready):
+        from alum.tools.preprocess import main as preprocess_main
+        from alum.tools.train_tokenizer import main as tokenizer_main
+
+        os.makedirs(cache_dir, exist_ok=True)
+        corpus = sample_corpus_path("wiki")
+        logger.info("preparing the sample corpus in %s (once)", cache_dir)
+        if tokenizer_main(["--input", corpus, "--type", "wordpiece", "--vocab-size",
+                           str(SAMPLE_VOCAB_SIZE), "--lowercase", "--output", tokenizer_dir]):
+            raise RuntimeError("training the sample corpus tokenizer failed")
+        if preprocess_main(["--input", corpus, "--tokenizer", tokenizer_dir, "--output-prefix",
+                            prefix, "--no-progress", "--no-resume"]):
+            raise RuntimeError("indexing the sample corpus failed")
+        with open(ready, "w") as f:
+            f.write("ok\n")
+    _barrier()
+    return prefix, tokenizer_dir
+
+
+@dataclass
+class RunData:
+    """The datasets and tokenizer of a run."""
+
+    train: Any
+    valid: Optional[Any]
+    tokenizer: Any
+    tokenizer_path: str
+    data_path: Tuple[str, ...]
+
+
+def build_run_data(cfg: DataConfig, train_samples: int, samples_per_step: int,
+                   seed: int) -> RunData:
+    """Train/valid datasets for ``cfg`` (the sample corpus when ``data_path`` is empty)."""
+    from transformers import AutoTokenizer
+
+    from alum.data import MLMDataset, build_mlm_datasets
+
+    if cfg.data_path:
+        data_path, tokenizer_path = cfg.data_path, cfg.tokenizer
+        split = cfg.split or DEFAULT_SPLIT
+        cache = cfg.cache_dir
+    else:
+        prefix, tokenizer_path = prepare_sample_corpus(cfg.cache_dir)
+        data_path = (prefix,)
+        split = cfg.split or SAMPLE_SPLIT
+        cache = os.path.dirname(prefix)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    options = dict(packing=cfg.packing, masking_rate=_masking_rate(cfg.masking_rate),
+                   whole_word_masking=cfg.whole_word_masking, samples_per_step=samples_per_step,
+                   path_to_cache=os.path.join(cache, "packed_index") if cache else None)
+    if len(data_path) == 1:
+        train = MLMDataset.from_prefix(data_path[0], tokenizer, cfg.seq_length, "train",
+                                       num_samples=train_samples, random_seed=seed,
+                                       split=split, **options)
+        valid = MLMDataset.from_prefix(data_path[0], tokenizer, cfg.seq_length, "valid",
+                                       random_seed=seed, split=split, **options)
+    else:
+        valid_samples = max(1, train_samples // 100)
+        train, valid, _ = build_mlm_datasets(list(data_path), tokenizer, cfg.seq_length,
+                                             sizes=(train_samples, valid_samples, 0),
+                                             split=split, random_seed=seed, **options)
+    if valid is not None and len(valid) == 0:
+        valid = None
+    return RunData(train, valid, tokenizer, os.path.abspath(tokenizer_path), tuple(data_path))
+
+
+def _masking_rate(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def train_batches(dataset: Any, micro_batch_size: int, consumed_samples: int,
+                  dp_rank: int, dp_size: int, num_workers: int) -> Iterator[dict]:
+    """This rank's micro-batches from ``consumed_samples`` on (global order, Megatron's)."""
+    from alum.data import DataParallelSampler, mlm_collate
+
+    sampler = DataParallelSampler(len(dataset), rank=dp_rank, world_size=dp_size,
+                                  micro_batch_size=micro_batch_size, drop_last=True,
+                                  consumed_samples=consumed_samples)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=micro_batch_size, sampler=sampler,
+                                         collate_fn=mlm_collate, num_workers=num_workers,
+                                         drop_last=True)
+    return iter(loader)
+
+
+def valid_batches(dataset: Any, micro_batch_size: int, max_batches: int, dp_rank: int,
+                  dp_size: int) -> Iterator[dict]:
+    """The first ``max_batches`` micro-batches of this rank's validation slice (fixed)."""
+    from alum.data import rank_indices, mlm_collate
+
+    indices = rank_indices(len(dataset), dp_rank, dp_size, micro_batch_size, drop_last=False)
+    for b in range(max_batches):
+        chunk = indices[b * micro_batch_size:(b + 1) * micro_batch_size]
+        if not chunk:
+            return
+        yield mlm_collate([dataset[i] for i in chunk])

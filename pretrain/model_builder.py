@@ -1,0 +1,114 @@
+"""Build the model a run trains: alum.models' megatron-core BERT at TP=1/PP=1, or an HF model.
+
+Both expose the interface of alum.pretrain.hf_mlm_adapter (``embed``,
+``forward_from_embeddings``, ``forward``, ``mlm_loss``). Activation checkpointing
+is switched on here because alum.models.BertMLM has no switch of its own: each
+encoder layer's forward is wrapped in a recomputing checkpoint in place (no new
+module, so parameter names and checkpoints are unchanged).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ModelChoice
+
+logger = logging.getLogger("alum.pretrain")
+
+
+def build_megatron_bert(choice: ModelChoice, vocab_size: int, pad_token_id: int,
+                        seq_length: int) -> nn.Module:
+    """alum.models.BertMLM at TP=1/PP=1 (needs ``alum.parallel.initialize_parallel(1, 1)``)."""
+    from alum.models import ModelConfig
+    from alum.parallel import ParallelConfig, build_model
+
+    overrides: dict = dict(vocab_size=vocab_size, pad_token_id=pad_token_id,
+                           hidden_dropout=choice.dropout, attention_dropout=choice.dropout,
+                           init_seed=choice.init_seed)
+    if choice.hidden_size is not None:
+        overrides["hidden_size"] = choice.hidden_size
+    if choice.num_layers is not None:
+        overrides["num_layers"] = choice.num_layers
+    offset = pad_token_id + 1 if choice.family == "roberta" else 0
+    # Short runs use short position tables: fewer parameters, same model otherwise.
+    overrides["max_position_embeddings"] = max(seq_length + offset, 8)
+    if choice.family == "roberta":
+        overrides["type_vocab_size"] = 1
+    config = ModelConfig.named(choice.model_size, family=choice.family, **overrides)
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(f"ModelChoice.hidden_size={config.hidden_size} is not divisible by "
+                         f"the {config.num_attention_heads} heads of size {choice.model_size!r}")
+    if choice.hidden_size is not None:
+        config = config.replace(ffn_hidden_size=4 * config.hidden_size)
+    (model,) = build_model(config, ParallelConfig())
+    return model
+
+
+def build_pretrain_model(choice: ModelChoice, vocab_size: int, pad_token_id: int,
+                         seq_length: int) -> nn.Module:
+    """The model ``choice`` names, on the CPU in fp32 (DeepSpeed moves and casts it)."""
+    if choice.model_kind == "hf":
+        from .hf_mlm_adapter import load_hf_masked_lm
+
+        model = load_hf_masked_lm(choice.hf_model, dropout=choice.dropout)
+        model_vocab = model.config.vocab_size
+        if model_vocab < vocab_size:
+            raise ValueError(f"the tokenizer has {vocab_size} tokens but {choice.hf_model} "
+                             f"embeds only {model_vocab}")
+        return model
+    return build_megatron_bert(choice, vocab_size, pad_token_id, seq_length)
+
+
+def _megatron_rng_tracker() -> Any:
+    try:
+        from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+    except ImportError:  # pragma: no cover - megatron-core is a dependency
+        return None
+    tracker = get_cuda_rng_tracker()
+    return tracker if getattr(tracker, "is_initialized", lambda: False)() else None
+
+
+def _checkpointed(forward: Any, *args: Any) -> Any:
+    """``forward(*args)`` under torch's non-reentrant checkpoint.
+
+    Non-reentrant: ALUM's ascent takes ``autograd.grad`` w.r.t. δ only, and a reentrant
+    checkpoint (megatron's ``CheckpointFunction``) would run a full backward in its
+    recompute and accumulate weight gradients there. torch restores the default RNG
+    for the recompute; dropout in megatron's tracker regions draws from the tracker's
+    named states, which we replay here so the recomputed masks equal the forward's.
+    """
+    tracker = _megatron_rng_tracker()
+    saved = dict(tracker.get_states()) if tracker is not None else None
+    calls = [0]
+
+    def run(*inputs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1 or saved is None:
+            return forward(*inputs)
+        current = tracker.get_states()
+        tracker.set_states(dict(saved))
+        try:
+            return forward(*inputs)
+        finally:
+            tracker.set_states(current)
+
+    return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)
+
+
+def enable_activation_checkpointing(model: nn.Module) -> bool:
+    """Recompute each encoder layer in backward; True when the model supports it."""
+    if hasattr(model, "enable_activation_checkpointing"):
+        model.enable_activation_checkpointing()
+        return True
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        logger.warning("activation checkpointing requested but %s has no .layers: ignored",
+                       type(model).__name__)
+        return False
+    for layer in layers:
+        layer.forward = functools.partial(_checkpointed, layer.forward)
+    return True

@@ -1,0 +1,450 @@
+"""The pre-training loop: MLM (+ ALUM) under DeepSpeed at TP=1, PP=1 (docs/pretrain.md).
+
+One optimizer step = ``grad_accum_steps`` micro-batches, each: the clean forward
+(through the DeepSpeed engine), the MLM loss, ALUM's adversarial term when the
+curriculum has switched it on (``AlumConfig.start_step``), ``engine.backward``
+and ``engine.step`` (DeepSpeed steps the optimizer and the LR schedule at the
+accumulation boundary, with clipping and, for fp16, dynamic loss scaling).
+
+Why the clean pass goes through ``engine(...)`` and the ALUM passes do not:
+DeepSpeed's forward registers hooks on its outputs that start its backward
+bookkeeping (ZeRO's backward prologue, gradient-accumulation scaling of direct
+``tensor.backward`` calls). The loss's backward must see them once; ALUM's
+ascent takes ``autograd.grad`` w.r.t. δ alone and must not (it would enter
+ZeRO's backward and scale δ's gradient). The ascent and final perturbed passes
+start from ``embeds.detach() + δ``, so they never reach the clean outputs' hooks.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .checkpoint import CheckpointManager, any_checkpoint, atomic_write_text
+from .config import PretrainConfig
+from .data import RunData, build_run_data, train_batches, valid_batches
+from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of
+from .flops import (device_peak_tflops, forward_flops_per_sequence, model_dims,
+                    step_flops_multiplier)
+from .lr_schedule import build_lr_scheduler, weight_decay_groups
+from .metrics_log import MetricsLog, format_metrics
+from .mlm_step import mlm_micro_batch
+from .model_builder import build_pretrain_model, enable_activation_checkpointing
+
+logger = logging.getLogger("alum.pretrain")
+
+ADV_KEYS = ("adv_loss", "delta_rel_norm", "cos_delta_grad", "grad_share", "flip_rate")
+
+
+@dataclass
+class TrainSummary:
+    """What a run did (also written to ``output_dir/summary.json``)."""
+
+    start_step: int
+    end_step: int
+    losses: List[float] = field(default_factory=list)
+    """Mean clean MLM loss of each optimizer step of this invocation."""
+    first_loss: Optional[float] = None
+    """The run's first logged loss (from the checkpoint when resumed)."""
+    last_loss: Optional[float] = None
+    evals: List[Dict[str, float]] = field(default_factory=list)
+    tokens_per_s: Optional[float] = None
+    tflops_per_device: Optional[float] = None
+    mfu: Optional[float] = None
+    alum_steps: int = 0
+    """Optimizer steps of this invocation with ALUM's term on."""
+    adv_skipped: int = 0
+    """Micro-batches whose adversarial term was skipped (NaN/Inf), whole run."""
+    adv_means: Dict[str, float] = field(default_factory=dict)
+    """Mean ALUM statistics over this invocation's ALUM micro-batches."""
+    optimizer_steps_skipped: int = 0
+    """Optimizer steps DeepSpeed skipped (fp16 overflow), whole run."""
+    checkpoint: Optional[str] = None
+    wall_s: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _world() -> tuple:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(values: List[float]) -> List[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def setup_distributed(seed: int, megatron_state: bool) -> None:
+    """torch.distributed (gloo on CPU, nccl on GPU) and, for alum.models, megatron's
+    TP=1/PP=1 state; seeds python/numpy/torch."""
+    from alum.parallel import initialize_parallel, skip_shm_comm_build
+
+    skip_shm_comm_build()
+    # initialize_parallel creates the default group (a world of one in a plain
+    # process, the launcher's world otherwise) and megatron's groups and RNG tracker.
+    initialize_parallel(1, 1, seed=seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def split_forward(model: torch.nn.Module) -> Iterator[None]:
+    """Temporarily make ``model(...)`` return ``(embedding output, logits)``.
+
+    The engine calls ``self.module(...)``; an instance attribute ``forward`` shadows
+    the class's for the duration, so parameter names, hooks and checkpoints stay
+    those of the model itself.
+    """
+    def forward(input_ids, attention_mask, token_type_ids=None):
+        embeds = model.embed(input_ids, token_type_ids)
+        return embeds, model.forward_from_embeddings(embeds, attention_mask)
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        del model.forward
+
+
+def engine_clean_forward(engine):
+    def run(batch):
+        with split_forward(engine.module):
+            return engine(batch["input_ids"], batch["attention_mask"],
+                          batch.get("token_type_ids"))
+    return run
+
+
+def current_loss_scale(engine) -> float:
+    """DeepSpeed's dynamic fp16 loss scale (1 when not training in fp16)."""
+    if not engine.fp16_enabled():
+        return 1.0
+    opt = engine.optimizer
+    for holder in (opt, getattr(opt, "loss_scaler", None)):
+        for name in ("cur_scale", "loss_scale"):
+            value = getattr(holder, name, None) if holder is not None else None
+            if isinstance(value, (int, float)) or torch.is_tensor(value):
+                return float(value)
+    return 1.0
+
+
+def _grad_norm(engine) -> Optional[float]:
+    value = engine.get_global_grad_norm()
+    if value is None:
+        return None
+    return float(value.item() if torch.is_tensor(value) else value)
+
+
+class Trainer:
+    """Builds everything a run needs from a ``PretrainConfig`` and trains."""
+
+    def __init__(self, cfg: PretrainConfig):
+        import deepspeed
+
+        self.cfg = cfg
+        tc = cfg.train
+        setup_distributed(tc.seed, megatron_state=cfg.model.model_kind == "megatron")
+        self.rank, self.world = _world()
+        self.dp_rank, self.dp_size = self.rank, self.world  # TP = PP = 1
+        self.global_batch = tc.micro_batch_size * tc.grad_accum_steps * self.dp_size
+        self.data: RunData = build_run_data(cfg.data, tc.train_steps * self.global_batch,
+                                            self.global_batch, tc.seed)
+        tok = self.data.tokenizer
+        self.model = build_pretrain_model(cfg.model, len(tok), tok.pad_token_id,
+                                          cfg.data.seq_length)
+        if tc.activation_checkpointing:
+            enable_activation_checkpointing(self.model)
+        self.ds_config = build_ds_config(tc, cfg.optim, self.dp_size)
+        hp = optimizer_hyperparameters(self.ds_config)
+        groups = weight_decay_groups(self.model, hp["weight_decay"])
+        from alum.parallel import mpu
+
+        opt_cfg = cfg.optim
+
+        def scheduler(optimizer):
+            return build_lr_scheduler(optimizer, tc.train_steps, opt_cfg.warmup_steps,
+                                      opt_cfg.lr_decay, hp["lr"], opt_cfg.min_lr)
+
+        self.engine, _, _, self.lr_scheduler = deepspeed.initialize(
+            model=self.model, model_parameters=groups, config=self.ds_config,
+            lr_scheduler=scheduler, mpu=mpu if cfg.model.model_kind == "megatron" else None)
+        self.precision = precision_of(self.ds_config)
+        self.checkpoints = CheckpointManager(os.path.join(cfg.checkpoint.output_dir,
+                                                          "checkpoints"),
+                                             cfg.checkpoint.keep_last)
+        self.log = MetricsLog(os.path.join(cfg.checkpoint.output_dir, "tensorboard"),
+                              enabled=self.rank == 0, use_tensorboard=cfg.logging.tensorboard)
+        self.step = 0
+        self.consumed_samples = 0
+        self.adv_skipped = 0
+        self.first_loss: Optional[float] = None
+        self._throughput = _Window()  # every logged window of this invocation
+        dims = model_dims(self.engine.module)
+        self.flops_per_sequence = forward_flops_per_sequence(cfg.data.seq_length, **dims)
+        self.peak_tflops = cfg.logging.peak_tflops or device_peak_tflops()
+        self._resume()
+        self._write_run_config()
+
+    # -- set-up ---------------------------------------------------------------
+    def _resume(self) -> None:
+        ck = self.cfg.checkpoint
+        save_dir = self.checkpoints.save_dir
+        if ck.resume == "never":
+            if any_checkpoint(save_dir):
+                raise ValueError(f"CheckpointConfig.resume='never' but {save_dir} holds "
+                                 f"checkpoints of another run; choose another output_dir or "
+                                 f"resume with 'auto'")
+            return
+        load_dir = None if ck.resume == "auto" else ck.resume
+        state = self.checkpoints.load(self.engine, load_dir=load_dir)
+        if state is None:
+            if load_dir is not None:
+                raise ValueError(f"CheckpointConfig.resume={ck.resume!r}: no complete "
+                                 f"checkpoint there")
+            return
+        self.step = int(state["step"])
+        self.consumed_samples = int(state["consumed_samples"])
+        self.adv_skipped = int(state.get("adv_skipped", 0))
+        self.first_loss = state.get("first_loss")
+        if self.consumed_samples % self.global_batch:
+            raise ValueError(f"the checkpoint consumed {self.consumed_samples} samples, not a "
+                             f"multiple of this run's global batch {self.global_batch}")
+        self.log.line(f"resumed from {state['tag']}: step {self.step}, "
+                      f"{self.consumed_samples} samples consumed")
+
+    def _write_run_config(self) -> None:
+        if self.rank != 0:
+            return
+        out = self.cfg.checkpoint.output_dir
+        os.makedirs(out, exist_ok=True)
+        record = {"pretrain": self.cfg.to_dict(), "deepspeed": self.ds_config,
+                  "world_size": self.world, "tokenizer": self.data.tokenizer_path,
+                  "data_path": list(self.data.data_path)}
+        atomic_write_text(os.path.join(out, "config.json"), json.dumps(record, indent=1))
+
+    def client_state(self) -> Dict[str, Any]:
+        """The loop's state saved with every checkpoint."""
+        return {"step": self.step, "consumed_samples": self.consumed_samples,
+                "adv_skipped": self.adv_skipped, "first_loss": self.first_loss,
+                "config": self.cfg.to_dict(), "tokenizer": self.data.tokenizer_path,
+                "data_path": list(self.data.data_path), "world_size": self.world}
+
+    # -- validation -----------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> Optional[Dict[str, float]]:
+        """Mean MLM loss and accuracy over the predicted tokens of the first
+        ``eval_batches`` validation micro-batches (summed over data-parallel ranks)."""
+        if self.data.valid is None:
+            return None
+        model = self.engine.module
+        was_training = model.training
+        self.engine.eval()
+        loss_sum = correct = predicted = 0.0
+        for batch in valid_batches(self.data.valid, self.cfg.train.micro_batch_size,
+                                   self.cfg.train.eval_batches, self.dp_rank, self.dp_size):
+            batch = self._to_device(batch)
+            logits = model(batch["input_ids"], batch["attention_mask"],
+                           batch.get("token_type_ids"))
+            n = float(batch["labels"].ne(-100).sum())
+            loss_sum += float(model.mlm_loss(logits, batch["labels"])) * n
+            sel = batch["labels"].ne(-100)
+            correct += float(logits[sel].argmax(-1).eq(batch["labels"][sel]).sum())
+            predicted += n
+        if was_training:
+            self.engine.train()
+        loss_sum, correct, predicted = _all_reduce_sum([loss_sum, correct, predicted])
+        if predicted == 0:
+            return None
+        return {"loss": loss_sum / predicted, "accuracy": correct / predicted}
+
+    def _to_device(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        device = self.engine.device
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    # -- training -------------------------------------------------------------
+    def train(self) -> TrainSummary:
+        cfg, tc = self.cfg, self.cfg.train
+        start = self.step
+        stop = tc.train_steps if tc.max_steps is None else min(tc.train_steps,
+                                                                start + tc.max_steps)
+        summary = TrainSummary(start_step=start, end_step=start)
+        t_begin = time.time()
+        batches = train_batches(self.data.train, tc.micro_batch_size, self.consumed_samples,
+                                self.dp_rank, self.dp_size, cfg.data.num_workers)
+        progress = None
+        if self.rank == 0 and cfg.logging.progress_bar and stop > start:
+            from tqdm import tqdm
+
+            progress = tqdm(total=stop - start, initial=0, desc="alum-pretrain",
+                            unit="step", dynamic_ncols=True)
+        window = _Window()
+        adv_totals: Dict[str, List[float]] = {k: [] for k in ADV_KEYS}
+        tokens_per_step = self.global_batch * cfg.data.seq_length
+        self.engine.train()
+        while self.step < stop:
+            alum_on = cfg.alum is not None and cfg.alum.active(self.step)
+            t0 = time.time()
+            step_stats = self._optimizer_step(batches, alum_on)
+            dt = time.time() - t0
+            self.step += 1
+            self.consumed_samples += self.global_batch
+            summary.losses.append(step_stats["loss"])
+            if self.first_loss is None:
+                self.first_loss = step_stats["loss"]
+            if alum_on:
+                summary.alum_steps += 1
+                for k in ADV_KEYS:
+                    if step_stats.get(k) is not None:
+                        adv_totals[k].append(step_stats[k])
+            flops = self.flops_per_sequence * self.global_batch * step_flops_multiplier(
+                alum_on, cfg.alum.steps if cfg.alum else 1)
+            window.add(step_stats, dt, tokens_per_step, flops / self.dp_size)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{step_stats['loss']:.3f}",
+                                     alum="on" if alum_on else "off")
+            if self.step % tc.log_interval == 0 or self.step == stop:
+                self._log_window(window, progress, alum_on)
+                window = _Window()
+            if tc.eval_interval and self.step % tc.eval_interval == 0 and self.step < stop:
+                self._eval_and_log(summary, progress)
+            if cfg.checkpoint.save_interval and self.step % cfg.checkpoint.save_interval == 0 \
+                    and self.step < stop:
+                summary.checkpoint = self.checkpoints.save(self.engine, self.step,
+                                                           self.client_state())
+        if progress is not None:
+            progress.close()
+        self._eval_and_log(summary, None)
+        if cfg.checkpoint.save_at_end and stop > start:
+            summary.checkpoint = self.checkpoints.save(self.engine, self.step,
+                                                       self.client_state())
+        summary.end_step = self.step
+        summary.first_loss = self.first_loss
+        summary.last_loss = summary.losses[-1] if summary.losses else None
+        summary.adv_skipped = self.adv_skipped
+        summary.adv_means = {k: float(np.mean(v)) for k, v in adv_totals.items() if v}
+        summary.optimizer_steps_skipped = int(getattr(self.engine, "skipped_steps", 0))
+        summary.wall_s = time.time() - t_begin
+        if self._throughput.steps:
+            summary.tokens_per_s = self._throughput.tokens / self._throughput.seconds
+            summary.tflops_per_device = self._throughput.flops / self._throughput.seconds / 1e12
+            if self.peak_tflops:
+                summary.mfu = summary.tflops_per_device / self.peak_tflops
+        if self.rank == 0:
+            atomic_write_text(os.path.join(cfg.checkpoint.output_dir, "summary.json"),
+                              json.dumps(summary.to_dict(), indent=1))
+        self.log.close()
+        return summary
+
+    def _optimizer_step(self, batches, alum_on: bool) -> Dict[str, Any]:
+        """grad_accum_steps micro-batches and the optimizer step; per-step metrics."""
+        cfg, tc = self.cfg, self.cfg.train
+        clean_forward = engine_clean_forward(self.engine)
+        loss_sum = correct = predicted = 0.0
+        adv: Dict[str, List[float]] = {k: [] for k in ADV_KEYS}
+        skipped = 0
+        for _ in range(tc.grad_accum_steps):
+            batch = self._to_device(next(batches))
+            result = mlm_micro_batch(self.engine.module, batch, cfg.alum, alum_on,
+                                     cfg.alum_positions, current_loss_scale(self.engine),
+                                     clean_forward=clean_forward)
+            self.engine.backward(result.loss)
+            self.engine.step()
+            loss_sum += float(result.mlm_loss)
+            correct += float(result.correct)
+            predicted += float(result.predicted)
+            if result.adv is not None:
+                stats = result.adv.to_dict()
+                skipped += int(result.adv.skipped)
+                for k in ADV_KEYS:
+                    if k in stats:
+                        adv[k].append(stats[k])
+        sums = _all_reduce_sum([loss_sum, correct, predicted, float(skipped)]
+                               + [float(np.sum(adv[k])) for k in ADV_KEYS]
+                               + [float(len(adv[k])) for k in ADV_KEYS])
+        n_micro = tc.grad_accum_steps * self.dp_size
+        self.adv_skipped += int(sums[3])
+        out: Dict[str, Any] = {"loss": sums[0] / n_micro,
+                               "accuracy": sums[1] / max(sums[2], 1.0),
+                               "lr": float(self.lr_scheduler.get_last_lr()[0]),
+                               "grad_norm": _grad_norm(self.engine),
+                               "adv_skipped": sums[3]}
+        k_count = len(ADV_KEYS)
+        for i, k in enumerate(ADV_KEYS):
+            count = sums[4 + k_count + i]
+            out[k] = sums[4 + i] / count if count else None
+        return out
+
+    def _log_window(self, window: "_Window", progress, alum_on: bool) -> None:
+        self._throughput.merge(window)
+        values: Dict[str, Optional[float]] = window.means()
+        tflops = window.flops / window.seconds / 1e12 if window.seconds else None
+        values["tokens_per_s"] = window.tokens / window.seconds if window.seconds else None
+        values["tflops"] = tflops
+        if self.peak_tflops and tflops is not None:
+            values["mfu"] = tflops / self.peak_tflops
+        values["alum"] = 1.0 if alum_on else 0.0
+        self.log.scalars("train", {k: v for k, v in values.items()}, self.step)
+        if self.rank == 0:
+            shown = {k: v for k, v in values.items() if k != "alum"}
+            self.log.line(format_metrics(self.step, self.cfg.train.train_steps, shown)
+                          + (" | ALUM" if alum_on else ""), progress)
+
+    def _eval_and_log(self, summary: TrainSummary, progress) -> None:
+        result = self.evaluate()
+        if result is None:
+            return
+        result = dict(result, step=self.step)
+        summary.evals.append(result)
+        self.log.scalars("valid", {"loss": result["loss"], "accuracy": result["accuracy"]},
+                         self.step)
+        self.log.line(f"validation at step {self.step}: loss {result['loss']:.4f} | "
+                      f"MLM accuracy {result['accuracy']:.4f}", progress)
+
+
+class _Window:
+    """Running sums of per-step metrics between two log lines."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.seconds = 0.0
+        self.tokens = 0.0
+        self.flops = 0.0
+        self.sums: Dict[str, float] = {}
+        self.counts: Dict[str, int] = {}
+
+    def add(self, stats: Dict[str, Any], seconds: float, tokens: float, flops: float) -> None:
+        self.steps += 1
+        self.seconds += seconds
+        self.tokens += tokens
+        self.flops += flops
+        for k, v in stats.items():
+            if v is None:
+                continue
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def merge(self, other: "_Window") -> None:
+        self.steps += other.steps
+        self.seconds += other.seconds
+        self.tokens += other.tokens
+        self.flops += other.flops
+
+    def means(self) -> Dict[str, Optional[float]]:
+        out = {k: self.sums[k] / self.counts[k] for k in self.sums if k != "adv_skipped"}
+        out["adv_skipped"] = self.sums.get("adv_skipped", 0.0)
+        return out
