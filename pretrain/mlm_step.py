@@ -24,6 +24,20 @@ from alum import AlumConfig, AdversarialStats, adversarial_loss
 CleanForward = Callable[[Dict[str, torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
 
 
+def call_through_hooks(model: nn.Module, method: Callable, *args: torch.Tensor):
+    """``method(*args)`` invoked as ``model(*args)``, so the module's own hooks run.
+
+    ZeRO-3 gathers partitioned parameters in forward hooks; a parameter used by a
+    module that does not own it (the MLM decoder reading the tied word embedding) is
+    gathered only by the root module's hooks, which a plain method call skips.
+    """
+    model.forward = method
+    try:
+        return model(*args)
+    finally:
+        del model.forward
+
+
 def embedding_mask(model: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor:
     """The padding mask ALUM uses for δ: ``model.embedding_mask(...)`` if the model has it."""
     fn = getattr(model, "embedding_mask", None)
@@ -95,7 +109,8 @@ def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
 
         def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
             # [N, V]: only the predicted rows; the core averages the KL over its rows.
-            return model.forward_from_embeddings(perturbed, attention_mask)[selected]
+            return call_through_hooks(model, model.forward_from_embeddings, perturbed,
+                                      attention_mask)[selected]
 
         clean = logits[selected]
     else:
@@ -108,7 +123,8 @@ def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
                              f"dimensions {tuple(logits.shape[:-1])}")
 
         def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
-            return model.forward_from_embeddings(perturbed, attention_mask)
+            return call_through_hooks(model, model.forward_from_embeddings, perturbed,
+                                      attention_mask)
 
         clean = logits
     adv_term, stats = adversarial_loss(forward_fn, embeds, clean, alum, mask=delta_mask,
