@@ -141,9 +141,13 @@ def train_batches(dataset: Any, micro_batch_size: int, consumed_samples: int,
     sampler = DataParallelSampler(len(dataset), rank=dp_rank, world_size=dp_size,
                                   micro_batch_size=micro_batch_size, drop_last=True,
                                   consumed_samples=consumed_samples)
+    # A generator of its own: creating a DataLoader iterator draws a base seed from the
+    # generator, and from the global one that draw would shift dropout and ALUM's noise
+    # after a resume (the iterator is rebuilt there, not in the uninterrupted run).
+    generator = torch.Generator().manual_seed(consumed_samples)
     loader = torch.utils.data.DataLoader(dataset, batch_size=micro_batch_size, sampler=sampler,
                                          collate_fn=mlm_collate, num_workers=num_workers,
-                                         drop_last=True)
+                                         drop_last=True, generator=generator)
     return iter(loader)
 
 
