@@ -290,7 +290,7 @@ class Trainer:
             from tqdm import tqdm
 
             progress = tqdm(total=stop - start, initial=0, desc="alum-pretrain",
-                            unit="step", dynamic_ncols=True)
+                            unit="step", dynamic_ncols=True, mininterval=1.0)
         window = _Window()
         adv_totals: Dict[str, List[float]] = {k: [] for k in ADV_KEYS}
         tokens_per_step = self.global_batch * cfg.data.seq_length
