@@ -231,6 +231,12 @@ class Trainer:
             return
         out = self.cfg.checkpoint.output_dir
         os.makedirs(out, exist_ok=True)
+        # A copy of the tokenizer next to the checkpoints: the run stays usable when the
+        # original directory (e.g. the sample-corpus cache) is gone.
+        tokenizer_copy = os.path.join(out, "tokenizer")
+        if not os.path.isdir(tokenizer_copy):
+            self.data.tokenizer.save_pretrained(tokenizer_copy + ".tmp")
+            os.replace(tokenizer_copy + ".tmp", tokenizer_copy)
         record = {"pretrain": self.cfg.to_dict(), "deepspeed": self.ds_config,
                   "world_size": self.world, "tokenizer": self.data.tokenizer_path,
                   "data_path": list(self.data.data_path)}
@@ -241,6 +247,7 @@ class Trainer:
         return {"step": self.step, "consumed_samples": self.consumed_samples,
                 "adv_skipped": self.adv_skipped, "first_loss": self.first_loss,
                 "config": self.cfg.to_dict(), "tokenizer": self.data.tokenizer_path,
+                "tokenizer_copy": os.path.join(self.cfg.checkpoint.output_dir, "tokenizer"),
                 "data_path": list(self.data.data_path), "world_size": self.world}
 
     # -- validation -----------------------------------------------------------

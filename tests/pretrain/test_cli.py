@@ -55,6 +55,9 @@ def test_main_job_with_fewer_steps(tmp_path, xdg_cache, monkeypatch, capsys):
     assert summary["end_step"] == 20 and summary["alum_steps"] == 10
     assert summary["adv_skipped"] == 0 and summary["checkpoint"] == "global_step20"
     assert os.path.isfile(tmp_path / "alum_pretrain_output" / "config.json")
+    from transformers import AutoTokenizer
+    assert len(AutoTokenizer.from_pretrained(str(tmp_path / "alum_pretrain_output" /
+                                                 "tokenizer"))) == 2048
     # Running it again resumes from the finished checkpoint: nothing left to train.
     assert cli.main(["--train-steps", "20"]) == 0
     assert "nothing to train" in capsys.readouterr().out
