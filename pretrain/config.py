@@ -216,6 +216,14 @@ class TrainConfig:
     precision: str = "config"
     """``config``: as the JSON says; fp32, bf16 or fp16 (fp16 needs a GPU) override it."""
 
+    tensor_parallel_size: int = 1
+    """Ranks that split each layer (megatron-core TP; ``model_kind=megatron``). Data
+    parallel is what is left of the world. ALUM needs TP=1 here (its KL over a
+    vocabulary-parallel softmax is the next issue's)."""
+
+    sequence_parallel: bool = False
+    """Split LayerNorm/dropout activations along the sequence over the TP ranks."""
+
     activation_checkpointing: bool = False
     """Recompute each layer's activations in backward (if the model supports it)."""
 
@@ -242,6 +250,10 @@ class TrainConfig:
             _check_int(self, name, low)
         if self.max_steps is not None:
             _check_int(self, "max_steps", 0)
+        _check_int(self, "tensor_parallel_size", 1)
+        if self.sequence_parallel and self.tensor_parallel_size == 1:
+            raise _bad("TrainConfig", "sequence_parallel", True,
+                       "needs tensor_parallel_size > 1")
         _check_choice(self, "precision", PRECISIONS)
 
 
@@ -318,6 +330,18 @@ class PretrainConfig:
             raise _bad("AlumConfig", "start_step", self.alum.start_step,
                        f"is not before train_steps={self.train.train_steps}: ALUM would never "
                        f"run (use --no-alum for standard training)")
+        tp = self.train.tensor_parallel_size
+        if tp > 1 and self.model.model_kind != "megatron":
+            raise _bad("TrainConfig", "tensor_parallel_size", tp,
+                       "needs model_kind='megatron' (an HF model trains at TP=1)")
+        if tp > 1 and self.alum is not None:
+            raise _bad("TrainConfig", "tensor_parallel_size", tp,
+                       "ALUM in this loop runs at TP=1 only (the adversarial KL over a "
+                       "vocabulary-parallel softmax is not implemented yet); use --no-alum "
+                       "or tensor_parallel_size=1")
+        if self.train.sequence_parallel and self.data.seq_length % tp:
+            raise _bad("DataConfig", "seq_length", self.data.seq_length,
+                       f"must be divisible by tensor_parallel_size={tp} (sequence_parallel)")
         if self.alum is not None and self.alum.loss == "mse":
             raise _bad("AlumConfig", "loss", "mse",
                        "is for regression heads; MLM uses sym_kl or kl")

@@ -20,6 +20,8 @@ from torch import nn
 
 from alum import AlumConfig, AdversarialStats, adversarial_loss
 
+from .tensor_parallel import predicted_ids
+
 
 CleanForward = Callable[[Dict[str, torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
 
@@ -60,11 +62,11 @@ class MicroBatchResult:
     """ALUM's statistics, when the adversarial term ran."""
 
 
-def mlm_accuracy_counts(logits: torch.Tensor, labels: torch.Tensor):
-    """(correct, predicted) over labels != -100 (full vocabulary; TP=1)."""
+def mlm_accuracy_counts(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor):
+    """(correct, predicted) over labels != -100; vocabulary-parallel logits under TP."""
     selected = labels.ne(-100)
     with torch.no_grad():
-        hits = logits[selected].argmax(dim=-1).eq(labels[selected]).sum()
+        hits = predicted_ids(model, logits[selected]).eq(labels[selected]).sum()
     return hits, selected.sum()
 
 
@@ -97,7 +99,7 @@ def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
     else:
         embeds, logits = clean_forward(batch)
     mlm = model.mlm_loss(logits, labels)
-    correct, predicted = mlm_accuracy_counts(logits, labels)
+    correct, predicted = mlm_accuracy_counts(model, logits, labels)
     if alum is None or not alum_active:
         return MicroBatchResult(mlm, mlm.detach(), correct, predicted)
 

@@ -1,4 +1,4 @@
-"""Build the model a run trains: alum.models' megatron-core BERT at TP=1/PP=1, or an HF model.
+"""Build the model a run trains: alum.models' megatron-core BERT (PP=1), or an HF model.
 
 Both expose the interface of alum.pretrain.hf_mlm_adapter (``embed``,
 ``forward_from_embeddings``, ``forward``, ``mlm_loss``). Activation checkpointing
@@ -21,8 +21,9 @@ logger = logging.getLogger("alum.pretrain")
 
 
 def build_megatron_bert(choice: ModelChoice, vocab_size: int, pad_token_id: int,
-                        seq_length: int) -> nn.Module:
-    """alum.models.BertMLM at TP=1/PP=1 (needs ``alum.parallel.initialize_parallel(1, 1)``)."""
+                        seq_length: int, tensor_parallel_size: int = 1,
+                        sequence_parallel: bool = False) -> nn.Module:
+    """This rank's alum.models.BertMLM at PP=1 (needs ``initialize_parallel(tp, 1)``)."""
     from alum.models import ModelConfig
     from alum.parallel import ParallelConfig, build_model
 
@@ -44,12 +45,16 @@ def build_megatron_bert(choice: ModelChoice, vocab_size: int, pad_token_id: int,
                          f"the {config.num_attention_heads} heads of size {choice.model_size!r}")
     if choice.hidden_size is not None:
         config = config.replace(ffn_hidden_size=4 * config.hidden_size)
-    (model,) = build_model(config, ParallelConfig())
+    parallel = ParallelConfig(tensor_parallel_size=tensor_parallel_size,
+                              sequence_parallel=sequence_parallel)
+    parallel.check_model(config, seq_length)
+    (model,) = build_model(config, parallel)
     return model
 
 
 def build_pretrain_model(choice: ModelChoice, vocab_size: int, pad_token_id: int,
-                         seq_length: int) -> nn.Module:
+                         seq_length: int, tensor_parallel_size: int = 1,
+                         sequence_parallel: bool = False) -> nn.Module:
     """The model ``choice`` names, on the CPU in fp32 (DeepSpeed moves and casts it)."""
     if choice.model_kind == "hf":
         from .hf_mlm_adapter import load_hf_masked_lm
@@ -60,7 +65,8 @@ def build_pretrain_model(choice: ModelChoice, vocab_size: int, pad_token_id: int
             raise ValueError(f"the tokenizer has {vocab_size} tokens but {choice.hf_model} "
                              f"embeds only {model_vocab}")
         return model
-    return build_megatron_bert(choice, vocab_size, pad_token_id, seq_length)
+    return build_megatron_bert(choice, vocab_size, pad_token_id, seq_length,
+                               tensor_parallel_size, sequence_parallel)
 
 
 def _megatron_rng_tracker() -> Any:

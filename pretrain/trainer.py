@@ -1,4 +1,7 @@
-"""The pre-training loop: MLM (+ ALUM) under DeepSpeed at TP=1, PP=1 (docs/pretrain.md).
+"""The pre-training loop: MLM (+ ALUM) under DeepSpeed, PP=1 (docs/pretrain.md).
+
+ALUM runs at TP=1; TP > 1 (megatron-core, sequence parallel optional) trains
+standard MLM (alum.pretrain.tensor_parallel).
 
 One optimizer step = ``grad_accum_steps`` micro-batches, each: the clean forward
 (through the DeepSpeed engine), the MLM loss, ALUM's adversarial term when the
@@ -39,6 +42,7 @@ from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
 from .mlm_step import mlm_micro_batch
 from .model_builder import build_pretrain_model, enable_activation_checkpointing
+from .tensor_parallel import predicted_ids, register_sequence_parallel_grad_hooks
 
 logger = logging.getLogger("alum.pretrain")
 
@@ -81,22 +85,29 @@ def _world() -> tuple:
     return 0, 1
 
 
+def _data_parallel_group():
+    from megatron.core import parallel_state as ps
+
+    return ps.get_data_parallel_group()
+
+
 def _all_reduce_sum(values: List[float]) -> List[float]:
+    """Sums over the data-parallel group (TP ranks of a group hold the same values)."""
     t = torch.tensor(values, dtype=torch.float64)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=_data_parallel_group())
     return t.tolist()
 
 
-def setup_distributed(seed: int, megatron_state: bool) -> None:
-    """torch.distributed (gloo on CPU, nccl on GPU) and, for alum.models, megatron's
-    TP=1/PP=1 state; seeds python/numpy/torch."""
+def setup_distributed(seed: int, tensor_parallel_size: int = 1) -> None:
+    """torch.distributed (gloo on CPU, nccl on GPU) and megatron's TP/DP groups (PP=1);
+    seeds python/numpy/torch."""
     from alum.parallel import initialize_parallel, skip_shm_comm_build
 
     skip_shm_comm_build()
     # initialize_parallel creates the default group (a world of one in a plain
     # process, the launcher's world otherwise) and megatron's groups and RNG tracker.
-    initialize_parallel(1, 1, seed=seed)
+    initialize_parallel(tensor_parallel_size, 1, seed=seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -157,15 +168,20 @@ class Trainer:
 
         self.cfg = cfg
         tc = cfg.train
-        setup_distributed(tc.seed, megatron_state=cfg.model.model_kind == "megatron")
+        setup_distributed(tc.seed, tc.tensor_parallel_size)
+        from megatron.core import parallel_state as ps
+
         self.rank, self.world = _world()
-        self.dp_rank, self.dp_size = self.rank, self.world  # TP = PP = 1
+        self.dp_rank = ps.get_data_parallel_rank()
+        self.dp_size = ps.get_data_parallel_world_size()
         self.global_batch = tc.micro_batch_size * tc.grad_accum_steps * self.dp_size
         self.data: RunData = build_run_data(cfg.data, tc.train_steps * self.global_batch,
                                             self.global_batch, tc.seed)
         tok = self.data.tokenizer
         self.model = build_pretrain_model(cfg.model, len(tok), tok.pad_token_id,
-                                          cfg.data.seq_length)
+                                          cfg.data.seq_length, tc.tensor_parallel_size,
+                                          tc.sequence_parallel)
+        self._grad_hooks = register_sequence_parallel_grad_hooks(self.model)
         if tc.activation_checkpointing:
             enable_activation_checkpointing(self.model)
         self.ds_config = build_ds_config(tc, cfg.optim, self.dp_size)
@@ -181,7 +197,7 @@ class Trainer:
 
         self.engine, _, _, self.lr_scheduler = deepspeed.initialize(
             model=self.model, model_parameters=groups, config=self.ds_config,
-            lr_scheduler=scheduler, mpu=mpu if cfg.model.model_kind == "megatron" else None)
+            lr_scheduler=scheduler, mpu=mpu)
         self.precision = precision_of(self.ds_config)
         self.checkpoints = CheckpointManager(os.path.join(cfg.checkpoint.output_dir,
                                                           "checkpoints"),
@@ -269,7 +285,7 @@ class Trainer:
             n = float(batch["labels"].ne(-100).sum())
             loss_sum += float(model.mlm_loss(logits, batch["labels"])) * n
             sel = batch["labels"].ne(-100)
-            correct += float(logits[sel].argmax(-1).eq(batch["labels"][sel]).sum())
+            correct += float(predicted_ids(model, logits[sel]).eq(batch["labels"][sel]).sum())
             predicted += n
         if was_training:
             self.engine.train()
@@ -319,7 +335,7 @@ class Trainer:
                         adv_totals[k].append(step_stats[k])
             flops = self.flops_per_sequence * self.global_batch * step_flops_multiplier(
                 alum_on, cfg.alum.steps if cfg.alum else 1)
-            window.add(step_stats, dt, tokens_per_step, flops / self.dp_size)
+            window.add(step_stats, dt, tokens_per_step, flops / self.world)
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{step_stats['loss']:.3f}",

@@ -1,0 +1,51 @@
+"""Tensor parallelism in the loop: TP=2 (and TP=2 with sequence parallel) over two gloo
+processes give the TP=1 losses, validation loss and MLM accuracy (standard MLM)."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from alum import AlumConfig
+from alum.pretrain import Trainer
+from alum.pretrain.config import PretrainConfig, TrainConfig
+
+from .conftest import tiny_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_alum_with_tensor_parallel_is_refused_at_config_time():
+    with pytest.raises(ValueError, match="TrainConfig.tensor_parallel_size.*TP=1"):
+        PretrainConfig(train=TrainConfig(tensor_parallel_size=2), alum=AlumConfig())
+    with pytest.raises(ValueError, match="TrainConfig.sequence_parallel"):
+        TrainConfig(sequence_parallel=True)
+
+
+@pytest.mark.slow
+def test_tensor_parallel_equals_tp1(tmp_path, sample_cache):
+    if shutil.which("deepspeed") is None:
+        pytest.skip("the deepspeed launcher is not on PATH")
+    cfg = tiny_config(tmp_path / "run", sample_cache, steps=4, grad_accum=2, hidden=64,
+                      layers=2)
+    cfg.train.eval_batches = 2
+    reference = Trainer(cfg).train()
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg.to_dict()))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    out = tmp_path / "out.json"
+    done = subprocess.run(["deepspeed", "--num_gpus", "2", "--master_port", "29617",
+                           os.path.join(HERE, "tp_worker.py"), str(cfg_path), str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for name in ("tp2", "tp2_sp"):
+        got = results[name]
+        assert got["dp_size"] == 1 and got["world"] == 2
+        assert got["losses"] == pytest.approx(reference.losses, abs=1e-5), name
+        assert got["valid"]["loss"] == pytest.approx(reference.evals[-1]["loss"], abs=1e-5)
+        assert got["valid"]["accuracy"] == pytest.approx(reference.evals[-1]["accuracy"],
+                                                         abs=1e-9)
