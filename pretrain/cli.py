@@ -126,10 +126,11 @@ def closing_summary(summary, cfg: PretrainConfig) -> str:
             m = summary.adv_means
             lines.append("ALUM stats (means): " + ", ".join(
                 f"{k} {v:.3g}" for k, v in m.items()))
-            if m.get("flip_rate", 1.0) < 1e-3 and m.get("delta_rel_norm", 1.0) < 1e-3:
-                lines.append("  note: delta is tiny relative to the embeddings and flips no "
-                             "predictions: at these settings the term is a smoothness "
-                             "penalty, barely adversarial (try --alum-preset relative)")
+            if m.get("delta_rel_norm", 1.0) < 1e-3:
+                lines.append(f"  note: |delta| is {m['delta_rel_norm']:.1e} of each token's "
+                             f"embedding norm: at these settings the term is a smoothness "
+                             f"penalty at a tiny radius (flips include dropout's, which differs "
+                             f"between the two passes); --alum-preset relative uses 10%")
     else:
         lines.append("ALUM: off (--no-alum)")
     if summary.optimizer_steps_skipped:
