@@ -30,7 +30,9 @@ MAIN_JOB = {
                   ds_config="zero1", precision="fp32"),
     "optim": dict(lr=1e-3, warmup_steps=30, lr_decay="linear", weight_decay=0.01,
                   clip_grad=1.0),
-    "model": dict(hidden_size=128, num_layers=2, dropout=0.1),
+    "model": dict(dropout=0.1),
+    # Applied only to the default size (tiny), where no --hidden-size was given.
+    "tiny_hidden_size": 128,
     "alum_start_fraction": 0.5,
 }
 
@@ -40,7 +42,7 @@ EXAMPLES = """examples:
   # your data: preprocessed with alum-preprocess, BERT-base, bf16, ZeRO-2, 8 GPUs
   deepspeed --num_gpus 8 $(python -c "import alum.pretrain.run_pretrain as m; print(m.__file__)") \\
       --data-path data/wiki_bert_text_document --tokenizer tok/bert-wp --seq-length 512 \\
-      --model-size base --hidden-size 768 --train-steps 100000 --micro-batch-size 32 \\
+      --model-size base --train-steps 100000 --micro-batch-size 32 \\
       --ds-config zero2 --precision bf16 --lr 1e-4 --warmup-steps 10000 --adv-start-step 50000 \\
       --output-dir runs/bert-base-alum
   # continual pre-training of a local HF model with ALUM from the first step
@@ -74,16 +76,21 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     """The ``PretrainConfig`` the parsed options describe.
 
     Without ``--adv-start-step`` the curriculum switches ALUM on at half the steps
-    (the main job's standard-then-ALUM schedule).
+    (the main job's standard-then-ALUM schedule). The default size, tiny, gets a
+    hidden size of 128 (the main job's model) unless ``--hidden-size`` is given.
     """
     train = TrainConfig(**section_values(args, TrainConfig))
+    model_values = section_values(args, ModelChoice)
+    if model_values["model_size"] == "tiny" and model_values["hidden_size"] is None \
+            and model_values["model_kind"] == "megatron":
+        model_values["hidden_size"] = MAIN_JOB["tiny_hidden_size"]
     forced = {}
     if args.alum and args.adv_start_step is None:
         forced["start_step"] = int(train.train_steps * MAIN_JOB["alum_start_fraction"])
     alum = alum_config_from_args(args, **forced)
     return PretrainConfig(
         data=DataConfig(**section_values(args, DataConfig)),
-        model=ModelChoice(**section_values(args, ModelChoice)),
+        model=ModelChoice(**model_values),
         optim=OptimConfig(**section_values(args, OptimConfig)),
         train=train,
         checkpoint=CheckpointConfig(**section_values(args, CheckpointConfig)),

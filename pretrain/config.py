@@ -119,7 +119,8 @@ class ModelChoice:
     """Local HF model directory for ``model_kind=hf``; a missing MLM head is created."""
 
     hidden_size: Optional[int] = None
-    """Override of the named size's hidden width (megatron)."""
+    """Override of the named size's hidden width (megatron; the MLP becomes 4x). On the
+    command line, size tiny without this option means 128 (the main job's model)."""
 
     num_layers: Optional[int] = None
     """Override of the named size's layer count (megatron)."""

@@ -37,6 +37,9 @@ def test_defaults_are_the_main_job():
     assert cfg.alum is not None and cfg.alum.alpha == 10.0  # paper-pretrain
     assert cfg.alum.start_step == cfg.train.train_steps // 2
     assert cfg.train.ds_config == "zero1" and cfg.train.precision == "fp32"
+    assert cfg.model.model_size == "tiny" and cfg.model.hidden_size == 128
+    base = cli.config_from_args(cli.build_parser().parse_args(["--model-size", "base"]))
+    assert base.model.hidden_size is None and base.model.num_layers is None
 
 
 def test_bad_option_value_is_a_clean_error(capsys):
