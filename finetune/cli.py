@@ -1,13 +1,14 @@
 """``alum-finetune``: ALUM fine-tuning of a local Hugging Face BERT/RoBERTa.
 
 Sequence classification (single sentence or sentence pair) and regression, from
-GLUE TSV, jsonl (MNLI/ANLI style), CSV or parquet files. The model directory
-written at the end loads with ``from_pretrained``.
+GLUE TSV, jsonl (MNLI/ANLI/SciTail style), CSV or parquet files; extractive QA from
+SQuAD v1.1/v2.0 JSON (--task qa); multiple choice from SWAG CSV or HellaSwag jsonl
+(--task multiple-choice). The model directory written at the end loads with
+``from_pretrained``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -17,9 +18,17 @@ from typing import List, Optional
 
 from alum.cli_args import add_alum_arguments, alum_config_from_args
 
+from .label_maps import (NAMED_MAPS, mapped_predictions, parse_label_map,
+                         remap_labels)
+from .mc_cli import add_mc_arguments
+from .qa_cli import add_qa_arguments
+from .run_common import (adversarial_summary, fail, save_atomically,
+                         training_arguments)
 from .task_data import TaskDataError, load_task_file
 
 logger = logging.getLogger("alum.finetune")
+
+TASK_CHOICES = ("classification", "regression", "qa", "multiple-choice")
 
 EXAMPLES = """examples:
   # SST-2 from the GLUE TSVs, ALUM with the paper's fine-tuning settings
@@ -33,6 +42,20 @@ EXAMPLES = """examples:
   alum-finetune --model ./bert-base-uncased --task regression --train STS-B/train.tsv \\
       --eval STS-B/dev.tsv --text-field sentence1 --text-pair-field sentence2 \\
       --label-field score --no-alum --output runs/stsb
+  # MNLI, evaluated on matched and mismatched dev sets
+  alum-finetune --model ./roberta-base --train MNLI/train.jsonl --eval MNLI/dev_matched.jsonl \
+      --extra-eval mismatched=MNLI/dev_mismatched.jsonl --text-field sentence1 \
+      --text-pair-field sentence2 --label-field gold_label --ignore-label - --output runs/mnli
+  # SciTail (TSV: premise, hypothesis, label; no header) with MNLI's label names
+  alum-finetune --model ./bert-base-uncased --train SciTail/tsv_format/scitail_1.0_train.tsv \
+      --no-header --text-field 0 --text-pair-field 1 --label-field 2 \
+      --label-map scitail-to-mnli --output runs/scitail
+  # SQuAD v2.0 with doc stride, ALUM over the start and end distributions
+  alum-finetune --model ./bert-base-uncased --task qa --squad-v2 --train train-v2.0.json \
+      --eval dev-v2.0.json --max-length 384 --doc-stride 128 --output runs/squad2
+  # SWAG (CSV) or HellaSwag (jsonl) multiple choice
+  alum-finetune --model ./roberta-base --task multiple-choice --train swagaf/data/train.csv \
+      --eval swagaf/data/val.csv --output runs/swag
 """
 
 
@@ -51,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--output", required=True,
                     help="directory for the fine-tuned model; written under a temporary name "
                          "and renamed when training succeeds")
-    io.add_argument("--task", choices=("classification", "regression"),
-                    default="classification", help="head type (default: classification)")
+    io.add_argument("--task", choices=TASK_CHOICES, default="classification",
+                    help="head type: sequence classification, regression, extractive QA "
+                         "(SQuAD JSON) or multiple choice (SWAG CSV / HellaSwag jsonl) "
+                         "(default: classification)")
     io.add_argument("--format", dest="fmt", default="auto",
                     choices=("auto", "tsv", "csv", "jsonl", "parquet"),
                     help="file format; auto detects it from the extension (default)")
@@ -80,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use only the first N evaluation rows")
     io.add_argument("--max-length", type=int, default=128,
                     help="truncate inputs to this many tokens (default: 128)")
+
+    lm = p.add_argument_group(
+        "label sets (classification; NLI across MNLI/ANLI/SciTail; see docs/finetune_tasks.md)")
+    lm.add_argument("--label-map", default=None, metavar="MAP",
+                    help="rename/merge labels of the train and eval files as they are read: "
+                         "SRC=DST[,SRC=DST...] or a named map: " + ", ".join(sorted(NAMED_MAPS)))
+    lm.add_argument("--eval-label-map", default=None, metavar="MAP",
+                    help="label map for the evaluation files instead of --label-map (e.g. "
+                         "mnli-to-2way to score a 2-way SciTail model on MNLI)")
+    lm.add_argument("--prediction-map", default=None, metavar="MAP",
+                    help="merge the model's predicted classes into the evaluation labels "
+                         "(e.g. mnli-to-2way: a 3-way model's contradiction counts as "
+                         "neutral on SciTail); the eval files then keep their own label set")
+    lm.add_argument("--extra-eval", action="append", default=[], metavar="NAME=PATH",
+                    help="a further evaluation file (same field options), evaluated after "
+                         "training and reported as eval_NAME_* (repeatable; e.g. "
+                         "mismatched=dev_mismatched.jsonl, or an ANLI round)")
+    add_qa_arguments(p)
+    add_mc_arguments(p)
 
     tr = p.add_argument_group("training")
     tr.add_argument("--epochs", type=float, default=3.0, help="training epochs (default: 3)")
@@ -113,13 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--overwrite", action="store_true",
                     help="replace an existing OUTPUT directory")
     tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    tr.add_argument("--deepspeed", default=None, metavar="CONFIG",
+                    help="DeepSpeed JSON config (e.g. ds_configs/finetune_zero2.json) for ZeRO "
+                         "under the deepspeed launcher; handed to the HF Trainer")
+    tr.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1,
+                    help="set by the deepspeed/torch launchers; do not pass it yourself")
     add_alum_arguments(p, default_preset="paper-finetune")
     return p
 
 
 def _fail(message: str) -> None:
-    print(f"alum-finetune: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    fail(message)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -150,11 +198,16 @@ def run(args: argparse.Namespace) -> dict:
     if alum_config is not None and (args.task == "regression") != (alum_config.loss == "mse"):
         _fail(f"--adv-loss {alum_config.loss} does not fit --task {args.task}: regression "
               f"heads use mse, classification heads sym_kl or kl")
+    if args.task == "qa":
+        from .qa_cli import run_qa
+        return run_qa(args, alum_config)
+    if args.task == "multiple-choice":
+        from .mc_cli import run_multiple_choice
+        return run_multiple_choice(args, alum_config)
 
     import torch
     import transformers
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
-                              TrainingArguments)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from .metrics import compute_metrics
     from .task_inputs import build_dataset, build_collator
@@ -169,11 +222,35 @@ def run(args: argparse.Namespace) -> dict:
                 encoding_errors=args.encoding_errors)
     labels = args.labels.split(",") if args.labels else None
     try:
-        train = load_task_file(args.train, label_list=labels,
+        train_map = parse_label_map(args.label_map)
+        eval_map = parse_label_map(args.eval_label_map) if args.eval_label_map else train_map
+        pred_map = parse_label_map(args.prediction_map)
+        if args.task == "regression" and (train_map or eval_map or pred_map):
+            raise TaskDataError("label maps apply to classification, not regression")
+        train = load_task_file(args.train, label_list=None if train_map else labels,
                                max_examples=args.max_train_examples, **read)
-        evaluation = load_task_file(args.eval, label_list=train.label_list,
-                                    max_examples=args.max_eval_examples, **read) \
-            if args.eval else None
+        if train_map:
+            train = remap_labels(train, train_map, labels)
+
+        def load_eval(path):
+            if not (eval_map or pred_map):  # unmapped: unknown labels fail with their line
+                return load_task_file(path, label_list=train.label_list,
+                                      max_examples=args.max_eval_examples, **read)
+            data = load_task_file(path, max_examples=args.max_eval_examples, **read)
+            return remap_labels(data, eval_map, None if pred_map else train.label_list)
+
+        evaluation = load_eval(args.eval) if args.eval else None
+        extra = []
+        for spec in args.extra_eval:
+            name, sep, path = spec.partition("=")
+            if not sep or not name.strip() or not path:
+                raise TaskDataError(f"--extra-eval {spec!r}: expected NAME=PATH")
+            extra.append((name.strip(), load_eval(path)))
+        if pred_map is not None:
+            for data in [evaluation] + [d for _, d in extra]:
+                if data is not None:  # fails early when a model class has no target
+                    mapped_predictions(torch.zeros(1, train.num_labels).numpy(),
+                                       train.label_list, data.label_list, pred_map)
     except TaskDataError as err:
         _fail(str(err))
 
@@ -190,26 +267,18 @@ def run(args: argparse.Namespace) -> dict:
         args.model, ignore_mismatched_sizes=True, **model_kwargs)
 
     work_dir = args.output.rstrip("/") + ".work"
-    training_args = TrainingArguments(
-        output_dir=work_dir, num_train_epochs=args.epochs, max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.eval_batch_size,
-        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr,
-        weight_decay=args.weight_decay,
-        # A float in [0, 1) is a fraction of the total steps in transformers 5.
-        warmup_steps=float(args.warmup_ratio) if args.warmup_ratio > 0 else 0,
-        max_grad_norm=args.max_grad_norm, seed=args.seed, data_seed=args.seed,
-        bf16=args.bf16, fp16=args.fp16, use_cpu=args.cpu, logging_steps=args.logging_steps,
-        logging_strategy="steps", report_to=args.report_to,
-        eval_strategy="epoch" if evaluation is not None else "no",
-        save_strategy="epoch" if args.save_checkpoints else "no",
-        disable_tqdm=args.no_progress, dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available() and not args.cpu,
-        remove_unused_columns=False)
+    training_args = training_arguments(args, work_dir, evaluate=evaluation is not None)
 
-    def metrics_fn(prediction):
-        return compute_metrics(args.task, prediction.predictions, prediction.label_ids,
-                               label_list=train.label_list)
+    def metrics_for(data):
+        def metrics_fn(prediction):
+            if pred_map is not None:  # the model's classes, merged into the file's labels
+                preds = mapped_predictions(prediction.predictions, train.label_list,
+                                           data.label_list, pred_map)
+                return compute_metrics(args.task, preds, prediction.label_ids,
+                                       label_list=data.label_list)
+            return compute_metrics(args.task, prediction.predictions, prediction.label_ids,
+                                   label_list=train.label_list)
+        return metrics_fn
 
     trainer = AlumTrainer(
         model=model, args=training_args,
@@ -217,17 +286,20 @@ def run(args: argparse.Namespace) -> dict:
         eval_dataset=build_dataset(evaluation, tokenizer, args.max_length)
         if evaluation is not None else None,
         data_collator=build_collator(tokenizer), processing_class=tokenizer,
-        compute_metrics=metrics_fn if evaluation is not None else None,
+        compute_metrics=metrics_for(evaluation) if evaluation is not None else None,
         alum_config=alum_config)
     started = time.time()
     trainer.train(resume_from_checkpoint=True if args.resume else None)
     train_seconds = time.time() - started
 
     evals = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
-    adv_logs = [h for h in trainer.state.log_history if "adv_cos_delta_grad" in h]
-    adv_keys = sorted({k for h in adv_logs for k in h if k.startswith("adv_")} - {"adv_skipped"})
-    adv_means = {k: sum(h[k] for h in adv_logs if k in h) / max(1, sum(k in h for h in adv_logs))
-                 for k in adv_keys}
+    extra_results = {}
+    for name, data in extra:
+        trainer.compute_metrics = metrics_for(data)
+        extra_results[name] = trainer.evaluate(
+            eval_dataset=build_dataset(data, tokenizer, args.max_length),
+            metric_key_prefix=f"eval_{name}")
+    adv = adversarial_summary(trainer)
     summary = {
         "model": os.path.abspath(args.model), "train": os.path.abspath(args.train),
         "eval": os.path.abspath(args.eval) if args.eval else None, "task": args.task,
@@ -235,28 +307,17 @@ def run(args: argparse.Namespace) -> dict:
         "eval_examples": len(evaluation) if evaluation is not None else 0,
         "alum": alum_config.to_dict() if alum_config is not None else None,
         "train_seconds": round(train_seconds, 2), "steps": trainer.state.global_step,
-        "adv_steps": trainer.adv_steps, "adv_skipped": trainer.adv_skipped,
-        "adv_stats_mean": adv_means, "output": os.path.abspath(args.output),
+        **adv, "output": os.path.abspath(args.output),
         "eval_history": evals, "final_eval": evals[-1] if evals else None,
+        "extra_evals": extra_results, "label_maps": {
+            "label_map": args.label_map, "eval_label_map": args.eval_label_map,
+            "prediction_map": args.prediction_map},
         "seed": args.seed,
     }
-    _save_atomically(trainer, tokenizer, args.output, summary, args.overwrite)
+    save_atomically(trainer, tokenizer, args.output, summary, args.overwrite)
     if not args.save_checkpoints and os.path.isdir(work_dir):
         shutil.rmtree(work_dir, ignore_errors=True)
     return summary
-
-
-def _save_atomically(trainer, tokenizer, output: str, summary: dict, overwrite: bool) -> None:
-    """Writes the model directory under a temporary name, then renames it into place."""
-    partial = output.rstrip("/") + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    trainer.save_model(partial)
-    tokenizer.save_pretrained(partial)
-    with open(os.path.join(partial, "alum_finetune.json"), "w") as fh:
-        json.dump(summary, fh, indent=2, default=str)
-    if os.path.exists(output) and overwrite:
-        shutil.rmtree(output)
-    os.replace(partial, output)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -266,6 +327,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     final = summary["final_eval"] or {}
     shown = {k: round(v, 4) for k, v in final.items()
              if k.startswith("eval_") and isinstance(v, float)}
+    for result in (summary.get("extra_evals") or {}).values():
+        shown.update({k: round(v, 4) for k, v in result.items()
+                      if isinstance(v, float) and not k.endswith(("runtime", "per_second"))})
     print(f"alum-finetune: {summary['steps']} steps in {summary['train_seconds']} s "
           f"(ALUM {'on' if summary['alum'] else 'off'}, {summary['adv_skipped']} adversarial "
           f"terms skipped); final eval {shown}; model saved to {args.output}")

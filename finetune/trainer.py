@@ -15,12 +15,56 @@ import torch
 from transformers import Trainer
 
 from alum import AlumConfig, adversarial_loss
+from alum.divergence import Logits
 
 from .embedding_site import EmbeddingSite
+
+# Gold targets of the heads the Trainer fine-tunes (classification, multiple choice, span QA):
+# the perturbed passes need none of them, since the adversarial term is virtual.
+LABEL_KEYS = frozenset({"labels", "start_positions", "end_positions"})
+
+# Logit given to positions that are not answer candidates: finite, so that the KL's
+# p·(log p − log q) is 0·finite there rather than 0·(−inf + inf) = NaN.
+MASKED_LOGIT = -1e4
+
+
+def embedding_mask(attention_mask: Optional[torch.Tensor],
+                   embeds: torch.Tensor) -> Optional[torch.Tensor]:
+    """The padding mask in the embedding output's layout.
+
+    Multiple-choice models take ``[B, C, T]`` inputs and flatten them, so their embedding
+    output is ``[B*C, T, H]``: the mask is reshaped to ``[B*C, T]`` to match.
+    """
+    if attention_mask is None:
+        return None
+    return attention_mask.reshape(embeds.shape[:-1])
+
+
+def head_logits(outputs: Any, mask: Optional[torch.Tensor]) -> Logits:
+    """The distributions ALUM's divergence compares, per head type (ALUM.md).
+
+    Span QA: the (start, end) pair; the divergences are summed by ``adversarial_loss``.
+    Padding positions are set to ``MASKED_LOGIT`` (in fp32) so that they hold no
+    probability mass: they are not answer candidates, and their logits move with δ only
+    through attention. Classification and multiple choice: the logits over the classes
+    or over the choices (``[B, C]``).
+    """
+    start = getattr(outputs, "start_logits", None)
+    if start is None:
+        return outputs.logits
+    end = outputs.end_logits
+    if mask is None or tuple(mask.shape) != tuple(start.shape):
+        return start, end
+    keep = mask.to(torch.bool)
+    return (start.float().masked_fill(~keep, MASKED_LOGIT),
+            end.float().masked_fill(~keep, MASKED_LOGIT))
 
 
 class AlumTrainer(Trainer):
     """``transformers.Trainer`` whose training loss carries ALUM's adversarial term.
+
+    Works for sequence classification/regression, multiple choice (KL over the choices)
+    and span QA (KL over the start plus KL over the end distribution).
 
     ``alum_config=None`` (or α = 0) trains the standard objective. The curriculum's
     ``start_step`` is compared with the Trainer's optimizer step count.
@@ -50,15 +94,15 @@ class AlumTrainer(Trainer):
             outputs = model(**inputs)
         if site.output is None:
             raise RuntimeError("the model never called its embeddings module")
-        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        model_inputs = {k: v for k, v in inputs.items() if k not in LABEL_KEYS}
+        mask = embedding_mask(inputs.get("attention_mask"), site.output)
 
-        def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
+        def forward_fn(perturbed: torch.Tensor) -> Logits:
             with site.inject(perturbed):
-                return model(**model_inputs).logits
+                return head_logits(model(**model_inputs), mask)
 
-        adv, stats = adversarial_loss(forward_fn, site.output, outputs.logits, cfg,
-                                      mask=inputs.get("attention_mask"),
-                                      loss_scale=self._loss_scale())
+        adv, stats = adversarial_loss(forward_fn, site.output, head_logits(outputs, mask), cfg,
+                                      mask=mask, loss_scale=self._loss_scale())
         self.adv_steps += 1
         if stats.skipped:
             self.adv_skipped += 1

@@ -1,0 +1,68 @@
+"""What every ``alum-finetune`` task path shares: Trainer arguments, saving, summaries."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from typing import Any, Dict, NoReturn
+
+
+def fail(message: str, prog: str = "alum-finetune") -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def training_arguments(args: argparse.Namespace, work_dir: str, evaluate: bool):
+    """``TrainingArguments`` from the shared training options.
+
+    ``evaluate``: the Trainer itself evaluates after each epoch (classification and
+    multiple choice); QA evaluates outside it, since its metric needs postprocessing.
+    """
+    import torch
+    from transformers import TrainingArguments
+
+    extra: Dict[str, Any] = {}
+    if getattr(args, "deepspeed", None):
+        extra["deepspeed"] = args.deepspeed
+    return TrainingArguments(
+        output_dir=work_dir, num_train_epochs=args.epochs, max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size,
+        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        # A float in [0, 1) is a fraction of the total steps in transformers 5.
+        warmup_steps=float(args.warmup_ratio) if args.warmup_ratio > 0 else 0,
+        max_grad_norm=args.max_grad_norm, seed=args.seed, data_seed=args.seed,
+        bf16=args.bf16, fp16=args.fp16, use_cpu=args.cpu, logging_steps=args.logging_steps,
+        logging_strategy="steps", report_to=args.report_to,
+        eval_strategy="epoch" if evaluate else "no",
+        save_strategy="epoch" if args.save_checkpoints else "no",
+        disable_tqdm=args.no_progress, dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available() and not args.cpu,
+        remove_unused_columns=False, **extra)
+
+
+def adversarial_summary(trainer) -> Dict[str, Any]:
+    """ALUM step counts and the mean of each logged ``adv_*`` statistic."""
+    logs = [h for h in trainer.state.log_history if "adv_cos_delta_grad" in h]
+    keys = sorted({k for h in logs for k in h if k.startswith("adv_")} - {"adv_skipped"})
+    means = {k: sum(h[k] for h in logs if k in h) / max(1, sum(k in h for h in logs))
+             for k in keys}
+    return {"adv_steps": trainer.adv_steps, "adv_skipped": trainer.adv_skipped,
+            "adv_stats_mean": means}
+
+
+def save_atomically(trainer, tokenizer, output: str, summary: dict, overwrite: bool) -> None:
+    """Writes the model directory under a temporary name, then renames it into place."""
+    partial = output.rstrip("/") + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    trainer.save_model(partial)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(partial)
+        with open(os.path.join(partial, "alum_finetune.json"), "w") as fh:
+            json.dump(summary, fh, indent=2, default=str)
+        if os.path.exists(output) and overwrite:
+            shutil.rmtree(output)
+        os.replace(partial, output)
