@@ -77,6 +77,7 @@ CONSOLE_SCRIPTS = [
     "alum-tokenizer = alum.tools.train_tokenizer:main",
     "alum-preprocess = alum.tools.preprocess:main",
     "alum-pretrain = alum.pretrain.cli:main",
+    "alum-robustness = alum.finetune.robustness:main",
 ]
 
 # Data files installed inside packages: the sample corpus (alum/data/sample/).

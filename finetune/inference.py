@@ -6,7 +6,7 @@ varying length) and the robustness command both use this loop instead.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -17,12 +17,14 @@ from .trainer import embedding_mask, head_logits
 
 def predict(model: torch.nn.Module, dataset: Any, collator: Any, batch_size: int = 32,
             attack: Optional[AttackConfig] = None,
-            device: Optional[torch.device] = None) -> Dict[str, Any]:
+            device: Optional[torch.device] = None,
+            loss_fn: Optional[Callable[..., torch.Tensor]] = None) -> Dict[str, Any]:
     """Logits for every row of ``dataset``.
 
     Returns ``{"logits": [N, C] array}`` for classification and multiple choice, and
     ``{"start_logits": [...], "end_logits": [...]}`` (one array per feature, trimmed to
-    its length) for span QA. With ``attack``, the dataset must hold the gold targets.
+    its length) for span QA. With ``attack``, the dataset must hold the gold targets;
+    ``loss_fn(outputs, batch, mask)`` replaces the attack's default task loss.
     """
     was_training = model.training
     model.eval()
@@ -39,7 +41,8 @@ def predict(model: torch.nn.Module, dataset: Any, collator: Any, batch_size: int
                 with torch.no_grad():
                     outputs = model(**inputs)
             else:
-                outputs = attacked_outputs(model, batch, attack)
+                outputs = attacked_outputs(model, batch, attack,
+                                           **({"loss_fn": loss_fn} if loss_fn else {}))
             _collect(out, outputs, batch, rows)
     finally:
         model.train(was_training)
