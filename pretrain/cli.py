@@ -41,13 +41,13 @@ EXAMPLES = """examples:
   alum-pretrain
   # your data: preprocessed with alum-preprocess, BERT-base, bf16, ZeRO-2, 8 GPUs
   deepspeed --num_gpus 8 $(python -c "import alum.pretrain.run_pretrain as m; print(m.__file__)") \\
-      --data-path data/wiki_bert_text_document --tokenizer tok/bert-wp --seq-length 512 \\
+      --data-path data/wiki_bert --tokenizer tok/bert-wp --seq-length 512 \\
       --model-size base --train-steps 100000 --micro-batch-size 32 \\
       --ds-config zero2 --precision bf16 --lr 1e-4 --warmup-steps 10000 --adv-start-step 50000 \\
       --output-dir runs/bert-base-alum
   # continual pre-training of a local HF model with ALUM from the first step
   alum-pretrain --model-kind hf --hf-model ./bert-base-uncased --tokenizer ./bert-base-uncased \\
-      --data-path data/wiki_bert_text_document --lr 2e-5 --adv-start-step 0
+      --data-path data/wiki_bert --lr 2e-5 --adv-start-step 0
 """
 
 
