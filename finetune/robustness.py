@@ -130,6 +130,11 @@ def _check_args(args: argparse.Namespace) -> None:
         fail("--steps must be >= 0, --batch-size and --max-length >= 1", PROG)
     if args.step_size is not None and not args.step_size >= 0:
         fail("--step-size must be >= 0", PROG)
+    from . import word_attack
+
+    if args.word_attack and not word_attack.available():
+        fail(f"--word-attack needs the optional library {word_attack.LIBRARY!r}, which is not "
+             f"installed; the embedding-space attack needs nothing extra", PROG)
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
