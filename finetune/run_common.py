@@ -25,6 +25,13 @@ def training_arguments(args: argparse.Namespace, work_dir: str, evaluate: bool):
 
     extra: Dict[str, Any] = {}
     if getattr(args, "deepspeed", None):
+        if not os.path.isfile(args.deepspeed):
+            fail(f"--deepspeed {args.deepspeed!r}: no such DeepSpeed config file")
+        from alum.parallel import skip_shm_comm_build
+
+        # On CPU, DeepSpeed would otherwise compile a shared-memory comm op (40-85 s)
+        # when the Trainer initialises it; gloo needs none (shared/DESIGN.md).
+        skip_shm_comm_build()
         extra["deepspeed"] = args.deepspeed
     return TrainingArguments(
         output_dir=work_dir, num_train_epochs=args.epochs, max_steps=args.max_steps,

@@ -97,9 +97,17 @@ class AlumTrainer(Trainer):
         model_inputs = {k: v for k, v in inputs.items() if k not in LABEL_KEYS}
         mask = embedding_mask(inputs.get("attention_mask"), site.output)
 
+        # DeepSpeed's engine hooks every output of its forward so that a backward through
+        # it starts and ends a ZeRO gradient reduction; the δ-only ascent gradient would
+        # run that epilogue with no gradients staged (IndexError in ZeRO-2). The perturbed
+        # passes therefore call the module inside the engine: its parameter gradients
+        # still reach ZeRO's per-parameter hooks in the Trainer's one backward.
+        perturbed_model = (self.accelerator.unwrap_model(model)
+                           if getattr(self, "is_deepspeed_enabled", False) else model)
+
         def forward_fn(perturbed: torch.Tensor) -> Logits:
             with site.inject(perturbed):
-                return head_logits(model(**model_inputs), mask)
+                return head_logits(perturbed_model(**model_inputs), mask)
 
         adv, stats = adversarial_loss(forward_fn, site.output, head_logits(outputs, mask), cfg,
                                       mask=mask, loss_scale=self._loss_scale())
