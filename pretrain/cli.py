@@ -143,6 +143,8 @@ def closing_summary(summary, cfg: PretrainConfig) -> str:
     if summary.optimizer_steps_skipped:
         lines.append(f"optimizer steps skipped by fp16 loss scaling: "
                      f"{summary.optimizer_steps_skipped}")
+    if summary.export_hf:
+        lines.append(f"Hugging Face export: {summary.export_hf}")
     if summary.checkpoint:
         lines.append(f"checkpoint: {os.path.join(cfg.checkpoint.output_dir, 'checkpoints', summary.checkpoint)}")
     lines.append(f"run directory: {cfg.checkpoint.output_dir} (config.json, summary.json)")

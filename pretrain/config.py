@@ -279,7 +279,17 @@ class CheckpointConfig:
     save_at_end: bool = True
     """Save a checkpoint when training stops."""
 
+    export_hf: Optional[str] = None
+    """``model_kind=hf`` only: when training stops, write the model in Hugging Face format
+    (the adapter's ``save_pretrained``, in the module's dtype, plus the tokenizer) to this
+    directory, which ``AutoModelForMaskedLM`` / ``AutoModelForSequenceClassification``
+    ``.from_pretrained`` (and alum-finetune --model) load. Written under a temporary name
+    and renamed when complete; an existing directory there is replaced. Under ZeRO-3 the
+    parameters are gathered first."""
+
     def __post_init__(self) -> None:
+        if self.export_hf == "":
+            self.export_hf = None
         _check_int(self, "save_interval", 0)
         _check_int(self, "keep_last", 0)
         if not self.output_dir:
@@ -331,6 +341,9 @@ class PretrainConfig:
             raise _bad("AlumConfig", "start_step", self.alum.start_step,
                        f"is not before train_steps={self.train.train_steps}: ALUM would never "
                        f"run (use --no-alum for standard training)")
+        if self.checkpoint.export_hf and self.model.model_kind != "hf":
+            raise _bad("CheckpointConfig", "export_hf", self.checkpoint.export_hf,
+                       "needs model_kind='hf' (the megatron-core model has no HF export here)")
         tp = self.train.tensor_parallel_size
         if tp > 1 and self.model.model_kind != "megatron":
             raise _bad("TrainConfig", "tensor_parallel_size", tp,

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
@@ -73,6 +74,8 @@ class TrainSummary:
     optimizer_steps_skipped: int = 0
     """Optimizer steps DeepSpeed skipped (fp16 overflow), whole run."""
     checkpoint: Optional[str] = None
+    export_hf: Optional[str] = None
+    """The Hugging Face directory written at the end (``CheckpointConfig.export_hf``)."""
     wall_s: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
@@ -355,6 +358,8 @@ class Trainer:
         if cfg.checkpoint.save_at_end and stop > start:
             summary.checkpoint = self.checkpoints.save(self.engine, self.step,
                                                        self.client_state())
+        if cfg.checkpoint.export_hf:
+            summary.export_hf = self.export_hf(cfg.checkpoint.export_hf)
         summary.end_step = self.step
         summary.first_loss = self.first_loss
         summary.last_loss = summary.losses[-1] if summary.losses else None
@@ -372,6 +377,35 @@ class Trainer:
                               json.dumps(summary.to_dict(), indent=1))
         self.log.close()
         return summary
+
+    def export_hf(self, directory: str) -> str:
+        """Writes the live model in Hugging Face format, with the tokenizer, to ``directory``.
+
+        Every rank calls it: under ZeRO-3 each rank holds a shard, and
+        ``GatheredParameters`` assembles the full tensors on all ranks for the duration
+        (a no-op for parameters that are not partitioned). Rank 0 writes a temporary
+        sibling directory and renames it once complete, so ``directory`` is never a
+        half-written model.
+        """
+        import deepspeed
+
+        module = self.engine.module
+        if not hasattr(module, "save_pretrained"):
+            raise ValueError(f"{type(module).__name__} has no save_pretrained (HF export "
+                             f"needs model_kind='hf')")
+        directory = os.path.abspath(directory)
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            if self.rank == 0:
+                tmp = f"{directory}.tmp"
+                if os.path.isdir(tmp):
+                    shutil.rmtree(tmp)
+                module.save_pretrained(tmp)
+                self.data.tokenizer.save_pretrained(tmp)
+                _replace_directory(tmp, directory)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()
+        self.log.line(f"exported the model in Hugging Face format to {directory}")
+        return directory
 
     def _optimizer_step(self, batches, alum_on: bool) -> Dict[str, Any]:
         """grad_accum_steps micro-batches and the optimizer step; per-step metrics."""
@@ -437,6 +471,19 @@ class Trainer:
                          self.step)
         self.log.line(f"validation at step {self.step}: loss {result['loss']:.4f} | "
                       f"MLM accuracy {result['accuracy']:.4f}", progress)
+
+
+def _replace_directory(src: str, dst: str) -> None:
+    """Renames ``src`` to ``dst``, replacing an existing ``dst`` (moved aside, then deleted)."""
+    old = None
+    if os.path.lexists(dst):
+        old = f"{dst}.old"
+        if os.path.lexists(old):
+            shutil.rmtree(old)
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 class _Window:
