@@ -7,7 +7,8 @@ the equivalence tests) go through (facts in shared/DESIGN.md):
   (``GlobalMemoryBuffer`` for the sequence-parallel all-gather, the gather /
   reduce-scatter helpers of ``tensor_parallel.mappings``, p2p shape exchange);
 * ``device="cuda"`` hard-coded in ``pipeline_parallel/schedules.py``
-  (``total_num_tokens``) and ``tensor_parallel/data.py`` (``broadcast_data``);
+  (``total_num_tokens``) and ``tensor_parallel/data.py``, whose ``broadcast_data``
+  also calls ``tensor.cuda()`` (replaced by the same function without it);
 * ``torch.cuda.synchronize()`` after batched p2p;
 * the RNG tracker (``get_cuda_rng_tracker`` / ``model_parallel_cuda_manual_seed``)
   forks the CUDA generator, which does not exist on the CPU wheel.
@@ -184,6 +185,34 @@ def _patch_rng(random_mod: types.ModuleType) -> None:
     random_mod.initialize_rng_tracker(force_reset=True)
 
 
+def _patch_broadcast_data(data_mod: types.ModuleType) -> None:
+    """``broadcast_data`` calls ``tensor.cuda()`` (a Tensor method no proxy reaches):
+    the same function with the packing left on the CPU."""
+    _ORIGINALS["broadcast_data"] = data_mod.broadcast_data
+
+    def broadcast_data(keys, data, datatype, tp_group=None):
+        from megatron.core.parallel_state import get_tensor_model_parallel_group
+
+        tp_group = tp_group or get_tensor_model_parallel_group()
+        key_size, key_numel, total_numel = data_mod._build_key_size_numel_dictionaries(
+            keys, data, tp_group=tp_group)
+        if tp_group.rank() == 0:
+            data_mod._check_data_types(keys, data, datatype)
+            flat = torch.cat([data[key].contiguous().view(-1) for key in keys], dim=0)
+        else:
+            flat = torch.empty(total_numel, dtype=datatype)
+        src = torch.distributed.get_process_group_ranks(group=tp_group)[0]
+        torch.distributed.broadcast(flat, src, group=tp_group)
+        output, offset = {}, 0
+        for key in keys:
+            output[key] = flat.narrow(0, offset, key_numel[key]).view(key_size[key])
+            offset += key_numel[key]
+        return output
+
+    data_mod.broadcast_data = broadcast_data
+    importlib.import_module("megatron.core.tensor_parallel").broadcast_data = broadcast_data
+
+
 def apply_cpu_compat() -> bool:
     """Patch megatron-core for CPU runs; returns True when the shims are active.
 
@@ -202,6 +231,7 @@ def apply_cpu_compat() -> bool:
         _ORIGINALS[name] = module.torch
         module.torch = proxy
     _patch_rng(importlib.import_module("megatron.core.tensor_parallel.random"))
+    _patch_broadcast_data(importlib.import_module("megatron.core.tensor_parallel.data"))
     _APPLIED = True
     return True
 

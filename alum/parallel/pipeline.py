@@ -3,8 +3,8 @@
 megatron-core's ``get_forward_backward_func()`` picks the schedule: no pipelining
 (PP=1, with gradient accumulation over micro-batches), 1F1B (PP>1), or
 interleaved 1F1B (virtual stages). The schedules find, on the model object they
-are given, a megatron ``config`` (``ModelParallelConfig`` plus ``hidden_size``),
-a ``model_type`` and ``set_input_tensor``. ``ScheduleView`` provides the first two
+are given, a megatron ``config`` (a ``TransformerConfig``: they read fields of it
+beyond ``ModelParallelConfig``), a ``model_type`` and ``set_input_tensor``. ``ScheduleView`` provides the first two
 around a ``BertMLM`` chunk, so the model file stays free of megatron's config.
 
 On CPU/gloo the interleaved schedule gives silently wrong results with batched
@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..models.config import ModelConfig
 from .config import ParallelConfig
 
 
@@ -39,14 +40,22 @@ class ScheduleView(nn.Module):
         return self.module(*args, **kwargs)
 
 
-def schedule_config(parallel: ParallelConfig, hidden_size: int,
+def schedule_config(parallel: ParallelConfig, model: ModelConfig,
                     pipeline_dtype: torch.dtype = torch.float32,
                     finalize_model_grads_func: Optional[Callable] = None) -> Any:
-    """The megatron ``ModelParallelConfig`` the schedules read (p2p shapes, dtype, hooks)."""
-    from megatron.core import ModelParallelConfig
+    """The megatron ``TransformerConfig`` the schedules read (p2p shapes, dtype, hooks).
+
+    Only its parallel fields, ``hidden_size`` (p2p shapes) and the hooks matter;
+    the model itself is built from ``ModelConfig``.
+    """
+    from megatron.core.transformer import TransformerConfig
 
     interleaved = (parallel.virtual_pipeline_size or 1) > 1
-    config = ModelParallelConfig(
+    config = TransformerConfig(
+        num_layers=model.num_layers,
+        hidden_size=model.hidden_size,
+        num_attention_heads=model.num_attention_heads,
+        ffn_hidden_size=model.ffn_hidden_size,
         tensor_model_parallel_size=parallel.tensor_parallel_size,
         pipeline_model_parallel_size=parallel.pipeline_parallel_size,
         virtual_pipeline_model_parallel_size=parallel.virtual_pipeline_size,
@@ -56,7 +65,6 @@ def schedule_config(parallel: ParallelConfig, hidden_size: int,
         batch_p2p_comm=not (interleaved and not torch.cuda.is_available()),
         use_cpu_initialization=True,
     )
-    config.hidden_size = hidden_size  # read by get_tensor_shapes (TransformerConfig field)
     config.finalize_model_grads_func = finalize_model_grads_func
     return config
 
@@ -76,12 +84,13 @@ def mlm_forward_step(data_iterator: Iterator[Dict[str, torch.Tensor]], view: Sch
 
     def loss_func(labels: torch.Tensor, logits: torch.Tensor):
         loss = model.mlm_loss(logits, labels)
-        return loss, {"mlm_loss": loss.detach()}
+        # clone: the schedule divides the returned loss in place by num_microbatches.
+        return loss, {"mlm_loss": loss.detach().clone()}
 
     return output, partial(loss_func, batch["labels"])
 
 
-def run_schedule(chunks: List[nn.Module], parallel: ParallelConfig, *, hidden_size: int,
+def run_schedule(chunks: List[nn.Module], parallel: ParallelConfig, *, model: ModelConfig,
                  data_iterator, num_microbatches: int, seq_length: int,
                  micro_batch_size: int, forward_only: bool = False,
                  forward_step_func: Callable = mlm_forward_step,
@@ -94,7 +103,7 @@ def run_schedule(chunks: List[nn.Module], parallel: ParallelConfig, *, hidden_si
     """
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    config = schedule_config(parallel, hidden_size, pipeline_dtype, finalize_model_grads_func)
+    config = schedule_config(parallel, model, pipeline_dtype, finalize_model_grads_func)
     views = [ScheduleView(chunk, config) for chunk in chunks]
     forward_backward = get_forward_backward_func()
     return forward_backward(
