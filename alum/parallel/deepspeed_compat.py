@@ -21,6 +21,8 @@ def skip_shm_comm_build() -> bool:
     """
     if torch.cuda.is_available():
         return False
+    # import_module returns the sys.modules entry; ``deepspeed.comm.torch`` as an
+    # attribute is the torch package that deepspeed.comm imported under that name.
     module = importlib.import_module("deepspeed.comm.torch")
     module.build_shm_op = lambda: None
     return True
