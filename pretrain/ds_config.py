@@ -37,9 +37,15 @@ def ds_config_dir() -> str:
     return os.path.join(os.path.dirname(here), "ds_configs")
 
 
+FINETUNE_PREFIX = "finetune_"
+"""ds_configs/ files for ``alum-finetune --deepspeed``: HF Trainer configs whose "auto"
+values transformers fills in from its TrainingArguments, so not pre-training configs."""
+
+
 def shipped_ds_configs() -> List[str]:
-    """Names of the JSONs in ds_configs/ (without ``.json``)."""
-    return sorted(f[:-5] for f in os.listdir(ds_config_dir()) if f.endswith(".json"))
+    """Names of the pre-training JSONs in ds_configs/ (without ``.json``)."""
+    return sorted(f[:-5] for f in os.listdir(ds_config_dir())
+                  if f.endswith(".json") and not f.startswith(FINETUNE_PREFIX))
 
 
 def resolve_ds_config_path(name_or_path: str) -> str:

@@ -64,6 +64,9 @@ def test_shipped_configs_are_explicit_and_complete():
     names = shipped_ds_configs()
     for required in ("zero1", "zero2", "zero3", "fp16", "zero2_offload"):
         assert required in names
+    # The HF Trainer's fine-tuning config ships beside them but is not a pre-training choice.
+    assert os.path.isfile(os.path.join(ds_config_dir(), "finetune_zero2.json"))
+    assert not any(n.startswith("finetune_") for n in names)
     stages = {}
     for name in names:
         with open(os.path.join(ds_config_dir(), name + ".json")) as f:
