@@ -1,0 +1,24 @@
+"""Fused kernels of ALUM (issue 8), installed as ``alum.kernels``.
+
+* ``adv_project``: the perturbation update (shared/ALUM.md, update rules), a CUDA kernel
+  (csrc/) registered as the custom op ``alum::adv_project``; the PyTorch reference
+  ``alum.adv_project`` runs wherever the kernel is absent.
+* ``fused_symmetric_kl``: ALUM's final symmetric KL over large vocabularies in Triton,
+  forward and backward without materialising a softmax; ``vocab_parallel_symmetric_kl``
+  for a vocabulary split across tensor-parallel ranks.
+
+``python -m alum.kernels --check`` (console script ``alum-kernels``) reports which path
+is active and why. See docs/kernels.md.
+"""
+from .adv_project import adv_project, adv_project_with_flag
+from .extension import extension_state
+from .fallback import KernelFallbackWarning
+from .status import op_statuses, report
+from .sym_kl import fused_symmetric_kl
+from .sym_kl_vocab_parallel import vocab_parallel_symmetric_kl
+
+__all__ = [
+    "adv_project", "adv_project_with_flag", "fused_symmetric_kl",
+    "vocab_parallel_symmetric_kl", "extension_state", "op_statuses", "report",
+    "KernelFallbackWarning",
+]

@@ -1,0 +1,208 @@
+"""``alum.kernels.fused_symmetric_kl``: ALUM's final term without materialising softmaxes.
+
+Computes exactly ``alum.adversarial_divergence("sym_kl", adv, clean, mask)``
+(alum/divergence.py, the oracle): KL(sg p_clean ‖ p_adv) + KL(sg p_adv ‖ p_clean), summed
+over the class dimension, averaged over the rows (or the rows where ``mask`` is nonzero,
+weighted by it, when its shape is the rows' shape). The Triton kernels
+(sym_kl_triton.py) make one fp32 pass over the vocabulary forward and one backward; the
+math and the gradient are explained there.
+
+Path selection: Triton on CUDA tensors, and on CPU tensors when the Triton interpreter
+is on (TRITON_INTERPRET=1, CI); otherwise the PyTorch reference, with one
+KernelFallbackWarning when that happens on CUDA tensors.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import torch
+
+from alum.divergence import adversarial_divergence
+
+from .fallback import warn_fallback_once
+
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+N_STATS = 6  # m_a, Z_a, S_a, m_c, Z_c, S_c per row; see sym_kl_triton.py
+
+_TRITON_STATE: Optional[Tuple[bool, str]] = None
+
+
+def triton_state() -> Tuple[bool, str]:
+    """(importable, reason): whether ``triton`` imports, cached."""
+    global _TRITON_STATE
+    if _TRITON_STATE is None:
+        if importlib.util.find_spec("triton") is None:
+            _TRITON_STATE = (False, "triton is not installed (pip install triton)")
+        else:
+            try:
+                import triton  # noqa: F401
+                _TRITON_STATE = (True, f"triton {triton.__version__}")
+            except Exception as exc:  # a broken install must not break training
+                _TRITON_STATE = (False, f"import triton failed: {exc}")
+    return _TRITON_STATE
+
+
+def triton_interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_unusable_reason(device: torch.device) -> Optional[str]:
+    """Why the Triton kernels cannot run on ``device`` (None if they can)."""
+    ok, why = triton_state()
+    if not ok:
+        return why
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu" and triton_interpreter_on():
+        return None
+    return f"no Triton backend for {device.type} tensors (TRITON_INTERPRET=1 runs CPU tensors)"
+
+
+def _kernels():
+    from . import sym_kl_triton  # imported lazily: TRITON_INTERPRET is read at definition
+    return sym_kl_triton
+
+
+# ------------------------------------------------------------------ PyTorch statistics
+# The same statistics and gradients as the Triton kernels, in plain PyTorch. They make
+# fp32 [rows, vocab] temporaries; the vocab-parallel path uses them when Triton is absent
+# and the tests compare the kernels with them.
+def sym_kl_stats_torch(adv: torch.Tensor, clean: torch.Tensor, weight: torch.Tensor,
+                       use_shift: bool) -> torch.Tensor:
+    dtype = torch.promote_types(torch.promote_types(adv.dtype, clean.dtype), torch.float32)
+    a = adv.to(dtype)
+    c = clean.to(dtype)
+    diff = c - a
+    if use_shift:
+        diff = diff - diff[:, :1]
+    m_a = a.amax(dim=-1)
+    m_c = c.amax(dim=-1)
+    e_a = torch.exp(a - m_a[:, None])
+    e_c = torch.exp(c - m_c[:, None])
+    stats = torch.stack([m_a, e_a.sum(-1), (e_a * diff).sum(-1),
+                         m_c, e_c.sum(-1), (e_c * diff).sum(-1)], dim=-1)
+    return torch.where((weight == 0)[:, None], idle_stats(dtype, stats.device), stats)
+
+
+def idle_stats(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The statistics of a skipped (weight 0) row: loss 0, as the Triton kernel stores."""
+    return torch.tensor([-float("inf"), 1.0, 0.0, -float("inf"), 1.0, 0.0], dtype=dtype,
+                        device=device)
+
+
+def sym_kl_grads_torch(adv: torch.Tensor, clean: torch.Tensor, lse: torch.Tensor,
+                       scale: torch.Tensor, write_adv: bool, write_clean: bool):
+    dtype = lse.dtype
+    g = scale[:, None] * (torch.exp(adv.to(dtype) - lse[:, :1])
+                          - torch.exp(clean.to(dtype) - lse[:, 1:]))
+    g = torch.where((scale == 0)[:, None], torch.zeros_like(g), g)  # idle rows: lse = -inf
+    return (g.to(adv.dtype) if write_adv else None,
+            (-g).to(clean.dtype) if write_clean else None)
+
+
+# ------------------------------------------------------------------ shared pieces
+def row_weights(rows_shape: Tuple[int, ...], mask: Optional[torch.Tensor],
+                device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Flat weights whose dot product with the row values is ``_row_mean`` of divergence.py."""
+    n = 1
+    for s in rows_shape:
+        n *= s
+    if mask is not None and tuple(mask.shape) == tuple(rows_shape):
+        w = mask.to(device=device, dtype=dtype).reshape(-1)
+        return w / w.sum().clamp_min(1.0)
+    return torch.full((n,), 1.0 / max(n, 1), dtype=dtype, device=device)
+
+
+def finish_stats(stats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(per-row loss, [rows, 2] log-normalisers of adv and clean) from combined stats."""
+    m_a, z_a, s_a, m_c, z_c, s_c = stats.unbind(-1)
+    row_loss = s_c / z_c - s_a / z_a
+    lse = torch.stack([m_a + torch.log(z_a), m_c + torch.log(z_c)], dim=-1)
+    return row_loss, lse
+
+
+StatsReducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+class FusedSymmetricKLFunction(torch.autograd.Function):
+    """Autograd wrapper of the two passes; ``reduce_stats`` combines vocab shards (TP).
+
+    Forward saves the logits (already alive in the caller's graph), the [rows, 2]
+    log-normalisers and the row weights; no softmax tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, adv2d, clean2d, weight, use_triton: bool, use_shift: bool,
+                reduce_stats: Optional[StatsReducer]):
+        if use_triton:
+            stats = _kernels().sym_kl_stats(adv2d, clean2d, weight, use_shift)
+        else:
+            stats = sym_kl_stats_torch(adv2d, clean2d, weight, use_shift)
+        if reduce_stats is not None:
+            stats = reduce_stats(stats)
+        row_loss, lse = finish_stats(stats)
+        row_loss = torch.where(weight == 0, torch.zeros_like(row_loss), row_loss)
+        ctx.save_for_backward(adv2d, clean2d, lse, weight)
+        ctx.use_triton = use_triton
+        return (row_loss * weight).sum()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        adv2d, clean2d, lse, weight = ctx.saved_tensors
+        scale = (grad_output.to(torch.float32) * weight).contiguous()
+        write_adv, write_clean = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if ctx.use_triton:
+            ga, gc = _kernels().sym_kl_grads(adv2d, clean2d, lse.contiguous(), scale,
+                                             write_adv, write_clean)
+        else:
+            ga, gc = sym_kl_grads_torch(adv2d, clean2d, lse, scale, write_adv, write_clean)
+        return ga, gc, None, None, None, None
+
+
+def as_rows(x: torch.Tensor) -> torch.Tensor:
+    """[rows, vocab] with unit column stride (a view when possible)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def unsupported_input_reason(adv: torch.Tensor, clean: torch.Tensor) -> Optional[str]:
+    if adv.shape != clean.shape:
+        return "adv and clean logits differ in shape"
+    if adv.dim() < 1 or adv.shape[-1] == 0 or adv.numel() == 0:
+        return "empty logits"
+    if adv.dtype not in KERNEL_DTYPES or clean.dtype not in KERNEL_DTYPES:
+        return f"dtypes {adv.dtype}/{clean.dtype} (the kernel takes float32, bfloat16, float16)"
+    if adv.device != clean.device:
+        return "adv and clean logits live on different devices"
+    return None
+
+
+def _fused_one(adv: torch.Tensor, clean: torch.Tensor,
+               mask: Optional[torch.Tensor]) -> torch.Tensor:
+    reason = unsupported_input_reason(adv, clean) or triton_unusable_reason(adv.device)
+    if reason is not None:
+        if adv.is_cuda:
+            warn_fallback_once("fused_symmetric_kl", reason)
+        return adversarial_divergence("sym_kl", adv, clean, mask)
+    weight = row_weights(tuple(adv.shape[:-1]), mask, adv.device)
+    return FusedSymmetricKLFunction.apply(as_rows(adv), as_rows(clean), weight, True, True,
+                                          None)
+
+
+def fused_symmetric_kl(adv_logits: Union[torch.Tensor, Sequence[torch.Tensor]],
+                       clean_logits: Union[torch.Tensor, Sequence[torch.Tensor]],
+                       mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``adversarial_divergence("sym_kl", adv_logits, clean_logits, mask)``, fused.
+
+    Gradient flows into both logits, as in the reference (the second KL sends gradient
+    into the clean logits). A tuple of logits (span QA) gives the sum over its members.
+    """
+    if isinstance(adv_logits, torch.Tensor):
+        return _fused_one(adv_logits, clean_logits, mask)
+    total = None
+    for a, c in zip(adv_logits, clean_logits):
+        term = _fused_one(a, c, mask)
+        total = term if total is None else total + term
+    return total
