@@ -78,13 +78,35 @@ CONSOLE_SCRIPTS = [
     "alum-preprocess = alum.tools.preprocess:main",
     "alum-pretrain = alum.pretrain.cli:main",
     "alum-robustness = alum.finetune.robustness:main",
+    "alum-kernels = alum.kernels.cli:main",
 ]
 
 # Data files installed inside packages: the sample corpus (alum/data/sample/).
 PACKAGE_DATA = {
     "alum.data.sample": ["wiki/*/wiki_*", "openwebtext/*.tar", "*.txt"],
     "alum.pretrain.ds_configs": ["*.json"],
+    # CUDA sources of the fused kernels: alum.kernels builds them just in time on a GPU.
+    "alum.kernels": ["csrc/*.cu", "csrc/*.cuh", "csrc/*.cpp"],
 }
+
+
+def _cuda_extensions():
+    """The fused kernels built ahead of time, only when asked (ALUM_BUILD_CUDA_KERNELS=1)
+    and a CUDA build of torch is present; the default (CPU) install compiles nothing and
+    alum.kernels builds just in time instead (docs/kernels.md)."""
+    if os.environ.get("ALUM_BUILD_CUDA_KERNELS", "0") != "1":
+        return {}
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CUDAExtension
+    if torch.version.cuda is None:
+        raise RuntimeError("ALUM_BUILD_CUDA_KERNELS=1 needs a CUDA build of torch")
+    csrc = os.path.join("kernels", "csrc")
+    ext = CUDAExtension(
+        "alum.kernels._adv_project_cuda",
+        [os.path.join(csrc, "adv_project_kernel.cu"), os.path.join(csrc, "adv_project_binding.cpp")],
+        include_dirs=[os.path.join(HERE, csrc)],
+        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "-lineinfo"]})
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
 
 setup(
     name="alum",
@@ -102,4 +124,5 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
+    **_cuda_extensions(),
 )

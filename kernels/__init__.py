@@ -10,7 +10,7 @@
 ``python -m alum.kernels --check`` (console script ``alum-kernels``) reports which path
 is active and why. See docs/kernels.md.
 """
-from .adv_project import adv_project, adv_project_with_flag
+from .adv_project_dispatch import adv_project, adv_project_with_flag
 from .extension import extension_state
 from .fallback import KernelFallbackWarning
 from .status import op_statuses, report
