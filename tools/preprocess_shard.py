@@ -59,7 +59,15 @@ def load_tokenizer(tokenizer_dir: str):
     if tokenizer_dir not in _TOKENIZERS:
         from transformers import AutoTokenizer
 
-        _TOKENIZERS[tokenizer_dir] = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # A tokenizer.json saved for a model input (sentence-transformers ships them so)
+            # carries truncation and fixed padding: documents would be cut to its length
+            # and padded with [PAD] ids. Whole documents are wanted here.
+            backend.no_truncation()
+            backend.no_padding()
+        _TOKENIZERS[tokenizer_dir] = tokenizer
     return _TOKENIZERS[tokenizer_dir]
 
 

@@ -203,3 +203,30 @@ def test_megatron_reads_output_with_smallest_dtype(tmp_path, tokenizer_dir, toke
     assert os.path.getsize(tmp_path / "m.bin") == 2 * int(ds.sequence_lengths.sum())
     # get() with an offset reads inside a sequence, as megatron's datasets do
     assert ds.get(3, offset=2, length=4).tolist() == expected_ids(tokenizer, sample_texts[3])[2:6]
+
+
+def test_tokenizer_saved_with_truncation_and_padding_keeps_whole_documents(
+        tmp_path, tokenizer_dir, tokenizer, sample_texts):
+    """sentence-transformers ship tokenizer.json with truncation and fixed padding (e.g. 128):
+    documents must still come out whole, with no [PAD] ids appended."""
+    import shutil
+
+    capped = tmp_path / "capped_tokenizer"
+    shutil.copytree(tokenizer_dir, capped)
+    with open(capped / "tokenizer.json") as f:
+        spec = json.load(f)
+    spec["truncation"] = {"max_length": 16, "strategy": "LongestFirst", "stride": 0,
+                          "direction": "Right"}
+    spec["padding"] = {"strategy": {"Fixed": 16}, "direction": "Right",
+                       "pad_to_multiple_of": None, "pad_id": 0, "pad_type_id": 0,
+                       "pad_token": "[PAD]"}
+    with open(capped / "tokenizer.json", "w") as f:
+        json.dump(spec, f)
+    texts = [t for t in sample_texts if len(expected_ids(tokenizer, t)) > 40][:5] + ["Amen ."]
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(_jsonl(texts))
+    code, summary = run_preprocess("--input", path, "--tokenizer", capped,
+                                   "--output-prefix", tmp_path / "out")
+    assert code == 0
+    # Expected ids from the original (uncapped) tokenizer.
+    _check(tokenizer, tmp_path / "out", texts, summary)

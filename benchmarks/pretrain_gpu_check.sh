@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (device tool, carry [".whl", ".gpu_carry"]), after
+# benchmarks/prepare_gpu_carry.sh here. Installs the carried wheels and alum into /tmp,
+# indexes the sample corpus with a 30522-token WordPiece tokenizer, and pre-trains a
+# base-size BERT (768/12/12) in bf16 under DeepSpeed ZeRO-1 for STEPS steps, standard MLM
+# then ALUM (paper-pretrain, K=1) from half-way; prints tokens/s, TFLOP/s and MFU.
+#   SIZE=base SEQ=512 MBS=32 STEPS=300 bash benchmarks/pretrain_gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${SIZE:-base}; SEQ=${SEQ:-512}; MBS=${MBS:-32}; STEPS=${STEPS:-300}
+PEAK=${PEAK_TFLOPS:-989}   # dense bf16 of an H100/H200 SXM by the datasheet
+OUT=${OUT:-/tmp/alum_gpu_out}
+if [ -z "${SKIP_INSTALL:-}" ]; then   # SKIP_INSTALL=1: a dry run where alum is installed
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
+    --target /tmp/alum_site .
+  export PYTHONPATH=/tmp/alum_site:/tmp/site
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c "import torch, deepspeed, megatron.core, transformers; print('torch', torch.__version__, 'deepspeed', deepspeed.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+mkdir -p "$OUT"
+SAMPLE=$(python3 -c "from alum.data.sample import sample_corpus_path; print(sample_corpus_path('wiki'))")
+python3 -c "import sys; from alum.tools.preprocess import main; sys.exit(main(sys.argv[1:]))" \
+  --input "$SAMPLE" --tokenizer .gpu_carry/tokenizer --output-prefix /tmp/alum_data/kjv \
+  --no-progress
+python3 pretrain/run_pretrain.py --data-path /tmp/alum_data/kjv --tokenizer .gpu_carry/tokenizer \
+  --seq-length "$SEQ" --model-size "$SIZE" --micro-batch-size "$MBS" --train-steps "$STEPS" \
+  --warmup-steps 20 --lr 1e-4 --precision bf16 --ds-config zero1 --eval-interval "$STEPS" \
+  --eval-batches 2 --log-interval 50 --save-at-end false --progress-bar false \
+  --peak-tflops "$PEAK" --output-dir "$OUT/run" 2>&1 | tee "$OUT/pretrain.log" | \
+  grep -v -E "^\[|Warning|warn" | tail -40
