@@ -13,8 +13,13 @@ OUT=${OUT:-/tmp/alum_gpu_out}
 if [ -z "${SKIP_INSTALL:-}" ]; then   # SKIP_INSTALL=1: a dry run where alum is installed
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
-  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
-    --target /tmp/alum_site .
+  # alum itself: the layout setup.py installs (folders mapped into the alum namespace),
+  # laid out by copying, so no build step depends on the machine's setuptools.
+  rm -rf /tmp/alum_site && mkdir -p /tmp/alum_site && cp -r alum /tmp/alum_site/alum
+  for folder in finetune tools pretrain kernels; do
+    [ -f "$folder/__init__.py" ] && cp -r "$folder" "/tmp/alum_site/alum/$folder"
+  done
+  cp -r ds_configs /tmp/alum_site/alum/pretrain/ds_configs
   export PYTHONPATH=/tmp/alum_site:/tmp/site
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true

@@ -28,9 +28,11 @@ CONFIG_NAMES = ("zero1", "zero2", "zero3", "fp16", "zero2_offload")
 def ds_config_dir() -> str:
     """The directory of the shipped JSONs (installed package data, else the repo's)."""
     try:
-        path = importlib.resources.files("alum.pretrain.ds_configs")
-        if path.joinpath("zero1.json").is_file():
-            return str(path)
+        # A data folder without __init__.py is a namespace package: files() gives a
+        # MultiplexedPath whose str() is no path, so go through one of its files.
+        zero1 = importlib.resources.files("alum.pretrain.ds_configs").joinpath("zero1.json")
+        if zero1.is_file():
+            return os.path.dirname(str(zero1))
     except (ModuleNotFoundError, TypeError):
         pass
     here = os.path.dirname(os.path.abspath(__file__))

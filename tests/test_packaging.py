@@ -33,3 +33,28 @@ def test_console_script_help_runs(tmp_path):
     out = subprocess.run(["alum-finetune", "--help"], cwd=tmp_path, capture_output=True,
                          text=True)
     assert out.returncode == 0 and "--adv-epsilon" in out.stdout
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_has_every_package_and_its_data(tmp_path):
+    """What a wheel installs: the mapped folders, the sample corpus, the DeepSpeed configs."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    target = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                           "--no-build-isolation", "--no-compile", "--target", str(target),
+                           repo], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    code = (
+        "import os, alum, alum.finetune.cli, alum.tools.preprocess, alum.pretrain.cli;"
+        "from alum.pretrain.ds_config import ds_config_dir, shipped_ds_configs;"
+        "from alum.data.sample import sample_corpus_path;"
+        "assert alum.__file__.startswith(os.environ['TARGET']), alum.__file__;"
+        "assert os.path.isfile(os.path.join(ds_config_dir(), 'zero1.json')), ds_config_dir();"
+        "assert 'zero3' in shipped_ds_configs();"
+        "assert os.path.isdir(sample_corpus_path('wiki'));"
+        "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(target),
+                                         "TARGET": str(target)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
