@@ -45,7 +45,13 @@ def triton_state() -> Tuple[bool, str]:
 
 
 def triton_interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """Whether Triton kernels run on CPU tensors here: TRITON_INTERPRET=1 must have been
+    set before triton was first imported (triton.language's own helpers are decorated at
+    import), so the variable alone is not enough."""
+    if os.environ.get("TRITON_INTERPRET", "0") != "1" or not triton_state()[0]:
+        return False
+    import triton.language as tl
+    return type(tl.max).__name__ == "InterpretedFunction"
 
 
 def triton_unusable_reason(device: torch.device) -> Optional[str]:
@@ -57,7 +63,8 @@ def triton_unusable_reason(device: torch.device) -> Optional[str]:
         return None
     if device.type == "cpu" and triton_interpreter_on():
         return None
-    return f"no Triton backend for {device.type} tensors (TRITON_INTERPRET=1 runs CPU tensors)"
+    return (f"no Triton backend for {device.type} tensors (TRITON_INTERPRET=1, set before "
+            f"triton is imported, runs CPU tensors)")
 
 
 def _kernels():

@@ -12,23 +12,24 @@ def fresh_fallback_warnings():
 
 
 @pytest.fixture
-def triton_interpreter(monkeypatch):
-    """Run the Triton kernels on CPU tensors with TRITON_INTERPRET=1.
+def triton_interpreter():
+    """The Triton kernels module, running on CPU tensors through the interpreter.
 
-    Triton reads the variable when a kernel is defined, so it must be set before
-    alum.kernels.sym_kl_triton is first imported; on a CUDA machine the compiled kernels
-    are tested by the gpu tests instead (one process cannot hold both).
+    TRITON_INTERPRET=1 must be set before triton is first imported (torch.compile or
+    deepspeed may import it earlier in a pytest session), so these tests run in-process
+    only in a session started with it; test_sym_kl.py runs them in a fresh process with
+    the variable set. On a CUDA machine the compiled kernels are tested by the gpu tests.
     """
-    from alum.kernels.sym_kl import triton_state
+    from alum.kernels.sym_kl import triton_interpreter_on, triton_state
     ok, why = triton_state()
     if not ok:
         pytest.skip(f"Triton unavailable: {why}")
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the compiled Triton kernels are tested by the gpu tests")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    if not triton_interpreter_on():
+        pytest.skip("triton was imported without TRITON_INTERPRET=1; "
+                    "test_sym_kl.py::test_triton_interpreter_suite runs these in a fresh process")
     import alum.kernels.sym_kl_triton as kernels
-    if type(kernels._sym_kl_stats_kernel).__name__ != "InterpretedFunction":
-        pytest.skip("alum.kernels.sym_kl_triton was imported before TRITON_INTERPRET=1")
     yield kernels
 
 

@@ -1,0 +1,114 @@
+"""alum.kernels.fused_symmetric_kl against adversarial_divergence("sym_kl") in float64:
+the PyTorch statistics path, the fallback selection and its single warning, and (in a
+fresh process with TRITON_INTERPRET=1) the Triton kernels under the interpreter.
+Forward and backward, odd and prime vocabularies, every dtype, with and without a mask.
+"""
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from alum.divergence import adversarial_divergence
+from alum.kernels import KernelFallbackWarning, fused_symmetric_kl
+from alum.kernels import sym_kl as sym_kl_module
+from alum.kernels.sym_kl import FusedSymmetricKLFunction, as_rows, row_weights
+
+from .cases import DTYPES, assert_sym_kl_close, make_logits, reference_sym_kl_float64
+from .conftest import fake_cuda
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INTERPRETER_TESTS = [os.path.join(HERE, "test_sym_kl_triton_interpreter.py")]
+
+SHAPES = ((5, 97), (2, 3, 1021), (1, 13))
+
+
+def mask_for(shape, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    m = (torch.rand(shape[:-1], generator=gen) > 0.4).float()
+    m.view(-1)[0] = 1.0
+    return m
+
+
+def run_fwd_bwd(fn, adv, clean, mask):
+    a = adv.detach().clone().requires_grad_()
+    c = clean.detach().clone().requires_grad_()
+    loss = fn(a, c, mask)
+    loss.backward()
+    return loss.detach(), a.grad, c.grad
+
+
+def _torch_path(a, c, mask):
+    weight = row_weights(tuple(a.shape[:-1]), mask, a.device)
+    return FusedSymmetricKLFunction.apply(as_rows(a), as_rows(c), weight, False, True, None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_pytorch_statistics_path_matches_float64(dtype, masked):
+    for i, shape in enumerate(SHAPES):
+        adv, clean = make_logits(shape, dtype, seed=i)
+        mask = mask_for(shape, i) if masked else None
+        got = run_fwd_bwd(_torch_path, adv, clean, mask)
+        assert_sym_kl_close(*got, reference_sym_kl_float64(adv, clean, mask), dtype,
+                            f"{shape} {dtype}")
+
+
+def test_tuple_logits_sum_like_the_reference():
+    a1, c1 = make_logits((4, 13), torch.float32, seed=7)
+    a2, c2 = make_logits((4, 13), torch.float32, seed=8)
+    got = fused_symmetric_kl((a1, a2), (c1, c2))
+    expected = adversarial_divergence("sym_kl", (a1, a2), (c1, c2))
+    torch.testing.assert_close(got, expected)
+
+
+def test_cpu_without_interpreter_is_the_reference_exactly(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    adv, clean = make_logits((2, 3, 97), torch.float32, seed=9)
+    mask = mask_for((2, 3, 97))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = fused_symmetric_kl(adv, clean, mask)
+    torch.testing.assert_close(got, adversarial_divergence("sym_kl", adv, clean, mask),
+                               rtol=0, atol=0)
+
+
+def test_cuda_tensors_without_triton_fall_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(sym_kl_module, "_TRITON_STATE", (False, "triton is not installed"))
+    adv, clean = make_logits((3, 97), torch.float32, seed=11)
+    a, c = fake_cuda(adv), fake_cuda(clean)
+    with pytest.warns(KernelFallbackWarning, match="fused_symmetric_kl.*triton is not installed"):
+        first = fused_symmetric_kl(a, c)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = fused_symmetric_kl(a, c)
+    expected = adversarial_divergence("sym_kl", adv, clean)
+    torch.testing.assert_close(first.as_subclass(torch.Tensor), expected, rtol=0, atol=0)
+    torch.testing.assert_close(second.as_subclass(torch.Tensor), expected, rtol=0, atol=0)
+
+
+def test_float64_logits_use_the_reference():
+    adv, clean = make_logits((3, 13), torch.float64, seed=12)
+    torch.testing.assert_close(fused_symmetric_kl(adv, clean),
+                               adversarial_divergence("sym_kl", adv, clean), rtol=0, atol=0)
+
+
+def test_triton_interpreter_suite():
+    """The Triton kernels on CPU tensors: a fresh process with TRITON_INTERPRET=1 set
+    before triton is imported (see conftest.triton_interpreter)."""
+    from alum.kernels.sym_kl import triton_interpreter_on, triton_state
+    if not triton_state()[0]:
+        pytest.skip(f"Triton unavailable: {triton_state()[1]}")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the compiled Triton kernels are tested by the gpu tests")
+    if triton_interpreter_on():
+        pytest.skip("this session runs the interpreter tests in-process")
+    root = os.path.dirname(os.path.dirname(HERE))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-rs", *INTERPRETER_TESTS], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert " skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-3000:]
