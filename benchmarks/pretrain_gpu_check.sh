@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 SIZE=${SIZE:-base}; SEQ=${SEQ:-512}; MBS=${MBS:-32}; STEPS=${STEPS:-300}
 PEAK=${PEAK_TFLOPS:-989}   # dense bf16 of an H100/H200 SXM by the datasheet
 OUT=${OUT:-/tmp/alum_gpu_out}
+REPO=$(pwd)
 if [ -z "${SKIP_INSTALL:-}" ]; then   # SKIP_INSTALL=1: a dry run where alum is installed
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
+  [ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile \
+    --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   # alum itself: the layout setup.py installs (folders mapped into the alum namespace),
   # laid out by copying, so no build step depends on the machine's setuptools.
   rm -rf /tmp/alum_site && mkdir -p /tmp/alum_site && cp -r alum /tmp/alum_site/alum
@@ -24,12 +25,16 @@ if [ -z "${SKIP_INSTALL:-}" ]; then   # SKIP_INSTALL=1: a dry run where alum is 
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch, deepspeed, megatron.core, transformers; print('torch', torch.__version__, 'deepspeed', deepspeed.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
-mkdir -p "$OUT"
+mkdir -p "$OUT" /tmp/alum_work
+# Run from outside the repository: with `python -c` the current directory comes first on
+# sys.path, and the repo's own alum/ (without the mapped folders) would shadow the layout.
+cd /tmp/alum_work
 SAMPLE=$(python3 -c "from alum.data.sample import sample_corpus_path; print(sample_corpus_path('wiki'))")
 python3 -c "import sys; from alum.tools.preprocess import main; sys.exit(main(sys.argv[1:]))" \
-  --input "$SAMPLE" --tokenizer .gpu_carry/tokenizer --output-prefix /tmp/alum_data/kjv \
+  --input "$SAMPLE" --tokenizer "$REPO/.gpu_carry/tokenizer" --output-prefix /tmp/alum_data/kjv \
   --no-progress
-python3 pretrain/run_pretrain.py --data-path /tmp/alum_data/kjv --tokenizer .gpu_carry/tokenizer \
+python3 "$REPO/pretrain/run_pretrain.py" --data-path /tmp/alum_data/kjv \
+  --tokenizer "$REPO/.gpu_carry/tokenizer" \
   --seq-length "$SEQ" --model-size "$SIZE" --micro-batch-size "$MBS" --train-steps "$STEPS" \
   --warmup-steps 20 --lr 1e-4 --precision bf16 --ds-config zero1 --eval-interval "$STEPS" \
   --eval-batches 2 --log-interval 50 --save-at-end false --progress-bar false \
