@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -13,6 +14,7 @@ def _bench():
     spec = importlib.util.spec_from_file_location(
         "kernels_bench", os.path.join(ROOT, "benchmarks", "kernels_bench.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules["kernels_bench"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
