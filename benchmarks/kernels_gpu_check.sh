@@ -40,7 +40,7 @@ fi
 
 echo "== 2. build the CUDA extension (JIT, cached under ~/.cache/torch_extensions)"
 start=$(date +%s)
-if timeout 420 python -m alum.kernels --check --strict 2>&1 | tee "$OUT_DIR/build.log"; then
+if ALUM_KERNELS_VERBOSE=1 timeout 420 python -m alum.kernels --check --strict 2>&1 | tee "$OUT_DIR/build.log"; then
   echo "build+load: $(( $(date +%s) - start )) s"
 else
   echo "WARNING: a kernel path is not active (see above); the tests will say which"; status=1

@@ -11,6 +11,7 @@ kernel is absent).
 Environment:
     ALUM_KERNELS_DISABLE=1   never load the extension (the reference runs everywhere).
     ALUM_KERNELS_JIT=0       use only an ahead-of-time build, never compile at run time.
+    ALUM_KERNELS_VERBOSE=1   print the compiler's output of a just-in-time build.
 """
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ def _load() -> ExtensionState:
         from torch.utils import cpp_extension
         library = cpp_extension.load(
             name=JIT_NAME, sources=SOURCES, extra_include_paths=[CSRC],
-            extra_cuda_cflags=NVCC_FLAGS, is_python_module=False, verbose=False)
+            extra_cuda_cflags=NVCC_FLAGS, is_python_module=False,
+            verbose=_env_flag("ALUM_KERNELS_VERBOSE", "0"))
         path = library if isinstance(library, str) else getattr(library, "__file__", JIT_NAME)
         return ExtensionState(True, "just-in-time build (torch.utils.cpp_extension, cached)",
                               str(path))

@@ -27,7 +27,11 @@ needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found (set CUDA_H
 @pytest.fixture(scope="module")
 def host_check_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("nvcc") / "adv_project_host_check"
-    cmd = [NVCC, "-std=c++17", "-O2", "-gencode", "arch=compute_90,code=sm_90", "-Xptxas", "-v",
+    # The flags torch.utils.cpp_extension passes to nvcc: no implicit half/bf16 conversions.
+    torch_flags = ["-std=c++20", "--expt-relaxed-constexpr", "-D__CUDA_NO_HALF_OPERATORS__",
+                   "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+                   "-D__CUDA_NO_HALF2_OPERATORS__"]
+    cmd = [NVCC, *torch_flags, "-O3", "-gencode", "arch=compute_90,code=sm_90", "-Xptxas", "-v",
            "-I", CSRC, os.path.join(CSRC, "adv_project_kernel.cu"), HOST_CHECK, "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     return proc, out
