@@ -58,3 +58,18 @@ def test_a_non_editable_install_has_every_package_and_its_data(tmp_path):
                                          "TARGET": str(target)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_the_kernels_folder_stays_inert_when_found_as_a_top_level_package():
+    """From the repository root, transformers' probe for Hugging Face's `kernels` package
+    imports our kernels/ folder under that name: it must neither register alum's custom op
+    (alum.kernels would then register it twice) nor pass for HF's package."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.path.insert(0, '');"
+            "from transformers.utils.import_utils import is_kernels_available;"
+            "assert not is_kernels_available();"
+            "import kernels; assert not hasattr(kernels, 'adv_project');"
+            "import alum.kernels; alum.kernels.adv_project; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
