@@ -18,10 +18,11 @@ mkdir -p "$OUT_DIR"
 export OMP_NUM_THREADS=1 MAX_JOBS="${MAX_JOBS:-16}" PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 status=0
+PY=${PYTHON:-python3}   # the GPU image has python3 (with torch), not always `python`
 
 echo "== 1. environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python - <<'PY' || { echo "FATAL: needs a CUDA build of torch with a visible GPU"; exit 2; }
+"$PY" - <<'PY' || { echo "FATAL: needs a CUDA build of torch with a visible GPU"; exit 2; }
 import shutil, torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "device",
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
@@ -32,22 +33,22 @@ except Exception as exc:
     print("triton missing:", exc)
 assert torch.version.cuda is not None and torch.cuda.is_available()
 PY
-if ! python -c "import alum.kernels" 2>/dev/null; then
+if ! "$PY" -c "import alum.kernels" 2>/dev/null; then
   echo "alum.kernels not importable: installing this checkout editable (no dependencies)"
-  pip install --no-deps --no-build-isolation -e . >"$OUT_DIR/pip.log" 2>&1 \
+  "$PY" -m pip install --no-deps --no-build-isolation -e . >"$OUT_DIR/pip.log" 2>&1 \
     || { echo "FATAL: pip install -e . failed (see $OUT_DIR/pip.log)"; tail -20 "$OUT_DIR/pip.log"; exit 2; }
 fi
 
 echo "== 2. build the CUDA extension (JIT, cached under ~/.cache/torch_extensions)"
 start=$(date +%s)
-if ALUM_KERNELS_VERBOSE=1 timeout 420 python -m alum.kernels --check --strict 2>&1 | tee "$OUT_DIR/build.log"; then
+if ALUM_KERNELS_VERBOSE=1 timeout 420 "$PY" -m alum.kernels --check --strict 2>&1 | tee "$OUT_DIR/build.log"; then
   echo "build+load: $(( $(date +%s) - start )) s"
 else
   echo "WARNING: a kernel path is not active (see above); the tests will say which"; status=1
 fi
 
 echo "== 3. GPU tests"
-timeout 360 python -m pytest -q -m gpu tests/kernels -p no:cacheprovider -rs 2>&1 \
+timeout 360 "$PY" -m pytest -q -m gpu tests/kernels -p no:cacheprovider -rs 2>&1 \
   | tee "$OUT_DIR/pytest_gpu.log" | tail -40
 test_rc=${PIPESTATUS[0]}
 [ "$test_rc" -eq 0 ] || status=1
@@ -55,7 +56,7 @@ test_rc=${PIPESTATUS[0]}
 echo "== 4. benchmark"
 bench_args=(--json "$OUT_DIR/kernels_bench.json")
 [ "${QUICK:-0}" = "1" ] && bench_args+=(--no-compile)
-timeout 420 python benchmarks/kernels_bench.py "${bench_args[@]}" >"$OUT_DIR/kernels_bench.txt" 2>"$OUT_DIR/kernels_bench.err"
+timeout 420 "$PY" benchmarks/kernels_bench.py "${bench_args[@]}" >"$OUT_DIR/kernels_bench.txt" 2>"$OUT_DIR/kernels_bench.err"
 bench_rc=$?
 [ "$bench_rc" -eq 0 ] || { status=1; tail -20 "$OUT_DIR/kernels_bench.err"; }
 
