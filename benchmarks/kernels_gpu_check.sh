@@ -34,9 +34,16 @@ except Exception as exc:
 assert torch.version.cuda is not None and torch.cuda.is_available()
 PY
 if ! "$PY" -c "import alum.kernels" 2>/dev/null; then
-  echo "alum.kernels not importable: installing this checkout editable (no dependencies)"
-  "$PY" -m pip install --no-deps --no-build-isolation -e . >"$OUT_DIR/pip.log" 2>&1 \
-    || { echo "FATAL: pip install -e . failed (see $OUT_DIR/pip.log)"; tail -20 "$OUT_DIR/pip.log"; exit 2; }
+  # No install (an editable install needs the network for its build backend there):
+  # run from a copy of this checkout with the mapped folders linked into alum/.
+  echo "alum.kernels not importable: running from a copy with finetune/ tools/ pretrain/ kernels/ linked into alum/"
+  rm -rf /tmp/alum_gpu_repo && cp -r . /tmp/alum_gpu_repo && cd /tmp/alum_gpu_repo
+  for f in finetune tools pretrain kernels; do
+    [ -f "$f/__init__.py" ] && ln -sfn "../$f" "alum/$f"
+  done
+  ln -sfn ../ds_configs pretrain/ds_configs
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  "$PY" -c "import alum.kernels" || { echo "FATAL: alum.kernels still not importable"; exit 2; }
 fi
 
 echo "== 2. build the CUDA extension (JIT, cached under ~/.cache/torch_extensions)"
