@@ -29,7 +29,8 @@ def field_docs(cls: type) -> Dict[str, str]:
     return docs
 
 
-def _bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
+    """argparse type for true/false options (1/0, yes/no, on/off)."""
     low = text.lower()
     if low in ("1", "true", "yes", "on"):
         return True
@@ -52,7 +53,7 @@ def add_alum_arguments(parser: argparse.ArgumentParser, default_preset: str) -> 
     docs = field_docs(AlumConfig)
     for f in dataclasses.fields(AlumConfig):
         # Annotations are strings here (from __future__ import annotations in config.py).
-        kind = {"bool": _bool, "int": int, "float": float, "str": str}[str(f.type)]
+        kind = {"bool": parse_bool, "int": int, "float": float, "str": str}[str(f.type)]
         extra = {}
         choices = {"norm": ("inf", "l2", "l1"), "level": ("token", "sequence"),
                    "update": ("project", "normalize"), "loss": ("sym_kl", "kl", "mse"),

@@ -6,10 +6,11 @@ rejected when the config is built, not half-way through a training run.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Dict
+
+from .config_base import ConfigMixin
 
 NORMS = ("inf", "l2", "l1")
 LEVELS = ("token", "sequence")
@@ -19,7 +20,7 @@ EPSILON_SCALES = ("absolute", "relative")
 
 
 @dataclass
-class AlumConfig:
+class AlumConfig(ConfigMixin):
     """Hyper-parameters of ALUM's adversarial regulariser (Algorithm 1 of the paper)."""
 
     alpha: float = 1.0
@@ -105,21 +106,6 @@ class AlumConfig:
     def active(self, step: int) -> bool:
         """Whether the adversarial term is on at optimizer step ``step`` (the curriculum)."""
         return self.alpha > 0.0 and step >= self.start_step
-
-    def replace(self, **changes: Any) -> "AlumConfig":
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "AlumConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"AlumConfig has no field(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "AlumConfig":

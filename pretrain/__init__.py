@@ -10,7 +10,7 @@ Names are imported lazily: importing the package does not import DeepSpeed.
 """
 from __future__ import annotations
 
-import importlib
+from alum.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "PretrainConfig": "config", "DataConfig": "config", "ModelChoice": "config",
@@ -27,8 +27,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'alum.pretrain' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

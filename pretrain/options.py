@@ -10,22 +10,13 @@ import argparse
 import dataclasses
 from typing import Any, Dict, Type
 
-from alum.cli_args import field_docs
+from alum.cli_args import field_docs, parse_bool
 
 from .config import ALUM_POSITIONS, LR_DECAYS, MODEL_KINDS, PACKINGS, PRECISIONS, TORCH_ADAM
 
 CHOICES = {"precision": PRECISIONS, "lr_decay": LR_DECAYS, "model_kind": MODEL_KINDS,
            "packing": PACKINGS, "torch_adam": TORCH_ADAM, "family": ("bert", "roberta"),
            "model_size": ("tiny", "small", "base", "large"), "alum_positions": ALUM_POSITIONS}
-
-
-def parse_bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": parse_bool}

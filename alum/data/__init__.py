@@ -18,7 +18,7 @@ megatron-core (whose import takes seconds); the datasets do.
 """
 from __future__ import annotations
 
-import importlib
+from alum.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "WordBoundaryConvention": "word_boundaries",
@@ -56,14 +56,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

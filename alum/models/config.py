@@ -7,9 +7,10 @@ Megatron-style vocabulary padding (``padded_vocab_size``).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict
+
+from alum.config_base import ConfigMixin
 
 FAMILIES = ("bert", "roberta")
 
@@ -33,7 +34,7 @@ FAMILY_DEFAULTS: Dict[str, Dict[str, Any]] = {
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigMixin):
     """Architecture of a post-LN BERT/RoBERTa encoder with its tied MLM head."""
 
     family: str = "bert"
@@ -123,23 +124,6 @@ class ModelConfig:
         """
         multiple = self.make_vocab_size_divisible_by * tensor_parallel_size
         return -(-self.vocab_size // multiple) * multiple
-
-    def replace(self, **changes: Any) -> "ModelConfig":
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain dict (for checkpoints and logs)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "ModelConfig":
-        """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {unknown}")
-        return cls(**data)
 
     @classmethod
     def named(cls, name: str, family: str = "bert", **overrides: Any) -> "ModelConfig":

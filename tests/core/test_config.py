@@ -46,7 +46,7 @@ def test_presets_build_and_round_trip(name):
 def test_unknown_preset_and_field():
     with pytest.raises(ValueError, match="unknown ALUM preset"):
         AlumConfig.from_preset("nope")
-    with pytest.raises(ValueError, match="no field"):
+    with pytest.raises(ValueError, match="unknown AlumConfig fields"):
         AlumConfig.from_dict({"alpah": 1.0})
 
 
