@@ -6,9 +6,6 @@
 //   Each thread loads its slice of delta and grad once into registers, the block reduces
 //   the row norm (warp shuffles + one shared-memory step, any hidden size), applies the
 //   rule and writes the new delta: every byte of delta and grad is read exactly once.
-//   Token rows of at most 32 lanes x 16 vectors and 32 cached floats per lane (hidden <= 1024
-//   with 16-byte vectors, <= 512 scalar) take the warp-per-row variant instead: one warp
-//   per row, 8 rows per block, warp-shuffle reductions only, the same arithmetic.
 // * grouped (level="sequence", or a row too long for registers): the norm is taken over
 //   group_rows consecutive rows (all tokens x hidden of a sequence). Phase kernels write
 //   one fp32 partial per row, a small kernel reduces the partials of each group in a fixed
@@ -42,11 +39,6 @@ constexpr int single_pass_max_threads(int vec, int items) {
   return items < kMaxItems || vec * items * 2 > 96 ? kTargetThreads : 2 * kTargetThreads;
 }
 constexpr int kStreamThreads = 256;    // block size of the grouped-path kernels
-constexpr int kWarpRowWarps = 8;       // rows (warps) per block of the warp-per-row kernel
-constexpr int kWarpRowMaxItems = 16;   // vectors per lane cached by the warp-per-row kernel
-// VEC * ITEMS cap: 2 x 32 cached floats per lane, about 128 registers (2 blocks of 8 warps
-// per SM). 64 also compiles without spills at sm_90 but needs 240-255 registers (1 block/SM).
-constexpr int kWarpRowMaxFloats = 32;
 
 // ---------------------------------------------------------------- dtype conversions
 __device__ __forceinline__ float to_float(float x) { return x; }
@@ -250,83 +242,6 @@ adv_project_single_pass_kernel(const AdvProjectParams p) {
   }
 }
 
-// ---------------------------------------------------------------- warp-per-row kernel
-// Token level, rows of at most 32 * VEC * ITEMS elements: one warp per row, kWarpRowWarps
-// rows per block, grid-stride over rows. Lane l owns vectors l, l + 32, ... (ITEMS of them)
-// and keeps d and g in registers; both reductions are warp shuffles only (no shared memory,
-// no barrier), so short rows (hidden 768/1024) do not pay a block-wide reduction per row.
-// The arithmetic per element is that of adv_project_single_pass_kernel; the xor butterfly
-// leaves the same bits in every lane.
-template <typename T, int VEC, int ITEMS>
-__global__ void __launch_bounds__(kWarpRowWarps * kWarp)
-adv_project_warp_row_kernel(const AdvProjectParams p) {
-  const int lane = threadIdx.x % kWarp;
-  const int warp = threadIdx.x / kWarp;
-  const int64_t nvec = p.hidden / VEC;
-  const int64_t row_step = static_cast<int64_t>(gridDim.x) * kWarpRowWarps;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpRowWarps + warp; row < p.rows;
-       row += row_step) {
-    T* out = static_cast<T*>(p.out) + row * p.out_row_stride;
-    const float m = p.mask != nullptr ? p.mask[row] : 1.f;
-    if (m == 0.f) {  // padding row: delta = 0, nothing read (uniform across the warp)
-      float zeros[VEC] = {};
-      for (int64_t v = lane; v < nvec; v += kWarp) store_vec<T, VEC>(out + v * VEC, zeros);
-      continue;
-    }
-    const T* dp = row_ptr<T>(p.delta, row, p.delta_row_stride);
-    const T* gp = row_ptr<T>(p.grad, row, p.grad_row_stride);
-    float d[ITEMS][VEC];
-    float g[ITEMS][VEC];
-    bool bad = false;
-    float g_acc = 0.f;
-#pragma unroll
-    for (int k = 0; k < ITEMS; ++k) {
-      const int64_t v = lane + static_cast<int64_t>(k) * kWarp;
-      if (v < nvec) {
-        load_vec<T, VEC>(dp + v * VEC, d[k]);
-        load_vec<T, VEC>(gp + v * VEC, g[k]);
-      }
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        if (v >= nvec) { d[k][i] = 0.f; g[k][i] = 0.f; }
-        bad |= !isfinite(g[k][i]);
-        d[k][i] *= m;  // the reference zeroes (scales) padding before any reduction
-        g[k][i] *= m;
-        g_acc = norm_combine(p.norm, g_acc, norm_term(p.norm, g[k][i]));
-      }
-    }
-    flag_nonfinite(p, bad);
-    const GroupCoeffs c = group_coeffs(p, row);
-    float g_denominator = 1.f;
-    if (p.update == AdvUpdate::kProject) {
-      g_denominator = norm_finish(p.norm, warp_reduce(p.norm, g_acc)) + p.grad_eps;
-    }
-    // u overwrites d in registers.
-    const AdvNorm u_norm_kind = p.update == AdvUpdate::kProject ? AdvNorm::kL2 : p.norm;
-    float u_acc = 0.f;
-#pragma unroll
-    for (int k = 0; k < ITEMS; ++k) {
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        d[k][i] = ascent(p, c, d[k][i], g[k][i], g_denominator);
-        u_acc = norm_combine(u_norm_kind, u_acc, norm_term(u_norm_kind, d[k][i]));
-      }
-    }
-    float u_norm = 0.f;
-    if (needs_u_norm(p)) u_norm = norm_finish(u_norm_kind, warp_reduce(u_norm_kind, u_acc));
-#pragma unroll
-    for (int k = 0; k < ITEMS; ++k) {
-      const int64_t v = lane + static_cast<int64_t>(k) * kWarp;
-      if (v < nvec) {
-        float result[VEC];
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) result[i] = finish(p, c, d[k][i], u_norm) * m;
-        store_vec<T, VEC>(out + v * VEC, result);
-      }
-    }
-  }
-}
-
 // ---------------------------------------------------------------- grouped path
 // Stage of a partial-norm pass over one row.
 enum class PartialStage : int {
@@ -453,39 +368,6 @@ int single_pass_items(int64_t nvec, int vec) {
   return (nvec + items - 1) / items <= single_pass_max_threads(vec, items) ? items : 0;
 }
 
-// Vectors per lane for the warp-per-row kernel: the power of two that covers the row with
-// 32 lanes, 0 when the row needs more than kWarpRowMaxItems vectors or more than
-// kWarpRowMaxFloats cached floats per lane (the block-per-row kernel takes it).
-int warp_row_items(int64_t nvec, int vec) {
-  int items = 1;
-  while (items < kWarpRowMaxItems && static_cast<int64_t>(items) * kWarp < nvec) items *= 2;
-  if (static_cast<int64_t>(items) * kWarp < nvec || items * vec > kWarpRowMaxFloats) return 0;
-  return items;
-}
-
-template <typename T, int VEC, int ITEMS>
-void launch_warp_row(const AdvProjectParams& p, cudaStream_t stream) {
-  const int64_t blocks = (p.rows + kWarpRowWarps - 1) / kWarpRowWarps;
-  adv_project_warp_row_kernel<T, VEC, ITEMS><<<grid_for(blocks), kWarpRowWarps * kWarp, 0, stream>>>(p);
-}
-
-// Dispatches the warp-per-row kernel; false when the row does not fit it.
-template <typename T, int VEC>
-bool try_launch_warp_row(const AdvProjectParams& p, cudaStream_t stream) {
-  switch (warp_row_items(p.hidden / VEC, VEC)) {
-    case 1: launch_warp_row<T, VEC, 1>(p, stream); return true;
-    case 2: launch_warp_row<T, VEC, 2>(p, stream); return true;
-    case 4: launch_warp_row<T, VEC, 4>(p, stream); return true;
-    case 8:
-      if constexpr (VEC * 8 <= kWarpRowMaxFloats) { launch_warp_row<T, VEC, 8>(p, stream); return true; }
-      return false;
-    case 16:
-      if constexpr (VEC * 16 <= kWarpRowMaxFloats) { launch_warp_row<T, VEC, 16>(p, stream); return true; }
-      return false;
-    default: return false;
-  }
-}
-
 template <typename T, int VEC, int ITEMS>
 void launch_single_pass(const AdvProjectParams& p, cudaStream_t stream) {
   const int64_t nvec = p.hidden / VEC;
@@ -531,7 +413,6 @@ void launch_typed_vec(const AdvProjectParams& p, cudaStream_t stream) {
     launch_grouped<T, VEC>(p, stream);
     return;
   }
-  if (try_launch_warp_row<T, VEC>(p, stream)) return;  // short token rows
   switch (single_pass_items(p.hidden / VEC, VEC)) {
     case 1: launch_single_pass<T, VEC, 1>(p, stream); break;
     case 2: launch_single_pass<T, VEC, 2>(p, stream); break;
@@ -575,11 +456,6 @@ const char* adv_project_validate(const AdvProjectParams& p) {
 bool adv_project_is_single_pass(const AdvProjectParams& p) {
   const int vec = vector_width_of(p);
   return p.group_rows == 1 && single_pass_items(p.hidden / vec, vec) > 0;
-}
-
-bool adv_project_is_warp_per_row(const AdvProjectParams& p) {
-  const int vec = vector_width_of(p);
-  return adv_project_is_single_pass(p) && warp_row_items(p.hidden / vec, vec) > 0;
 }
 
 int64_t adv_project_workspace_floats(const AdvProjectParams& p) {

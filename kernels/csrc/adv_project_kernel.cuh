@@ -62,11 +62,6 @@ const char* adv_project_validate(const AdvProjectParams& p);
 // handles p; otherwise the grouped multi-phase path runs (sequence level, huge rows).
 bool adv_project_is_single_pass(const AdvProjectParams& p);
 
-// Whether the single pass runs as the warp-per-row kernel (one warp per token row, several
-// rows per block, warp-shuffle reductions only): token rows of hidden <= 1024 with 16-byte
-// vectors, <= 512 otherwise. Implies adv_project_is_single_pass(p).
-bool adv_project_is_warp_per_row(const AdvProjectParams& p);
-
 // Scratch floats the grouped path needs (0 for the single-pass kernel).
 int64_t adv_project_workspace_floats(const AdvProjectParams& p);
 
