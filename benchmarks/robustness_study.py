@@ -27,7 +27,7 @@ script is run again with the same --output, so a cut-down rerun costs nothing tw
 5. aggregation: mean and std (sample std, n-1) per arm; a table on stdout, and
    results.json + results.md in --output.
 
-Example (about 50 minutes on a shared 2-core CPU):
+Example (the defaults are the reported run: about 50 minutes on a shared 2-core CPU):
     python benchmarks/robustness_study.py --output runs/robustness-study
 """
 from __future__ import annotations
@@ -55,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="runs/robustness-study", help="work/result directory")
     g = p.add_argument_group("data and fine-tuning")
-    g.add_argument("--train-examples", type=int, default=2000, help="training tweets")
-    g.add_argument("--eval-examples", type=int, default=1000,
+    g.add_argument("--train-examples", type=int, default=1200, help="training tweets")
+    g.add_argument("--eval-examples", type=int, default=800,
                    help="held-out tweets (clean and attacked)")
+    g.add_argument("--finetune-examples", type=int, default=800,
+                   help="fine-tune on the first N training tweets (alum-finetune "
+                        "--max-train-examples; 0: all); continual pre-training reads the text of "
+                        "all --train-examples, never the eval tweets")
     g.add_argument("--split-seed", type=int, default=13, help="seed of the train/eval split")
     g.add_argument("--seeds", default="1,2,3", help="fine-tuning seeds, comma-separated")
     g.add_argument("--arms", default=",".join(ARMS), help=f"arms to run, from {list(ARMS)}")
@@ -82,10 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="radius 1 costs at least this much accuracy (absolute)")
     g.add_argument("--calib-keep2", type=float, default=0.5,
                    help="radius 2 keeps at least this share of the clean accuracy")
+    g.add_argument("--attack-examples", type=int, default=400,
+                   help="eval tweets each study run is scored and attacked on (0: all)")
     g.add_argument("--pgd-steps", type=int, default=3, help="PGD steps of the attack")
     g = p.add_argument_group("continual pre-training (arm alum-cpt)")
-    g.add_argument("--cpt-steps", type=int, default=150, help="optimizer steps")
-    g.add_argument("--cpt-batch", type=int, default=16, help="micro-batch size")
+    g.add_argument("--cpt-steps", type=int, default=100, help="optimizer steps")
+    g.add_argument("--cpt-batch", type=int, default=8, help="micro-batch size")
     g.add_argument("--cpt-seq", type=int, default=64, help="tokens per sample")
     g.add_argument("--cpt-lr", type=float, default=1e-4, help="peak learning rate")
     g.add_argument("--cpt-alpha", type=float, default=1.0, help="ALUM's alpha in pre-training")
@@ -163,6 +169,8 @@ class Study:
                "--overwrite", "--epochs", str(a.epochs), "--max-length", str(a.max_length),
                "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed),
                "--threads", str(a.threads), "--logging-steps", "10", "--no-progress"]
+        if a.finetune_examples:
+            cmd += ["--max-train-examples", str(a.finetune_examples)]
         if arm == "standard":
             cmd.append("--no-alum")
         else:
@@ -176,6 +184,7 @@ class Study:
                max_examples: Optional[int] = None) -> Dict:
         a = self.args
         if not os.path.exists(json_path):
+            os.makedirs(os.path.dirname(json_path), exist_ok=True)
             cmd = ["alum-robustness", "--model", model, "--eval", self.eval_csv,
                    "--text-field", "text", "--label-field", "label",
                    "--max-length", str(a.max_length), "--norm", "l2", "--relative",
@@ -311,7 +320,7 @@ class Study:
                 model = self.finetune(arm, seed, base)
                 tag = "_".join(f"{r:g}" for r in radii)
                 res = self.attack(model, radii, os.path.join(
-                    self.out, "attacks", f"{arm}-seed{seed}-r{tag}.json"))
+                    self.out, "attacks", f"{arm}-seed{seed}-r{tag}.json"), a.attack_examples)
                 with open(os.path.join(model, "alum_finetune.json")) as fh:
                     ft = json.load(fh)
                 self.state["runs"][f"{arm}/{seed}"] = {
@@ -356,7 +365,7 @@ class Study:
                            + " | ".join(f"{100 * x:.1f}" for x in r["attacked"]) + " |")
         md = [f"Accuracy in % (mean ± sample std over seeds); attack: PGD, L2 per token, "
               f"radius relative to each token's embedding norm, {self.args.pgd_steps} steps, "
-              f"{self.args.eval_examples} eval tweets.", "", table, "", "\n".join(per_run)]
+              f"{self.args.attack_examples or self.args.eval_examples} eval tweets.", "", table, "", "\n".join(per_run)]
         if "cpt" in self.state:
             c = self.state["cpt"]
             md += ["", f"Continual pre-training: {c['steps']} steps, MLM validation loss "
