@@ -9,7 +9,6 @@ checkpoint, and a closing summary. Every default below is that job's setting.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys

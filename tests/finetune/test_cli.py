@@ -3,7 +3,6 @@ import json
 import os
 
 import pytest
-import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from alum.finetune.cli import build_parser, main, run

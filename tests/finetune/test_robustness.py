@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from alum.finetune import cli, robustness
 from alum.finetune.embedding_attack import AttackConfig, attacked_outputs
