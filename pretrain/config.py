@@ -225,6 +225,11 @@ class TrainConfig:
     sequence_parallel: bool = False
     """Split LayerNorm/dropout activations along the sequence over the TP ranks."""
 
+    pipeline_parallel_size: int = 1
+    """Pipeline stages the layers are split into (megatron-core PP, 1F1B schedule;
+    ``model_kind=megatron``, standard MLM, TP=1, ZeRO stage 0 or 1, fp32/bf16). The
+    ``grad_accum_steps`` micro-batches of a step are the schedule's micro-batches."""
+
     activation_checkpointing: bool = False
     """Recompute each layer's activations in backward (if the model supports it)."""
 
@@ -256,6 +261,27 @@ class TrainConfig:
             raise _bad("TrainConfig", "sequence_parallel", True,
                        "needs tensor_parallel_size > 1")
         _check_choice(self, "precision", PRECISIONS)
+        _check_int(self, "pipeline_parallel_size", 1)
+        pp = self.pipeline_parallel_size
+        if pp > 1:
+            if self.tensor_parallel_size > 1:
+                raise _bad("TrainConfig", "pipeline_parallel_size", pp,
+                           "is not combined with tensor_parallel_size > 1 in this loop "
+                           "(untested); use one of the two")
+            from .ds_config import load_ds_config, precision_of, zero_stage
+
+            ds = load_ds_config(self.ds_config)
+            stage = zero_stage(ds)
+            if stage > 1:
+                raise _bad("TrainConfig", "pipeline_parallel_size", pp,
+                           f"needs ZeRO stage 0 or 1, but ds_config={self.ds_config!r} is "
+                           f"stage {stage} (ZeRO-2/3 partition gradients in hooks that the "
+                           f"pipeline schedule's backward bypasses)")
+            precision = precision_of(ds) if self.precision == "config" else self.precision
+            if precision == "fp16":
+                raise _bad("TrainConfig", "pipeline_parallel_size", pp,
+                           "does not support fp16 (the schedule's backward has no loss "
+                           "scaling); use fp32 or bf16")
 
 
 @dataclass
@@ -353,6 +379,14 @@ class PretrainConfig:
                        "ALUM in this loop runs at TP=1 only (the adversarial KL over a "
                        "vocabulary-parallel softmax is not implemented yet); use --no-alum "
                        "or tensor_parallel_size=1")
+        pp = self.train.pipeline_parallel_size
+        if pp > 1 and self.model.model_kind != "megatron":
+            raise _bad("TrainConfig", "pipeline_parallel_size", pp,
+                       "needs model_kind='megatron' (an HF model trains at PP=1)")
+        if pp > 1 and self.alum is not None:
+            raise _bad("TrainConfig", "pipeline_parallel_size", pp,
+                       "ALUM in this loop runs at PP=1 only (ALUM under pipeline parallel is "
+                       "issue 5); use --no-alum or pipeline_parallel_size=1")
         if self.train.sequence_parallel and self.data.seq_length % tp:
             raise _bad("DataConfig", "seq_length", self.data.seq_length,
                        f"must be divisible by tensor_parallel_size={tp} (sequence_parallel)")

@@ -22,8 +22,10 @@ logger = logging.getLogger("alum.pretrain")
 
 def build_megatron_bert(choice: ModelChoice, vocab_size: int, pad_token_id: int,
                         seq_length: int, tensor_parallel_size: int = 1,
-                        sequence_parallel: bool = False) -> nn.Module:
-    """This rank's alum.models.BertMLM at PP=1 (needs ``initialize_parallel(tp, 1)``)."""
+                        sequence_parallel: bool = False,
+                        pipeline_parallel_size: int = 1) -> nn.Module:
+    """This rank's alum.models.BertMLM (its pipeline stage when ``pipeline_parallel_size``
+    > 1; needs ``initialize_parallel(tp, pp)``)."""
     from alum.models import ModelConfig
     from alum.parallel import ParallelConfig, build_model
 
@@ -46,15 +48,24 @@ def build_megatron_bert(choice: ModelChoice, vocab_size: int, pad_token_id: int,
     if choice.hidden_size is not None:
         config = config.replace(ffn_hidden_size=4 * config.hidden_size)
     parallel = ParallelConfig(tensor_parallel_size=tensor_parallel_size,
-                              sequence_parallel=sequence_parallel)
+                              sequence_parallel=sequence_parallel,
+                              pipeline_parallel_size=pipeline_parallel_size)
     parallel.check_model(config, seq_length)
     (model,) = build_model(config, parallel)
+    model.alum_model_config = config  # the pipeline schedule's p2p shapes (trainer)
+    if pipeline_parallel_size > 1 and model.post_process and not model.pre_process:
+        # The last stage's copy of the tied word embedding: DeepSpeed's gradient-norm
+        # (clipping) skips parameters marked ds_pipe_replicated, so it is counted once.
+        for p in model.parameters():
+            if getattr(p, "shared_embedding", False):
+                p.ds_pipe_replicated = True
     return model
 
 
 def build_pretrain_model(choice: ModelChoice, vocab_size: int, pad_token_id: int,
                          seq_length: int, tensor_parallel_size: int = 1,
-                         sequence_parallel: bool = False) -> nn.Module:
+                         sequence_parallel: bool = False,
+                         pipeline_parallel_size: int = 1) -> nn.Module:
     """The model ``choice`` names, on the CPU in fp32 (DeepSpeed moves and casts it)."""
     if choice.model_kind == "hf":
         from .hf_mlm_adapter import load_hf_masked_lm
@@ -66,7 +77,8 @@ def build_pretrain_model(choice: ModelChoice, vocab_size: int, pad_token_id: int
                              f"embeds only {model_vocab}")
         return model
     return build_megatron_bert(choice, vocab_size, pad_token_id, seq_length,
-                               tensor_parallel_size, sequence_parallel)
+                               tensor_parallel_size, sequence_parallel,
+                               pipeline_parallel_size)
 
 
 def _megatron_rng_tracker() -> Any:
