@@ -22,8 +22,8 @@ from .label_maps import (NAMED_MAPS, mapped_predictions, parse_label_map,
                          remap_labels)
 from .mc_cli import add_mc_arguments
 from .qa_cli import add_qa_arguments
-from .run_common import (adversarial_summary, fail, save_atomically,
-                         training_arguments)
+from .run_common import (add_task_file_arguments, adversarial_summary, fail,
+                         save_atomically, training_arguments)
 from .task_data import TaskDataError, load_task_file
 
 logger = logging.getLogger("alum.finetune")
@@ -78,27 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="head type: sequence classification, regression, extractive QA "
                          "(SQuAD JSON) or multiple choice (SWAG CSV / HellaSwag jsonl) "
                          "(default: classification)")
-    io.add_argument("--format", dest="fmt", default="auto",
-                    choices=("auto", "tsv", "csv", "jsonl", "parquet"),
-                    help="file format; auto detects it from the extension (default)")
-    io.add_argument("--no-header", action="store_true",
-                    help="the TSV/CSV has no header row (e.g. CoLA); fields are then 0-based "
-                         "column indices")
-    io.add_argument("--text-field", default="sentence",
-                    help="column/key of the text (default: sentence)")
-    io.add_argument("--text-pair-field", default=None,
-                    help="column/key of the second text for sentence-pair tasks (e.g. "
-                         "hypothesis, sentence2)")
-    io.add_argument("--label-field", default="label", help="column/key of the label "
-                    "(default: label)")
+    add_task_file_arguments(io)
     io.add_argument("--labels", default=None,
                     help="comma-separated class names in index order; default: the sorted "
                          "labels of the training file")
-    io.add_argument("--ignore-label", action="append", default=[], metavar="VALUE",
-                    help="drop rows with this label (repeatable; e.g. MNLI's '-')")
-    io.add_argument("--encoding-errors", default="strict", choices=("strict", "replace"),
-                    help="how to treat invalid UTF-8 in the data files: fail naming the file "
-                         "(strict, default) or replace the bad bytes")
     io.add_argument("--max-train-examples", type=int, default=None,
                     help="use only the first N training rows")
     io.add_argument("--max-eval-examples", type=int, default=None,

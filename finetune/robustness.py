@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 from .label_maps import NAMED_MAPS
 from .mc_cli import add_mc_arguments
 from .qa_cli import add_qa_arguments
-from .run_common import fail
+from .run_common import add_task_file_arguments, fail
 from .task_data import TaskDataError
 
 PROG = "alum-robustness"
@@ -54,26 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--task", default="auto",
                     choices=("auto", "classification", "qa", "multiple-choice"),
                     help="head type; auto reads it from the model's config (default)")
-    io.add_argument("--format", dest="fmt", default="auto",
-                    choices=("auto", "tsv", "csv", "jsonl", "parquet"),
-                    help="classification file format; auto from the extension (default)")
-    io.add_argument("--no-header", action="store_true", help="the TSV/CSV has no header; "
-                    "fields are 0-based column indices")
-    io.add_argument("--text-field", default="sentence", help="column/key of the text "
-                    "(default: sentence)")
-    io.add_argument("--text-pair-field", default=None, help="column/key of the second text")
-    io.add_argument("--label-field", default="label", help="column/key of the label "
-                    "(default: label)")
-    io.add_argument("--ignore-label", action="append", default=[], metavar="VALUE",
-                    help="drop rows with this label (repeatable; e.g. MNLI's '-')")
+    add_task_file_arguments(io)
     io.add_argument("--eval-label-map", default=None, metavar="MAP",
                     help="rename/merge the file's labels into the model's: SRC=DST,... or "
                          "one of " + ", ".join(sorted(NAMED_MAPS)))
     io.add_argument("--prediction-map", default=None, metavar="MAP",
                     help="merge the model's classes into the file's labels (e.g. "
                          "mnli-to-2way for a 3-way model on SciTail)")
-    io.add_argument("--encoding-errors", default="strict", choices=("strict", "replace"),
-                    help="invalid UTF-8 in the files: fail (default) or replace")
     io.add_argument("--max-eval-examples", type=int, default=None,
                     help="use only the first N examples of each file")
     io.add_argument("--max-length", type=int, default=128,

@@ -14,6 +14,29 @@ def fail(message: str, prog: str = "alum-finetune") -> NoReturn:
     raise SystemExit(2)
 
 
+def add_task_file_arguments(group) -> None:
+    """The options that say how to read a task file (format and fields), for every
+    command that reads one (``alum-finetune``, ``alum-robustness``)."""
+    group.add_argument("--format", dest="fmt", default="auto",
+                       choices=("auto", "tsv", "csv", "jsonl", "parquet"),
+                       help="file format; auto detects it from the extension (default)")
+    group.add_argument("--no-header", action="store_true",
+                       help="the TSV/CSV has no header row (e.g. CoLA); fields are then "
+                            "0-based column indices")
+    group.add_argument("--text-field", default="sentence",
+                       help="column/key of the text (default: sentence)")
+    group.add_argument("--text-pair-field", default=None,
+                       help="column/key of the second text for sentence-pair tasks (e.g. "
+                            "hypothesis, sentence2)")
+    group.add_argument("--label-field", default="label",
+                       help="column/key of the label (default: label)")
+    group.add_argument("--ignore-label", action="append", default=[], metavar="VALUE",
+                       help="drop rows with this label (repeatable; e.g. MNLI's '-')")
+    group.add_argument("--encoding-errors", default="strict", choices=("strict", "replace"),
+                       help="how to treat invalid UTF-8 in the data files: fail naming the "
+                            "file (strict, default) or replace the bad bytes")
+
+
 def training_arguments(args: argparse.Namespace, work_dir: str, evaluate: bool):
     """``TrainingArguments`` from the shared training options.
 
