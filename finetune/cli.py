@@ -149,25 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> None:
-    fail(message)
-
-
 def _check_args(args: argparse.Namespace) -> None:
     if not os.path.isdir(args.model):
-        _fail(f"--model {args.model!r} is not a directory (a local HF model directory with "
+        fail(f"--model {args.model!r} is not a directory (a local HF model directory with "
               f"config.json is needed; nothing is downloaded)")
     if not os.path.isfile(os.path.join(args.model, "config.json")):
-        _fail(f"--model {args.model!r} has no config.json")
+        fail(f"--model {args.model!r} has no config.json")
     if os.path.exists(args.output) and not args.overwrite:
-        _fail(f"--output {args.output!r} exists; pass --overwrite to replace it")
+        fail(f"--output {args.output!r} exists; pass --overwrite to replace it")
     if args.bf16 and args.fp16:
-        _fail("--bf16 and --fp16 exclude each other")
+        fail("--bf16 and --fp16 exclude each other")
     if not 0.0 <= args.warmup_ratio < 1.0:
-        _fail("--warmup-ratio must be in [0, 1)")
+        fail("--warmup-ratio must be in [0, 1)")
     for name in ("max_length", "batch_size", "eval_batch_size", "grad_accum"):
         if getattr(args, name) < 1:
-            _fail(f"--{name.replace('_', '-')} must be >= 1")
+            fail(f"--{name.replace('_', '-')} must be >= 1")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -177,9 +173,9 @@ def run(args: argparse.Namespace) -> dict:
         alum_config = alum_config_from_args(
             args, **({"loss": "mse"} if args.task == "regression" else {}))
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     if alum_config is not None and (args.task == "regression") != (alum_config.loss == "mse"):
-        _fail(f"--adv-loss {alum_config.loss} does not fit --task {args.task}: regression "
+        fail(f"--adv-loss {alum_config.loss} does not fit --task {args.task}: regression "
               f"heads use mse, classification heads sym_kl or kl")
     if args.task == "qa":
         from .qa_cli import run_qa
@@ -235,7 +231,7 @@ def run(args: argparse.Namespace) -> dict:
                     mapped_predictions(torch.zeros(1, train.num_labels).numpy(),
                                        train.label_list, data.label_list, pred_map)
     except TaskDataError as err:
-        _fail(str(err))
+        fail(str(err))
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model_kwargs = dict(num_labels=train.num_labels)

@@ -7,26 +7,21 @@ equal the single-rank reference to 1e-5. With ``use_cpu_initialization`` and the
 per-block init seeds, every layout starts from the same full weights.
 """
 import json
-import socket
 
 import pytest
 import torch.multiprocessing as mp
+
+from alum.parallel.state import free_port
 
 from . import equivalence_worker
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("equivalence") / "results.json"
-    mp.spawn(equivalence_worker.run, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(equivalence_worker.run, args=(2, free_port(), str(out)), nprocs=2, join=True)
     return json.loads(out.read_text())
 
 
