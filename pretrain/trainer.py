@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -37,70 +36,19 @@ import torch.distributed as dist
 from .checkpoint import CheckpointManager, any_checkpoint, atomic_write_text
 from .config import PretrainConfig
 from .data import RunData, build_run_data, train_batches, valid_batches
-from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of, zero_stage
+from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of
 from .flops import (device_peak_tflops, forward_flops_per_sequence, model_dims,
                     step_flops_multiplier)
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
 from .mlm_step import mlm_micro_batch
 from .model_builder import build_pretrain_model, enable_activation_checkpointing
+from .pipeline_loop import PipelineSteps
+from .run_stats import (ADV_KEYS, TrainSummary, Window, all_reduce_sum, grad_norm,
+                        world)
 from .tensor_parallel import predicted_ids, register_sequence_parallel_grad_hooks
 
 logger = logging.getLogger("alum.pretrain")
-
-ADV_KEYS = ("adv_loss", "delta_rel_norm", "cos_delta_grad", "grad_share", "flip_rate")
-
-
-@dataclass
-class TrainSummary:
-    """What a run did (also written to ``output_dir/summary.json``)."""
-
-    start_step: int
-    end_step: int
-    losses: List[float] = field(default_factory=list)
-    """Mean clean MLM loss of each optimizer step of this invocation."""
-    first_loss: Optional[float] = None
-    """The run's first logged loss (from the checkpoint when resumed)."""
-    last_loss: Optional[float] = None
-    evals: List[Dict[str, float]] = field(default_factory=list)
-    tokens_per_s: Optional[float] = None
-    tflops_per_device: Optional[float] = None
-    mfu: Optional[float] = None
-    alum_steps: int = 0
-    """Optimizer steps of this invocation with ALUM's term on."""
-    adv_skipped: int = 0
-    """Micro-batches whose adversarial term was skipped (NaN/Inf), whole run."""
-    adv_means: Dict[str, float] = field(default_factory=dict)
-    """Mean ALUM statistics over this invocation's ALUM micro-batches."""
-    optimizer_steps_skipped: int = 0
-    """Optimizer steps DeepSpeed skipped (fp16 overflow), whole run."""
-    checkpoint: Optional[str] = None
-    export_hf: Optional[str] = None
-    """The Hugging Face directory written at the end (``CheckpointConfig.export_hf``)."""
-    wall_s: float = 0.0
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _world() -> tuple:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _data_parallel_group():
-    from megatron.core import parallel_state as ps
-
-    return ps.get_data_parallel_group()
-
-
-def _all_reduce_sum(values: List[float]) -> List[float]:
-    """Sums over the data-parallel group (TP ranks of a group hold the same values)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, group=_data_parallel_group())
-    return t.tolist()
 
 
 def setup_distributed(seed: int, tensor_parallel_size: int = 1,
@@ -158,14 +106,7 @@ def current_loss_scale(engine) -> float:
     return 1.0
 
 
-def _grad_norm(engine) -> Optional[float]:
-    value = engine.get_global_grad_norm()
-    if value is None:
-        return None
-    return float(value.item() if torch.is_tensor(value) else value)
-
-
-class Trainer:
+class Trainer(PipelineSteps):
     """Builds everything a run needs from a ``PretrainConfig`` and trains."""
 
     def __init__(self, cfg: PretrainConfig):
@@ -176,7 +117,7 @@ class Trainer:
         setup_distributed(tc.seed, tc.tensor_parallel_size, tc.pipeline_parallel_size)
         from megatron.core import parallel_state as ps
 
-        self.rank, self.world = _world()
+        self.rank, self.world = world()
         self.dp_rank = ps.get_data_parallel_rank()
         self.dp_size = ps.get_data_parallel_world_size()
         self.global_batch = tc.micro_batch_size * tc.grad_accum_steps * self.dp_size
@@ -214,7 +155,7 @@ class Trainer:
         self.consumed_samples = 0
         self.adv_skipped = 0
         self.first_loss: Optional[float] = None
-        self._throughput = _Window()  # every logged window of this invocation
+        self._throughput = Window()  # every logged window of this invocation
         dims = model_dims(self.engine.module)
         self.flops_per_sequence = forward_flops_per_sequence(cfg.data.seq_length, **dims)
         self.peak_tflops = cfg.logging.peak_tflops or device_peak_tflops()
@@ -297,7 +238,7 @@ class Trainer:
             predicted += n
         if was_training:
             self.engine.train()
-        loss_sum, correct, predicted = _all_reduce_sum([loss_sum, correct, predicted])
+        loss_sum, correct, predicted = all_reduce_sum([loss_sum, correct, predicted])
         if predicted == 0:
             return None
         return {"loss": loss_sum / predicted, "accuracy": correct / predicted}
@@ -322,7 +263,7 @@ class Trainer:
 
             progress = tqdm(total=stop - start, initial=0, desc="alum-pretrain",
                             unit="step", dynamic_ncols=True, mininterval=1.0)
-        window = _Window()
+        window = Window()
         adv_totals: Dict[str, List[float]] = {k: [] for k in ADV_KEYS}
         tokens_per_step = self.global_batch * cfg.data.seq_length
         self.engine.train()
@@ -350,7 +291,7 @@ class Trainer:
                                      alum="on" if alum_on else "off")
             if self.step % tc.log_interval == 0 or self.step == stop:
                 self._log_window(window, progress, alum_on)
-                window = _Window()
+                window = Window()
             if tc.eval_interval and self.step % tc.eval_interval == 0 and self.step < stop:
                 self._eval_and_log(summary, progress)
             if cfg.checkpoint.save_interval and self.step % cfg.checkpoint.save_interval == 0 \
@@ -437,7 +378,7 @@ class Trainer:
                 for k in ADV_KEYS:
                     if k in stats:
                         adv[k].append(stats[k])
-        sums = _all_reduce_sum([loss_sum, correct, predicted, float(skipped)]
+        sums = all_reduce_sum([loss_sum, correct, predicted, float(skipped)]
                                + [float(np.sum(adv[k])) for k in ADV_KEYS]
                                + [float(len(adv[k])) for k in ADV_KEYS])
         n_micro = tc.grad_accum_steps * self.dp_size
@@ -445,7 +386,7 @@ class Trainer:
         out: Dict[str, Any] = {"loss": sums[0] / n_micro,
                                "accuracy": sums[1] / max(sums[2], 1.0),
                                "lr": float(self.lr_scheduler.get_last_lr()[0]),
-                               "grad_norm": _grad_norm(self.engine),
+                               "grad_norm": grad_norm(self.engine),
                                "adv_skipped": sums[3]}
         k_count = len(ADV_KEYS)
         for i, k in enumerate(ADV_KEYS):
@@ -453,123 +394,7 @@ class Trainer:
             out[k] = sums[4 + i] / count if count else None
         return out
 
-    # -- pipeline parallel (standard MLM; docs/pretrain.md "Pipeline parallel") -------
-    def _run_pipeline(self, batches, num_microbatches: int, forward_only: bool) -> List[float]:
-        """megatron-core's schedule over ``num_microbatches``; returns [loss x tokens,
-        correct, predicted, mean loss] summed over the micro-batches, on every rank of
-        the pipeline."""
-        from megatron.core import parallel_state as ps
-
-        from alum.parallel import ParallelConfig
-        from alum.parallel.pipeline import run_schedule
-
-        tc = self.cfg.train
-        module = self.engine.module
-        parallel = ParallelConfig(tensor_parallel_size=1,
-                                  pipeline_parallel_size=tc.pipeline_parallel_size)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision,
-                                                                      torch.float32)
-        data = (self._to_device(b) for b in batches)
-        outputs = run_schedule([module], parallel, model=module.alum_model_config,
-                               data_iterator=data, num_microbatches=num_microbatches,
-                               seq_length=self.cfg.data.seq_length,
-                               micro_batch_size=tc.micro_batch_size,
-                               forward_only=forward_only, forward_step_func=_pipeline_forward_step,
-                               pipeline_dtype=dtype)
-        sums = torch.zeros(4, dtype=torch.float64)
-        for out in outputs:  # the last stage only
-            sums += torch.stack([out["loss_sum"], out["correct"], out["predicted"],
-                                 out["mean"]]).double().cpu()
-        # The loss is only known on the last stage: broadcast it over the pipeline.
-        dist.broadcast(sums, src=ps.get_pipeline_model_parallel_last_rank(),
-                       group=ps.get_pipeline_model_parallel_group())
-        return sums.tolist()
-
-    def _pipeline_optimizer_step(self, batches) -> Dict[str, Any]:
-        """One optimizer step under PP: the schedule runs forward and backward over the
-        ``grad_accum_steps`` micro-batches (it scales each loss by 1/num_microbatches,
-        as DeepSpeed's accumulation would), the tied embedding's gradient is summed
-        over the embedding group, then DeepSpeed reduces over data parallel and steps
-        (the boundary is forced: the engine did not see the micro-batches)."""
-        from alum.parallel import finalize_model_parallel_grads
-
-        tc = self.cfg.train
-        per_micro = self._run_pipeline(batches, tc.grad_accum_steps, forward_only=False)
-        finalize_model_parallel_grads(self.engine.module)
-        self.engine.set_gradient_accumulation_boundary(True)
-        grad_norm = None
-        try:
-            self.engine.allreduce_gradients()
-            own_clip = zero_stage(self.ds_config) == 0 and self.precision == "fp32"
-            clip = self.engine._config.gradient_clipping
-            if own_clip:
-                grad_norm = self._clip_pipeline_grads(clip)
-                self.engine._config.gradient_clipping = 0.0  # done: DeepSpeed must not redo it
-            try:
-                self.engine.step()
-            finally:
-                self.engine._config.gradient_clipping = clip
-        finally:
-            self.engine.set_gradient_accumulation_boundary(None)
-        # per_micro[3] sums each micro-batch's mean loss (as the PP=1 loop does).
-        sums = _all_reduce_sum([per_micro[3], per_micro[1], per_micro[2]])
-        n_micro = tc.grad_accum_steps * self.dp_size
-        out: Dict[str, Any] = {"loss": sums[0] / n_micro,
-                               "accuracy": sums[1] / max(sums[2], 1.0),
-                               "lr": float(self.lr_scheduler.get_last_lr()[0]),
-                               "grad_norm": grad_norm if grad_norm is not None
-                               else _grad_norm(self.engine), "adv_skipped": 0.0}
-        out.update({k: None for k in ADV_KEYS})
-        return out
-
-    @torch.no_grad()
-    def _clip_pipeline_grads(self, max_norm: float) -> float:
-        """Gradient clipping over the whole pipeline, for fp32 without ZeRO (stage 0).
-
-        There DeepSpeed's ``clip_grad_norm_`` counts a parameter megatron does not mark
-        tensor-parallel only on model-parallel rank 0 (the first pipeline stage: the
-        other stages' LayerNorms and biases are missed) and the last stage's copy of
-        the tied embedding a second time. We clip here with the true norm (the copy
-        counted once) and switch DeepSpeed's clipping off for that step. (ZeRO-1
-        computes the norm over the pipeline correctly; both tested to 1e-5.)
-        """
-        from megatron.core import parallel_state as ps
-
-        max_norm = float(max_norm or 0.0)
-        grads = [p.grad for p in self.engine.module.parameters()
-                 if p.grad is not None and not getattr(p, "ds_pipe_replicated", False)]
-        total = torch.zeros(1, dtype=torch.float64, device=self.engine.device)
-        for g in grads:
-            total += g.detach().double().pow(2).sum()
-        dist.all_reduce(total, group=ps.get_pipeline_model_parallel_group())
-        norm = float(total.sqrt())
-        if max_norm > 0:
-            coef = max_norm / (norm + 1e-6)
-            if coef < 1.0:
-                for p in self.engine.module.parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(coef)
-        return norm
-
-    @torch.no_grad()
-    def _pipeline_evaluate(self) -> Optional[Dict[str, float]]:
-        tc = self.cfg.train
-        batches = list(valid_batches(self.data.valid, tc.micro_batch_size, tc.eval_batches,
-                                     self.dp_rank, self.dp_size))
-        if not batches:
-            return None
-        self.engine.eval()
-        try:
-            loss_sum, correct, predicted, _ = self._run_pipeline(iter(batches), len(batches),
-                                                                 forward_only=True)
-        finally:
-            self.engine.train()
-        loss_sum, correct, predicted = _all_reduce_sum([loss_sum, correct, predicted])
-        if predicted == 0:
-            return None
-        return {"loss": loss_sum / predicted, "accuracy": correct / predicted}
-
-    def _log_window(self, window: "_Window", progress, alum_on: bool) -> None:
+    def _log_window(self, window: "Window", progress, alum_on: bool) -> None:
         self._throughput.merge(window)
         values: Dict[str, Optional[float]] = window.means()
         tflops = window.flops / window.seconds / 1e12 if window.seconds else None
@@ -596,31 +421,6 @@ class Trainer:
                       f"MLM accuracy {result['accuracy']:.4f}", progress)
 
 
-def _pipeline_forward_step(data_iterator, view):
-    """megatron ``forward_step_func`` for the loop: the micro-batch's mean MLM loss (what
-    the schedule back-propagates) plus, for the metrics, the loss summed over the
-    predicted tokens, the correct predictions and the predicted-token count."""
-    from functools import partial
-
-    batch = next(data_iterator)
-    model = view.module
-    output = model(batch["input_ids"], batch["attention_mask"],
-                   token_type_ids=batch.get("token_type_ids"))
-
-    def loss_func(labels, logits):
-        loss = model.mlm_loss(logits, labels)
-        sel = labels.ne(-100)
-        n = sel.sum()
-        with torch.no_grad():
-            correct = predicted_ids(model, logits[sel]).eq(labels[sel]).sum()
-        mean = loss.detach().clone().float()
-        # clone: the schedule divides the returned loss in place by num_microbatches.
-        return loss, {"loss_sum": mean * n, "correct": correct.float(),
-                      "predicted": n.float(), "mean": mean}
-
-    return output, partial(loss_func, batch["labels"])
-
-
 def _replace_directory(src: str, dst: str) -> None:
     """Renames ``src`` to ``dst``, replacing an existing ``dst`` (moved aside, then deleted)."""
     old = None
@@ -633,36 +433,3 @@ def _replace_directory(src: str, dst: str) -> None:
     if old is not None:
         shutil.rmtree(old)
 
-
-class _Window:
-    """Running sums of per-step metrics between two log lines."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-        self.seconds = 0.0
-        self.tokens = 0.0
-        self.flops = 0.0
-        self.sums: Dict[str, float] = {}
-        self.counts: Dict[str, int] = {}
-
-    def add(self, stats: Dict[str, Any], seconds: float, tokens: float, flops: float) -> None:
-        self.steps += 1
-        self.seconds += seconds
-        self.tokens += tokens
-        self.flops += flops
-        for k, v in stats.items():
-            if v is None:
-                continue
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-            self.counts[k] = self.counts.get(k, 0) + 1
-
-    def merge(self, other: "_Window") -> None:
-        self.steps += other.steps
-        self.seconds += other.seconds
-        self.tokens += other.tokens
-        self.flops += other.flops
-
-    def means(self) -> Dict[str, Optional[float]]:
-        out = {k: self.sums[k] / self.counts[k] for k in self.sums if k != "adv_skipped"}
-        out["adv_skipped"] = self.sums.get("adv_skipped", 0.0)
-        return out

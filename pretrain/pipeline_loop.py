@@ -1,0 +1,162 @@
+"""Pipeline-parallel steps of the pre-training loop (standard MLM; docs/pretrain.md
+"Pipeline parallel").
+
+megatron-core's schedule owns forward and backward over the accumulation micro-batches;
+DeepSpeed only reduces over data parallel and steps the optimizer. ``PipelineSteps`` is
+mixed into ``alum.pretrain.trainer.Trainer`` and uses its ``engine``, ``cfg``,
+``ds_config``, ``precision``, ``data``, ``dp_rank``/``dp_size`` and ``lr_scheduler``.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+
+from .data import valid_batches
+from .ds_config import zero_stage
+from .run_stats import ADV_KEYS, all_reduce_sum, grad_norm
+from .tensor_parallel import predicted_ids
+
+
+class PipelineSteps:
+    """The optimizer step, clipping and validation under PP > 1."""
+
+    def _run_pipeline(self, batches, num_microbatches: int, forward_only: bool) -> List[float]:
+        """megatron-core's schedule over ``num_microbatches``; returns [loss x tokens,
+        correct, predicted, mean loss] summed over the micro-batches, on every rank of
+        the pipeline."""
+        from megatron.core import parallel_state as ps
+
+        from alum.parallel import ParallelConfig
+        from alum.parallel.pipeline import run_schedule
+
+        tc = self.cfg.train
+        module = self.engine.module
+        parallel = ParallelConfig(tensor_parallel_size=1,
+                                  pipeline_parallel_size=tc.pipeline_parallel_size)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision,
+                                                                      torch.float32)
+        data = (self._to_device(b) for b in batches)
+        outputs = run_schedule([module], parallel, model=module.alum_model_config,
+                               data_iterator=data, num_microbatches=num_microbatches,
+                               seq_length=self.cfg.data.seq_length,
+                               micro_batch_size=tc.micro_batch_size,
+                               forward_only=forward_only, forward_step_func=_pipeline_forward_step,
+                               pipeline_dtype=dtype)
+        sums = torch.zeros(4, dtype=torch.float64)
+        for out in outputs:  # the last stage only
+            sums += torch.stack([out["loss_sum"], out["correct"], out["predicted"],
+                                 out["mean"]]).double().cpu()
+        # The loss is only known on the last stage: broadcast it over the pipeline.
+        dist.broadcast(sums, src=ps.get_pipeline_model_parallel_last_rank(),
+                       group=ps.get_pipeline_model_parallel_group())
+        return sums.tolist()
+
+    def _pipeline_optimizer_step(self, batches) -> Dict[str, Any]:
+        """One optimizer step under PP: the schedule runs forward and backward over the
+        ``grad_accum_steps`` micro-batches (it scales each loss by 1/num_microbatches,
+        as DeepSpeed's accumulation would), the tied embedding's gradient is summed
+        over the embedding group, then DeepSpeed reduces over data parallel and steps
+        (the boundary is forced: the engine did not see the micro-batches)."""
+        from alum.parallel import finalize_model_parallel_grads
+
+        tc = self.cfg.train
+        per_micro = self._run_pipeline(batches, tc.grad_accum_steps, forward_only=False)
+        finalize_model_parallel_grads(self.engine.module)
+        self.engine.set_gradient_accumulation_boundary(True)
+        norm = None
+        try:
+            self.engine.allreduce_gradients()
+            own_clip = zero_stage(self.ds_config) == 0 and self.precision == "fp32"
+            clip = self.engine._config.gradient_clipping
+            if own_clip:
+                norm = self._clip_pipeline_grads(clip)
+                self.engine._config.gradient_clipping = 0.0  # done: DeepSpeed must not redo it
+            try:
+                self.engine.step()
+            finally:
+                self.engine._config.gradient_clipping = clip
+        finally:
+            self.engine.set_gradient_accumulation_boundary(None)
+        # per_micro[3] sums each micro-batch's mean loss (as the PP=1 loop does).
+        sums = all_reduce_sum([per_micro[3], per_micro[1], per_micro[2]])
+        n_micro = tc.grad_accum_steps * self.dp_size
+        out: Dict[str, Any] = {"loss": sums[0] / n_micro,
+                               "accuracy": sums[1] / max(sums[2], 1.0),
+                               "lr": float(self.lr_scheduler.get_last_lr()[0]),
+                               "grad_norm": norm if norm is not None
+                               else grad_norm(self.engine), "adv_skipped": 0.0}
+        out.update({k: None for k in ADV_KEYS})
+        return out
+
+    @torch.no_grad()
+    def _clip_pipeline_grads(self, max_norm: float) -> float:
+        """Gradient clipping over the whole pipeline, for fp32 without ZeRO (stage 0).
+
+        There DeepSpeed's ``clip_grad_norm_`` counts a parameter megatron does not mark
+        tensor-parallel only on model-parallel rank 0 (the first pipeline stage: the
+        other stages' LayerNorms and biases are missed) and the last stage's copy of
+        the tied embedding a second time. We clip here with the true norm (the copy
+        counted once) and switch DeepSpeed's clipping off for that step. (ZeRO-1
+        computes the norm over the pipeline correctly; both tested to 1e-5.)
+        """
+        from megatron.core import parallel_state as ps
+
+        max_norm = float(max_norm or 0.0)
+        grads = [p.grad for p in self.engine.module.parameters()
+                 if p.grad is not None and not getattr(p, "ds_pipe_replicated", False)]
+        total = torch.zeros(1, dtype=torch.float64, device=self.engine.device)
+        for g in grads:
+            total += g.detach().double().pow(2).sum()
+        dist.all_reduce(total, group=ps.get_pipeline_model_parallel_group())
+        norm = float(total.sqrt())
+        if max_norm > 0:
+            coef = max_norm / (norm + 1e-6)
+            if coef < 1.0:
+                for p in self.engine.module.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(coef)
+        return norm
+
+    @torch.no_grad()
+    def _pipeline_evaluate(self) -> Optional[Dict[str, float]]:
+        tc = self.cfg.train
+        batches = list(valid_batches(self.data.valid, tc.micro_batch_size, tc.eval_batches,
+                                     self.dp_rank, self.dp_size))
+        if not batches:
+            return None
+        self.engine.eval()
+        try:
+            loss_sum, correct, predicted, _ = self._run_pipeline(iter(batches), len(batches),
+                                                                 forward_only=True)
+        finally:
+            self.engine.train()
+        loss_sum, correct, predicted = all_reduce_sum([loss_sum, correct, predicted])
+        if predicted == 0:
+            return None
+        return {"loss": loss_sum / predicted, "accuracy": correct / predicted}
+
+
+def _pipeline_forward_step(data_iterator, view):
+    """megatron ``forward_step_func`` for the loop: the micro-batch's mean MLM loss (what
+    the schedule back-propagates) plus, for the metrics, the loss summed over the
+    predicted tokens, the correct predictions and the predicted-token count."""
+    batch = next(data_iterator)
+    model = view.module
+    output = model(batch["input_ids"], batch["attention_mask"],
+                   token_type_ids=batch.get("token_type_ids"))
+
+    def loss_func(labels, logits):
+        loss = model.mlm_loss(logits, labels)
+        sel = labels.ne(-100)
+        n = sel.sum()
+        with torch.no_grad():
+            correct = predicted_ids(model, logits[sel]).eq(labels[sel]).sum()
+        mean = loss.detach().clone().float()
+        # clone: the schedule divides the returned loss in place by num_microbatches.
+        return loss, {"loss_sum": mean * n, "correct": correct.float(),
+                      "predicted": n.float(), "mean": mean}
+
+    return output, partial(loss_func, batch["labels"])
