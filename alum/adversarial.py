@@ -22,8 +22,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 from .config import AlumConfig
-from .divergence import (Logits, adversarial_divergence, ascent_divergence,
-                         detach_logits, flip_rate)
+from .divergence import DivergenceFn, Divergences, Logits, detach_logits
 from .perturbation import (adv_project, ascent_step, compute_dtype, embedding_scale,
                            row_mask, row_norm)
 
@@ -83,24 +82,51 @@ def initial_noise(embeds: torch.Tensor, config: AlumConfig,
     return noise.to(embeds.dtype)
 
 
+AllFinite = Callable[[torch.Tensor], bool]
+
+
+def all_finite_local(value: torch.Tensor) -> bool:
+    """The default ``all_finite``: every element of this process's tensor is finite."""
+    return bool(torch.isfinite(value.detach()).all())
+
+
 def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tensor,
                     clean_logits: Logits, config: AlumConfig,
                     mask: Optional[torch.Tensor] = None,
-                    loss_scale: float = 1.0) -> Tuple[torch.Tensor, Logits]:
+                    loss_scale: float = 1.0,
+                    divergence: Optional[DivergenceFn] = None) -> Tuple[torch.Tensor, Logits]:
     """g = ∇_δ D(f(base + δ), stopgrad f(x)) and the perturbed logits.
 
     The gradient is taken with respect to δ only, so autograd skips every weight-gradient
-    matmul. ``loss_scale`` multiplies D before the backward pass and divides g after it:
-    under fp16 the inner gradient would otherwise underflow (ALUM.md, known faults).
+    matmul (and never reaches a parameter's gradient hooks: ZeRO's buckets stay
+    untouched). ``loss_scale`` multiplies D before the backward pass and divides g after
+    it: under fp16 the inner gradient would otherwise underflow (ALUM.md, known faults).
+    ``divergence`` defaults to the config's ``ascent_divergence``.
     """
+    if divergence is None:
+        divergence = Divergences.for_loss(config.loss).ascent
     d = delta.detach().requires_grad_(True)
     with torch.enable_grad():
         adv = forward_fn(base.detach() + d)
-        div = ascent_divergence(config.loss, adv, detach_logits(clean_logits), mask)
+        div = divergence(adv, detach_logits(clean_logits), mask)
         (g,) = torch.autograd.grad(div * loss_scale, d)
     if loss_scale != 1.0:
         g = g / loss_scale
     return g, adv
+
+
+@dataclass
+class Perturbation:
+    """δ after the K ascent steps of Algorithm 1, and what the statistics need."""
+
+    delta: torch.Tensor
+    """The final δ (no graph), zero on padding."""
+    grad: torch.Tensor
+    """The last ascent gradient."""
+    share: torch.Tensor
+    """The gradient's share of the last update (``AdversarialStats.grad_share``)."""
+    skipped: Optional[str] = None
+    """What was non-finite ("the ascent gradient"), or None."""
 
 
 def _mean_rows(values: torch.Tensor, m: Optional[torch.Tensor]) -> torch.Tensor:
@@ -116,29 +142,19 @@ def _zero_term(embeds: torch.Tensor) -> torch.Tensor:
     return torch.zeros((), device=embeds.device, dtype=compute_dtype(embeds.dtype))
 
 
-def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
-                     config: AlumConfig, mask: Optional[torch.Tensor] = None,
-                     init_noise: Optional[torch.Tensor] = None,
-                     loss_scale: float = 1.0,
-                     generator: Optional[torch.Generator] = None,
-                     ) -> Tuple[torch.Tensor, AdversarialStats]:
-    """α · D_sym(f(x+δ), f(x)) after K ascent steps on δ (Algorithm 1); returns (loss, stats).
+def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
+                      config: AlumConfig, mask: Optional[torch.Tensor] = None,
+                      init_noise: Optional[torch.Tensor] = None,
+                      loss_scale: float = 1.0,
+                      generator: Optional[torch.Generator] = None,
+                      divergences: Optional[Divergences] = None,
+                      all_finite: AllFinite = all_finite_local) -> Perturbation:
+    """The random start and the K ascent steps of Algorithm 1 (δ only, no weight gradients).
 
-    Args:
-        forward_fn: maps a perturbed embedding output ``[B, T, H]`` to logits
-            (a tensor, or a tuple of tensors whose divergences are summed).
-        embeds: the clean embedding output ``[B, T, H]``.
-        clean_logits: the clean forward's logits. Per-token logits ``[B, T, C]`` are
-            averaged over ``mask``'s unmasked positions; pooled logits over examples.
-        config: see ``AlumConfig``.
-        mask: padding mask ``[B, T]`` (1 = token); padding gets δ = 0.
-        init_noise: the random start; N(0, σ²) when None.
-        loss_scale: the fp16 loss scale for the inner gradient (see ``ascent_gradient``).
-        generator: torch generator for the random start.
-
-    A NaN/Inf gradient or term does not crash: the term is 0 for that step, the stats
-    say ``skipped=True`` and a warning is logged; the caller counts these.
+    ``all_finite`` decides whether a gradient is usable; a layout whose ranks hold
+    shards of δ passes one that agrees across them, so that every rank skips together.
     """
+    divergences = divergences or Divergences.for_loss(config.loss)
     scale = embedding_scale(embeds, config, mask)
     if init_noise is None:
         delta = initial_noise(embeds, config, mask, scale, generator)
@@ -157,9 +173,9 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
     share = torch.zeros(())
     for _ in range(config.steps):
         grad, _ = ascent_gradient(forward_fn, base, delta, clean_detached, config, mask,
-                                  loss_scale)
-        if not bool(torch.isfinite(grad).all()):
-            return _skip(embeds, "the ascent gradient", grad, config)
+                                  loss_scale, divergences.ascent)
+        if not all_finite(grad):
+            return Perturbation(delta, grad, share, skipped="the ascent gradient")
         g = grad.to(compute_dtype(grad.dtype))
         if m is not None:
             g = g * m
@@ -167,20 +183,67 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
         before = row_norm(delta.to(step.dtype), config.norm, config.level)
         share = _mean_rows(step / (step + before).clamp_min(torch.finfo(step.dtype).tiny), m)
         delta = adv_project(delta, grad, config, mask, scale)
+    return Perturbation(delta.detach(), grad, share)
+
+
+def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
+                     config: AlumConfig, mask: Optional[torch.Tensor] = None,
+                     init_noise: Optional[torch.Tensor] = None,
+                     loss_scale: float = 1.0,
+                     generator: Optional[torch.Generator] = None,
+                     divergences: Optional[Divergences] = None,
+                     all_finite: AllFinite = all_finite_local,
+                     ) -> Tuple[torch.Tensor, AdversarialStats]:
+    """α · D_sym(f(x+δ), f(x)) after K ascent steps on δ (Algorithm 1); returns (loss, stats).
+
+    Args:
+        forward_fn: maps a perturbed embedding output ``[B, T, H]`` to logits
+            (a tensor, or a tuple of tensors whose divergences are summed).
+        embeds: the clean embedding output ``[B, T, H]``.
+        clean_logits: the clean forward's logits. Per-token logits ``[B, T, C]`` are
+            averaged over ``mask``'s unmasked positions; pooled logits over examples.
+        config: see ``AlumConfig``.
+        mask: padding mask ``[B, T]`` (1 = token); padding gets δ = 0.
+        init_noise: the random start; N(0, σ²) when None.
+        loss_scale: the fp16 loss scale for the inner gradient (see ``ascent_gradient``).
+        generator: torch generator for the random start.
+        divergences: D of the ascent, of the final term and the flip rate; default:
+            ``Divergences.for_loss(config.loss)`` (whole logits).
+        all_finite: the NaN/Inf test (see ``find_perturbation``).
+
+    A NaN/Inf gradient or term does not crash: the term is 0 for that step, the stats
+    say ``skipped=True`` and a warning is logged; the caller counts these.
+    """
+    divergences = divergences or Divergences.for_loss(config.loss)
+    pert = find_perturbation(forward_fn, embeds, clean_logits, config, mask, init_noise,
+                             loss_scale, generator, divergences, all_finite)
+    if pert.skipped:
+        return skipped_term(embeds, pert.skipped, pert.grad, config)
 
     # The final perturbed pass, with parameter gradients (Algorithm 1, g_θ line).
-    perturbed_input = (embeds if not config.detach_embeddings else base) + delta.detach()
+    perturbed_input = (embeds if not config.detach_embeddings else embeds.detach()) \
+        + pert.delta
     adv_logits = forward_fn(perturbed_input)
-    term = adversarial_divergence(config.loss, adv_logits, clean_logits, mask)
-    if not bool(torch.isfinite(term.detach())):
-        return _skip(embeds, "the adversarial term", term, config)
-
-    stats = _stats(embeds, delta, grad, share, term, adv_logits, clean_detached, config, m,
-                   mask)
+    term = divergences.final(adv_logits, clean_logits, mask)
+    if not all_finite(term):
+        return skipped_term(embeds, "the adversarial term", term, config)
+    stats = adversarial_stats(embeds, pert, term, adv_logits, clean_logits, config, mask,
+                              divergences)
     return config.alpha * term, stats
 
 
-def _stats(embeds, delta, grad, share, term, adv_logits, clean, config, m, mask):
+def adversarial_stats(embeds: torch.Tensor, pert: Perturbation, term: torch.Tensor,
+                      adv_logits: Logits, clean_logits: Logits, config: AlumConfig,
+                      mask: Optional[torch.Tensor],
+                      divergences: Divergences) -> AdversarialStats:
+    """The statistics of one adversarial term (see ``AdversarialStats``)."""
+    m = row_mask(mask, pert.delta)
+    flips = None if divergences.flips is None else divergences.flips(
+        detach_logits(adv_logits), detach_logits(clean_logits), mask)
+    return _stats(embeds, pert.delta, pert.grad, pert.share, term, flips, config, m)
+
+
+def _stats(embeds, delta, grad, share, term, flips, config, m):
     with torch.no_grad():
         dtype = compute_dtype(delta.dtype)
         d = delta.to(dtype)
@@ -195,7 +258,6 @@ def _stats(embeds, delta, grad, share, term, adv_logits, clean, config, m, mask)
         dot = (d * g).sum(dim=dims, keepdim=True)
         cos = dot / (d.pow(2).sum(dim=dims, keepdim=True).sqrt()
                      * g.pow(2).sum(dim=dims, keepdim=True).sqrt()).clamp_min(1e-30)
-        flips = None if config.loss == "mse" else flip_rate(adv_logits, clean, mask)
         return AdversarialStats(
             adv_loss=term.detach(), grad_norm=_mean_rows(gn, m), delta_norm=_mean_rows(dn, m),
             delta_rel_norm=_mean_rows(dn / en.clamp_min(1e-30), m),
@@ -203,8 +265,9 @@ def _stats(embeds, delta, grad, share, term, adv_logits, clean, config, m, mask)
             skipped=False)
 
 
-def _skip(embeds: torch.Tensor, what: str, value: torch.Tensor,
-          config: AlumConfig) -> Tuple[torch.Tensor, AdversarialStats]:
+def skipped_term(embeds: torch.Tensor, what: str, value: torch.Tensor,
+                 config: AlumConfig) -> Tuple[torch.Tensor, AdversarialStats]:
+    """A zero term and NaN statistics with ``skipped=True``, logged once per call."""
     nan = torch.tensor(float("nan"))
     n_bad = int((~torch.isfinite(value.detach())).sum())
     logger.warning("ALUM: %s has %d non-finite value(s); the adversarial term is skipped for "

@@ -9,7 +9,8 @@ end logits); the divergence of a tuple is the sum over its members.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -99,3 +100,33 @@ def flip_rate(adv: Logits, clean: Logits,
         flipped = (a.detach().argmax(dim=-1) != c.detach().argmax(dim=-1)).float()
         rates.append(_row_mean(flipped, mask))
     return torch.stack(rates).mean()
+
+
+DivergenceFn = Callable[[Logits, Logits, Optional[torch.Tensor]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Divergences:
+    """The three functions of (adv, clean, mask) that ALUM's term is built from.
+
+    The defaults (``for_loss``) take whole logits. A layout that splits the class
+    dimension (vocabulary-parallel MLM logits under tensor parallelism) supplies
+    functions that reduce across its shards; the core never looks inside the logits.
+    """
+
+    ascent: DivergenceFn
+    """D in the ascent loop; only its gradient with respect to ``adv`` is used."""
+    final: DivergenceFn
+    """The final term (before α), with gradient into both branches where the loss has it."""
+    flips: Optional[DivergenceFn]
+    """Share of predictions the perturbation flips (None: not a classification)."""
+
+    @classmethod
+    def for_loss(cls, kind: str) -> "Divergences":
+        def ascent(adv, clean, mask):
+            return ascent_divergence(kind, adv, clean, mask)
+
+        def final(adv, clean, mask):
+            return adversarial_divergence(kind, adv, clean, mask)
+
+        return cls(ascent, final, None if kind == "mse" else flip_rate)

@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where ALUM's KL is taken: the predicted (masked) positions, as the "
                         "authors' pre-training code, or every non-padding position "
                         "(default: masked)")
+    p.add_argument("--alum-order", choices=("fast", "lean"), default="fast",
+                   help="the order of ALUM's passes: fast keeps the clean and perturbed graphs "
+                        "alive together (about 2x the activation memory of a standard step); "
+                        "lean runs one graph at a time (about 1x, one forward pass more). "
+                        "Same gradients (default: fast)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None,
                    help=argparse.SUPPRESS)  # passed by the deepspeed launcher
     return p
@@ -94,7 +99,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         train=train,
         checkpoint=CheckpointConfig(**section_values(args, CheckpointConfig)),
         logging=LoggingConfig(**section_values(args, LoggingConfig)),
-        alum=alum, alum_positions=args.alum_positions)
+        alum=alum, alum_positions=args.alum_positions, alum_order=args.alum_order)
 
 
 def closing_summary(summary, cfg: PretrainConfig) -> str:

@@ -18,6 +18,7 @@ PRECISIONS = ("config", "fp32", "bf16", "fp16")
 LR_DECAYS = ("linear", "cosine", "constant")
 MODEL_KINDS = ("megatron", "hf")
 ALUM_POSITIONS = ("masked", "all")
+ALUM_ORDERS = ("fast", "lean")
 PACKINGS = ("document", "cross_document")
 TORCH_ADAM = ("auto", "true", "false")
 
@@ -357,9 +358,24 @@ class PretrainConfig:
     alum_positions: str = "masked"
     """Where the adversarial KL is taken: ``masked`` (the predicted positions, as the
     authors' pre-training code) or ``all`` (every non-padding position)."""
+    alum_order: str = "fast"
+    """The order of ALUM's passes (shared/ALUM.md, cost model): ``fast`` keeps the clean
+    and perturbed graphs alive together (≈2× activation memory, (6+2K)F); ``lean`` runs
+    one graph at a time (≈1× activation memory, one forward more). Same gradients."""
 
     def __post_init__(self) -> None:
         _check_choice(self, "alum_positions", ALUM_POSITIONS)
+        _check_choice(self, "alum_order", ALUM_ORDERS)
+        if self.alum is not None and self.alum_order == "lean":
+            from .ds_config import load_ds_config, zero_stage
+
+            if zero_stage(load_ds_config(self.train.ds_config)) == 3:
+                # Measured: under ZeRO-3 the two backward passes of one micro-batch give
+                # the embedding parameters' gradients of the fast order at the first
+                # optimizer step only (DeepSpeed 0.19.8); stages 0-2 are exact (tests).
+                raise _bad("PretrainConfig", "alum_order", "lean",
+                           f"is not exact under ZeRO-3 (ds_config={self.train.ds_config!r}) "
+                           f"with this DeepSpeed; use ZeRO-1/2 or alum_order='fast'")
         if self.alum is not None and not isinstance(self.alum, AlumConfig):
             raise _bad("PretrainConfig", "alum", self.alum, "must be an AlumConfig or None")
         if self.alum is not None and self.alum.start_step >= self.train.train_steps \
@@ -374,11 +390,16 @@ class PretrainConfig:
         if tp > 1 and self.model.model_kind != "megatron":
             raise _bad("TrainConfig", "tensor_parallel_size", tp,
                        "needs model_kind='megatron' (an HF model trains at TP=1)")
-        if tp > 1 and self.alum is not None:
-            raise _bad("TrainConfig", "tensor_parallel_size", tp,
-                       "ALUM in this loop runs at TP=1 only (the adversarial KL over a "
-                       "vocabulary-parallel softmax is not implemented yet); use --no-alum "
-                       "or tensor_parallel_size=1")
+        if tp > 1 and self.alum is not None and self.alum.loss != "sym_kl":
+            raise _bad("AlumConfig", "loss", self.alum.loss,
+                       f"tensor_parallel_size={tp} takes ALUM's KL over the vocabulary-parallel "
+                       f"logits with the symmetric KL only (loss='sym_kl')")
+        if self.train.sequence_parallel and self.alum is not None \
+                and self.alum.level == "sequence":
+            raise _bad("AlumConfig", "level", "sequence",
+                       "with sequence_parallel each rank holds a shard of the sequence; the "
+                       "sequence-level norm is not reduced across shards here (use "
+                       "level='token', the paper's, or turn sequence_parallel off)")
         pp = self.train.pipeline_parallel_size
         if pp > 1 and self.model.model_kind != "megatron":
             raise _bad("TrainConfig", "pipeline_parallel_size", pp,
@@ -403,13 +424,14 @@ class PretrainConfig:
     def from_dict(cls, values: Dict[str, Any]) -> "PretrainConfig":
         parts = {"data": DataConfig, "model": ModelChoice, "optim": OptimConfig,
                  "train": TrainConfig, "checkpoint": CheckpointConfig, "logging": LoggingConfig}
-        known = set(parts) | {"alum", "alum_positions"}
+        known = set(parts) | {"alum", "alum_positions", "alum_order"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"PretrainConfig has no field(s) {unknown}")
         kwargs: Dict[str, Any] = {k: parts[k](**values[k]) for k in parts if k in values}
         if values.get("alum") is not None:
             kwargs["alum"] = AlumConfig.from_dict(values["alum"])
-        if "alum_positions" in values:
-            kwargs["alum_positions"] = values["alum_positions"]
+        for key in ("alum_positions", "alum_order"):
+            if key in values:
+                kwargs[key] = values[key]
         return cls(**kwargs)

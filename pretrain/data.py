@@ -133,6 +133,22 @@ def _masking_rate(text: str) -> Any:
         return text
 
 
+class IndexedSamples(torch.utils.data.Dataset):
+    """The dataset's samples with their index in the training stream (``sample_index``):
+    ALUM seeds each sample's random start with it (alum.pretrain.alum_layout)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = dict(self.dataset[index])
+        sample["sample_index"] = torch.tensor(int(index), dtype=torch.long)
+        return sample
+
+
 def train_batches(dataset: Any, micro_batch_size: int, consumed_samples: int,
                   dp_rank: int, dp_size: int, num_workers: int) -> Iterator[dict]:
     """This rank's micro-batches from ``consumed_samples`` on (global order, Megatron's)."""
@@ -145,7 +161,8 @@ def train_batches(dataset: Any, micro_batch_size: int, consumed_samples: int,
     # generator, and from the global one that draw would shift dropout and ALUM's noise
     # after a resume (the iterator is rebuilt there, not in the uninterrupted run).
     generator = torch.Generator().manual_seed(consumed_samples)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=micro_batch_size, sampler=sampler,
+    loader = torch.utils.data.DataLoader(IndexedSamples(dataset), batch_size=micro_batch_size,
+                                         sampler=sampler,
                                          collate_fn=mlm_collate, num_workers=num_workers,
                                          drop_last=True, generator=generator)
     return iter(loader)

@@ -1,14 +1,15 @@
-"""The loss of one MLM micro-batch, standard or with ALUM's adversarial term (TP=1, PP=1).
+"""The loss of one MLM micro-batch, standard or with ALUM's adversarial term (fast order).
 
 The clean forward runs in two halves (``embed``, then ``forward_from_embeddings``)
 so that ALUM gets the embedding output that produced the clean logits; the
 adversarial term (alum.adversarial_loss, Algorithm 1) then perturbs that output.
+This is the *fast* order of shared/ALUM.md's cost model: the clean graph stays alive
+through the ascent and the final perturbed pass, and one backward runs at the end.
+The *lean* order (one graph at a time) is alum.pretrain.lean_order.
 
-The model's tensors are only passed between its own methods, so a model whose
-activations are ``[seq, batch, hidden]`` works too, provided its
-``embedding_mask(attention_mask)`` returns the padding mask in the embedding
-output's leading dimensions (default: ``attention_mask`` itself, ``[b, s]``) and
-its logits are batch-first like ``labels``.
+Layouts (TP, sequence parallel, DP) enter through alum.pretrain.alum_layout: the
+vocabulary-parallel divergences, the per-sample random start and the NaN test that
+all ranks of a model-parallel group agree on.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from alum import AlumConfig, AdversarialStats, adversarial_loss
 
+from .alum_layout import build_alum_layout
 from .tensor_parallel import predicted_ids
 
 
@@ -38,12 +40,6 @@ def call_through_hooks(model: nn.Module, method: Callable, *args: torch.Tensor):
         return model(*args)
     finally:
         del model.forward
-
-
-def embedding_mask(model: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The padding mask ALUM uses for δ: ``model.embedding_mask(...)`` if the model has it."""
-    fn = getattr(model, "embedding_mask", None)
-    return fn(attention_mask) if callable(fn) else attention_mask
 
 
 @dataclass
@@ -70,16 +66,48 @@ def mlm_accuracy_counts(model: nn.Module, logits: torch.Tensor, labels: torch.Te
     return hits, selected.sum()
 
 
+@dataclass
+class KLRows:
+    """Which logits rows ALUM's divergence averages over."""
+
+    select: Callable[[torch.Tensor], torch.Tensor]
+    """``[b, s, V]`` logits → the rows (the predicted positions, or all of them)."""
+    rows_mask: Optional[torch.Tensor]
+    """Weights of the selected rows (``[b, s]`` padding mask for ``all``; None: all count)."""
+
+
+def kl_rows(batch: Dict[str, torch.Tensor], positions: str) -> Optional[KLRows]:
+    """``masked``: the predicted positions (the authors' code); ``all``: every non-padding
+    position. None when nothing is predicted (no KL positions either)."""
+    if positions == "masked":
+        selected = batch["labels"].ne(-100)
+        if not bool(selected.any()):
+            return None
+        return KLRows(lambda logits: logits[selected], None)
+    return KLRows(lambda logits: logits, batch["attention_mask"])
+
+
+def perturbed_forward(model: nn.Module, batch: Dict[str, torch.Tensor],
+                      rows: KLRows) -> Callable[[torch.Tensor], torch.Tensor]:
+    """perturbed embedding output → the KL rows of its logits (through the module's hooks)."""
+    def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
+        return rows.select(call_through_hooks(model, model.forward_from_embeddings, perturbed,
+                                              batch["attention_mask"]))
+    return forward_fn
+
+
 def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
                     alum: Optional[AlumConfig], alum_active: bool, positions: str = "masked",
                     loss_scale: float = 1.0,
-                    clean_forward: Optional[CleanForward] = None) -> MicroBatchResult:
-    """Forward one micro-batch and build its loss.
+                    clean_forward: Optional[CleanForward] = None,
+                    run_seed: Optional[int] = None) -> MicroBatchResult:
+    """Forward one micro-batch and build its loss (the caller back-propagates it).
 
     Args:
         model: the unwrapped module (``engine.module``): embed / forward_from_embeddings /
             mlm_loss.
-        batch: ``input_ids``, ``attention_mask``, ``labels`` (and ``token_type_ids``).
+        batch: ``input_ids``, ``attention_mask``, ``labels`` (and ``token_type_ids``,
+            ``sample_index``).
         alum: ALUM's config, or None for standard MLM.
         alum_active: the curriculum's decision for this optimizer step.
         positions: ``masked`` (KL at labels != -100, the authors' code) or ``all``
@@ -89,46 +117,23 @@ def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
         clean_forward: ``batch -> (embedding output, logits)``; default: the model's
             ``embed`` then ``forward_from_embeddings``. The trainer passes one that goes
             through the DeepSpeed engine (see alum.pretrain.trainer.engine_clean_forward).
+        run_seed: seeds δ's random start per sample (alum.pretrain.alum_layout); None:
+            the global generator.
     """
-    input_ids = batch["input_ids"]
-    attention_mask = batch["attention_mask"]
-    labels = batch["labels"]
     if clean_forward is None:
-        embeds = model.embed(input_ids, batch.get("token_type_ids"))
-        logits = model.forward_from_embeddings(embeds, attention_mask)
+        embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
+        logits = model.forward_from_embeddings(embeds, batch["attention_mask"])
     else:
         embeds, logits = clean_forward(batch)
-    mlm = model.mlm_loss(logits, labels)
-    correct, predicted = mlm_accuracy_counts(model, logits, labels)
-    if alum is None or not alum_active:
+    mlm = model.mlm_loss(logits, batch["labels"])
+    correct, predicted = mlm_accuracy_counts(model, logits, batch["labels"])
+    rows = kl_rows(batch, positions) if alum is not None and alum_active else None
+    if rows is None:
         return MicroBatchResult(mlm, mlm.detach(), correct, predicted)
-
-    delta_mask = embedding_mask(model, attention_mask)
-    if positions == "masked":
-        selected = labels.ne(-100)
-        if not bool(selected.any()):  # nothing predicted: no KL positions either
-            return MicroBatchResult(mlm, mlm.detach(), correct, predicted)
-
-        def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
-            # [N, V]: only the predicted rows; the core averages the KL over its rows.
-            return call_through_hooks(model, model.forward_from_embeddings, perturbed,
-                                      attention_mask)[selected]
-
-        clean = logits[selected]
-    else:
-        # The core averages per-token KL rows over its mask when the shapes agree; with
-        # a [seq, batch] embedding mask and batch-first logits they would not, and the
-        # mean would silently include padding.
-        if tuple(delta_mask.shape) != tuple(logits.shape[:-1]):
-            raise ValueError(f"alum_positions='all' needs the embedding mask "
-                             f"{tuple(delta_mask.shape)} to match the logits' leading "
-                             f"dimensions {tuple(logits.shape[:-1])}")
-
-        def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
-            return call_through_hooks(model, model.forward_from_embeddings, perturbed,
-                                      attention_mask)
-
-        clean = logits
-    adv_term, stats = adversarial_loss(forward_fn, embeds, clean, alum, mask=delta_mask,
-                                       loss_scale=loss_scale)
+    layout = build_alum_layout(model, batch, embeds, alum, rows.rows_mask, run_seed)
+    adv_term, stats = adversarial_loss(perturbed_forward(model, batch, rows), embeds,
+                                       rows.select(logits), alum, mask=layout.delta_mask,
+                                       init_noise=layout.init_noise, loss_scale=loss_scale,
+                                       divergences=layout.divergences,
+                                       all_finite=layout.all_finite)
     return MicroBatchResult(mlm + adv_term, mlm.detach(), correct, predicted, stats)

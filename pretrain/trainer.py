@@ -41,6 +41,7 @@ from .flops import (device_peak_tflops, forward_flops_per_sequence, model_dims,
                     step_flops_multiplier)
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
+from .lean_order import engine_runner, lean_micro_batch
 from .mlm_step import mlm_micro_batch
 from .model_builder import build_pretrain_model, enable_activation_checkpointing
 from .pipeline_loop import PipelineSteps
@@ -359,15 +360,20 @@ class Trainer(PipelineSteps):
             return self._pipeline_optimizer_step(batches)
         cfg, tc = self.cfg, self.cfg.train
         clean_forward = engine_clean_forward(self.engine)
+        runner = engine_runner(self.engine)
         loss_sum = correct = predicted = 0.0
         adv: Dict[str, List[float]] = {k: [] for k in ADV_KEYS}
         skipped = 0
         for _ in range(tc.grad_accum_steps):
             batch = self._to_device(next(batches))
-            result = mlm_micro_batch(self.engine.module, batch, cfg.alum, alum_on,
-                                     cfg.alum_positions, current_loss_scale(self.engine),
-                                     clean_forward=clean_forward)
-            self.engine.backward(result.loss)
+            if cfg.alum_order == "lean":
+                result = lean_micro_batch(runner, batch, cfg.alum, alum_on, cfg.alum_positions,
+                                          current_loss_scale(self.engine), run_seed=tc.seed)
+            else:
+                result = mlm_micro_batch(self.engine.module, batch, cfg.alum, alum_on,
+                                         cfg.alum_positions, current_loss_scale(self.engine),
+                                         clean_forward=clean_forward, run_seed=tc.seed)
+                self.engine.backward(result.loss)
             self.engine.step()
             loss_sum += float(result.mlm_loss)
             correct += float(result.correct)

@@ -17,9 +17,7 @@ from .conftest import tiny_config
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def test_alum_with_tensor_parallel_is_refused_at_config_time():
-    with pytest.raises(ValueError, match="TrainConfig.tensor_parallel_size.*TP=1"):
-        PretrainConfig(train=TrainConfig(tensor_parallel_size=2), alum=AlumConfig())
+def test_sequence_parallel_needs_tensor_parallel():
     with pytest.raises(ValueError, match="TrainConfig.sequence_parallel"):
         TrainConfig(sequence_parallel=True)
 

@@ -1,0 +1,193 @@
+"""ALUM's core hooks realised for the loop's parallel layout (shared/ALUM.md; issue 5, item 1-2).
+
+The core (alum.adversarial) works on one process's tensors. Under the loop's layouts:
+
+* **Random start.** δ's initial noise is drawn per *sample*, from a generator seeded by
+  the run's seed and the sample's global index in the training stream. So it is
+  identical on the TP ranks of a group, different across DP ranks (they hold other
+  samples), and the same for a sample whatever the layout: TP=2, DP=2 or gradient
+  accumulation see the noise TP=1/DP=1 sees. Under sequence parallelism each rank keeps
+  its sequence shard of the full ``[s, h]`` draw, so the shards together are the TP=1 δ.
+* **δ's gradient.** δ is added to the embedding output, which is replicated over the TP
+  group (or, under sequence parallelism, sharded along the sequence). The first layer's
+  column-parallel linears all-reduce (or reduce-scatter) their input gradient, and the
+  residual branch is replicated, so ∇δ is the full gradient on every rank
+  (tests/pretrain/test_alum_parallel.py checks it against TP=1).
+* **Divergences.** The MLM logits stay split over the vocabulary (``[rows, V/tp]``); the
+  symmetric KL reduces the softmax max and sums across the TP group in fp32
+  (alum.kernels.vocab_parallel_symmetric_kl). The ascent uses the same function with
+  the clean logits detached: its gradient with respect to the perturbed logits,
+  p_adv − p_clean, is exactly that of KL(stopgrad p_clean ‖ p_adv) (Algorithm 1's D);
+  only that gradient is used. The flip rate takes the argmax across shards.
+* **Skipping.** Under sequence parallelism each rank sees only its shard of ∇δ, so the
+  NaN/Inf test is agreed over the model-parallel group: every rank skips together (a
+  rank that skipped alone would leave the others waiting in a collective).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from alum import AlumConfig
+from alum.adversarial import all_finite_local
+from alum.divergence import Divergences, Logits
+from alum.perturbation import compute_dtype, embedding_scale
+
+from .tensor_parallel import predicted_ids, tensor_parallel_size
+
+NOISE_SEED_STRIDE = 1_000_003
+
+
+def _spec(model: nn.Module):
+    return getattr(model, "spec", None)
+
+
+def sequence_parallel(model: nn.Module) -> bool:
+    spec = _spec(model)
+    return bool(getattr(spec, "sequence_parallel", False)) and tensor_parallel_size(model) > 1
+
+
+def sequence_shard_range(model: nn.Module, seq_length: int) -> Tuple[int, int]:
+    """[start, end) of this rank's sequence shard (the whole sequence without SP)."""
+    if not sequence_parallel(model):
+        return 0, seq_length
+    tp = tensor_parallel_size(model)
+    rank = _spec(model).tp_rank
+    chunk = seq_length // tp
+    return rank * chunk, (rank + 1) * chunk
+
+
+def delta_mask(model: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The padding mask of δ, ``[b, s_local]``: this rank's sequence shard under SP."""
+    start, end = sequence_shard_range(model, attention_mask.shape[1])
+    return attention_mask[:, start:end]
+
+
+def noise_seed(run_seed: int, sample_index: int) -> int:
+    """The seed of one sample's random start (a 63-bit integer, distinct per sample)."""
+    return (run_seed * NOISE_SEED_STRIDE + 7919 * (int(sample_index) + 1)) % (2 ** 63 - 1)
+
+
+def standard_normal_start(model: nn.Module, sample_index: torch.Tensor, seq_length: int,
+                          hidden: int, run_seed: int, device: torch.device) -> torch.Tensor:
+    """N(0, 1) of shape ``[b, s_local, h]`` (fp32), one generator per sample.
+
+    Each sample draws its full ``[s, h]`` and keeps this rank's sequence shard.
+    """
+    start, end = sequence_shard_range(model, seq_length)
+    rows = []
+    for index in sample_index.reshape(-1).tolist():
+        gen = torch.Generator(device=device)
+        gen.manual_seed(noise_seed(run_seed, index))
+        full = torch.randn((seq_length, hidden), generator=gen, device=device,
+                           dtype=torch.float32)
+        rows.append(full[start:end])
+    return torch.stack(rows)
+
+
+def initial_delta(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor,
+                  sample_index: torch.Tensor, seq_length: int, config: AlumConfig,
+                  run_seed: int) -> torch.Tensor:
+    """δ's random start σ·z (σ scaled per row for relative ε), zero on padding."""
+    z = standard_normal_start(model, sample_index, seq_length, embeds.shape[-1], run_seed,
+                              embeds.device)
+    scale = embedding_scale(embeds, config, mask)
+    sigma = config.noise_std if scale is None else config.noise_std * scale
+    m = mask.to(device=z.device, dtype=compute_dtype(embeds.dtype)).unsqueeze(-1)
+    return (z * sigma * m).to(embeds.dtype)
+
+
+def _model_parallel_group():
+    from megatron.core import parallel_state as ps
+
+    return ps.get_model_parallel_group()
+
+
+def all_finite_over_model_parallel(value: torch.Tensor) -> bool:
+    """True when every rank of the model-parallel group holds only finite values."""
+    flag = torch.tensor([0.0 if all_finite_local(value) else 1.0], device=value.device)
+    if dist.is_available() and dist.is_initialized():
+        group = _model_parallel_group()
+        if dist.get_world_size(group) > 1:
+            dist.all_reduce(flag, group=group)
+    return float(flag) == 0.0
+
+
+def _row_weights(rows_mask: Optional[torch.Tensor], n_rows: int,
+                 device: torch.device) -> torch.Tensor:
+    if rows_mask is None:
+        return torch.full((n_rows,), 1.0 / max(n_rows, 1), device=device)
+    w = rows_mask.reshape(-1).to(device=device, dtype=torch.float32)
+    return w / w.sum().clamp_min(1.0)
+
+
+@dataclass
+class AlumLayout:
+    """What the core needs for one micro-batch under the loop's layout."""
+
+    divergences: Divergences
+    all_finite: object
+    delta_mask: torch.Tensor
+    init_noise: Optional[torch.Tensor]
+
+
+def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
+                      config: AlumConfig, rows_mask: Optional[torch.Tensor],
+                      run_seed: Optional[int]) -> AlumLayout:
+    """The divergences, NaN test, δ mask and random start of one micro-batch.
+
+    Args:
+        rows_mask: the mask of the logits rows the KL averages over (``[b, s]`` for
+            ``alum_positions='all'``; None when the rows are the selected masked
+            positions, all of which count).
+        run_seed: seeds the per-sample random start (needs ``batch['sample_index']``);
+            None draws it from the global generator (the core's default).
+    """
+    own = getattr(model, "embedding_mask", None)  # models with another activation layout
+    mask = own(batch["attention_mask"]) if callable(own) else delta_mask(model,
+                                                                        batch["attention_mask"])
+    init = None
+    if run_seed is not None and "sample_index" in batch:
+        init = initial_delta(model, embeds, mask, batch["sample_index"],
+                             batch["attention_mask"].shape[1], config, run_seed)
+    tp = tensor_parallel_size(model)
+    if tp == 1:
+        base = Divergences.for_loss(config.loss)
+        final_fn = base.final
+        if config.loss == "sym_kl":
+            from alum.kernels import fused_symmetric_kl
+
+            final_fn = fused_symmetric_kl  # the Triton kernel on CUDA, the reference elsewhere
+        divergences = Divergences(
+            ascent=lambda a, c, _m: base.ascent(a, c, rows_mask),
+            final=lambda a, c, _m: final_fn(a, c, rows_mask),
+            flips=None if base.flips is None else (lambda a, c, _m: base.flips(a, c, rows_mask)))
+        return AlumLayout(divergences, all_finite_local, mask, init)
+    if config.loss != "sym_kl":
+        raise ValueError(f"AlumConfig.loss={config.loss!r}: under tensor parallelism the "
+                         f"vocabulary-parallel divergence is the symmetric KL only")
+    from megatron.core import parallel_state as ps
+
+    from alum.kernels import vocab_parallel_symmetric_kl
+
+    group = ps.get_tensor_model_parallel_group()
+
+    def final(adv: Logits, clean: Logits, _mask) -> torch.Tensor:
+        return vocab_parallel_symmetric_kl(adv, clean, rows_mask, group=group)
+
+    def ascent(adv: Logits, clean: Logits, _mask) -> torch.Tensor:
+        # Same gradient w.r.t. adv as KL(stopgrad p_clean ‖ p_adv): p_adv − p_clean.
+        return vocab_parallel_symmetric_kl(adv, clean.detach(), rows_mask, group=group)
+
+    def flips(adv: Logits, clean: Logits, _mask) -> torch.Tensor:
+        a = predicted_ids(model, adv.reshape(-1, adv.shape[-1]))
+        c = predicted_ids(model, clean.reshape(-1, clean.shape[-1]))
+        w = _row_weights(rows_mask, a.numel(), a.device)
+        return ((a != c).float() * w).sum()
+
+    return AlumLayout(Divergences(ascent, final, flips), all_finite_over_model_parallel,
+                      mask, init)

@@ -1,0 +1,189 @@
+"""ALUM's lean order: one activation graph alive at a time (shared/ALUM.md, cost model).
+
+The fast order (alum.pretrain.mlm_step) keeps the clean graph alive through the
+ascent and the final perturbed pass: ≈ 2× a standard step's activations. The lean
+order runs, per micro-batch:
+
+1. the clean forward without a graph (its logits are the KL's target);
+2. the K ascent steps on δ with the parameters frozen (δ-only gradients; megatron's
+   frozen-weight linears then save no input activations);
+3. the perturbed forward and backward of α·KL(stopgrad p_clean ‖ p_adv): the gradient
+   into the perturbed branch (and the embeddings below it);
+4. the clean forward and backward of MLM + α·KL(stopgrad p_adv ‖ p_clean): the
+   gradient the symmetric KL's second term sends into the clean branch.
+
+Passes 3 and 4 split Algorithm 1's g_θ exactly: with the other branch detached, each
+pass's divergence has the gradient of one of the two KL terms (the symmetric KL of
+(adv, stopgrad clean) has ∇_adv = p_adv − p_clean, that of KL(p_clean ‖ p_adv)), so the
+sum of the two backward passes is the fast order's gradient; one forward more.
+
+Randomness: pass 4 replays pass 1's generator state, so the clean logits whose gradient
+is taken are the ones the ascent aimed at (same dropout masks), and pass 3 replays it
+for the embedding layer (the perturbed branch perturbs the same embedding output, as in
+the fast order) then continues with fresh draws for the encoder, as the fast order's
+perturbed pass does. The generators are left where pass 3 left them.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, Optional
+
+import torch
+from torch import nn
+
+from alum import AlumConfig
+from alum.adversarial import adversarial_stats, find_perturbation, skipped_term
+
+from .alum_layout import build_alum_layout
+from .checkpoint import capture_rng_state, restore_rng_state
+from .mlm_step import (MicroBatchResult, call_through_hooks, kl_rows, mlm_accuracy_counts,
+                       perturbed_forward)
+
+ORDERS = ("fast", "lean")
+
+
+@dataclass
+class PassRunner:
+    """How a pass reaches the model: ``forward(fn, *args)`` runs ``fn`` as the module's
+    forward (so DeepSpeed's/ZeRO's hooks run); ``backward(loss, last)`` back-propagates,
+    ``last`` marking the micro-batch's final backward (DeepSpeed reduces gradients there)."""
+
+    model: nn.Module
+    forward: Callable[..., Any]
+    backward: Callable[[torch.Tensor, bool], None]
+
+
+def module_runner(model: nn.Module) -> PassRunner:
+    """Passes straight through the module (no DeepSpeed engine)."""
+    return PassRunner(model, lambda fn, *args: call_through_hooks(model, fn, *args),
+                      lambda loss, last: loss.backward())
+
+
+def engine_runner(engine) -> PassRunner:
+    """Passes through a DeepSpeed engine. Only a micro-batch's last backward may be an
+    accumulation boundary: ZeRO-0/1 all-reduce there, once for both backward passes."""
+    module = engine.module
+
+    def forward(fn, *args):
+        module.forward = fn
+        try:
+            return engine(*args)
+        finally:
+            del module.forward
+
+    def backward(loss: torch.Tensor, last: bool) -> None:
+        if last:
+            engine.backward(loss)
+            return
+        engine.set_gradient_accumulation_boundary(False)
+        try:
+            engine.backward(loss)
+        finally:
+            engine.set_gradient_accumulation_boundary(None)
+
+    return PassRunner(module, forward, backward)
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring gradients for the duration (the ascent's passes)."""
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _rng_state() -> Dict[str, Any]:
+    return _with_tracker_copy(capture_rng_state())
+
+
+def _restore(state: Dict[str, Any]) -> None:
+    restore_rng_state(_with_tracker_copy(state))
+
+
+def _with_tracker_copy(state: Dict[str, Any]) -> Dict[str, Any]:
+    """``state`` with its own copy of megatron's tracker states: the tracker keeps the dict
+    it is given and updates it at every fork, which would rewrite a saved state."""
+    tracker = state.get("megatron_tracker")
+    if tracker is None:
+        return state
+    return dict(state, megatron_tracker={k: v.clone() for k, v in tracker.items()})
+
+
+def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
+                     alum: Optional[AlumConfig], alum_active: bool, positions: str = "masked",
+                     loss_scale: float = 1.0,
+                     run_seed: Optional[int] = None) -> MicroBatchResult:
+    """One micro-batch in the lean order, backward passes included (see the module doc).
+
+    Same arguments as alum.pretrain.mlm_step.mlm_micro_batch; the returned ``loss`` is
+    detached (its gradients are already accumulated).
+    """
+    model = runner.model
+    args = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    labels = batch["labels"]
+
+    def clean(input_ids, attention_mask, token_type_ids=None):
+        embeds = model.embed(input_ids, token_type_ids)
+        return embeds, model.forward_from_embeddings(embeds, attention_mask)
+
+    rows = kl_rows(batch, positions) if alum is not None and alum_active else None
+    if rows is None:
+        _, logits = runner.forward(clean, *args)
+        mlm = model.mlm_loss(logits, labels)
+        correct, predicted = mlm_accuracy_counts(model, logits, labels)
+        runner.backward(mlm, True)
+        return MicroBatchResult(mlm.detach(), mlm.detach(), correct, predicted)
+
+    start = _rng_state()
+    with torch.no_grad():                                               # pass 1
+        embeds0, logits0 = runner.forward(clean, *args)
+    clean_rows = rows.select(logits0)
+    layout = build_alum_layout(model, batch, embeds0, alum, rows.rows_mask, run_seed)
+    with frozen_parameters(model):                                      # pass 2
+        pert = find_perturbation(perturbed_forward(model, batch, rows), embeds0, clean_rows,
+                                 alum, layout.delta_mask, layout.init_noise, loss_scale,
+                                 divergences=layout.divergences,
+                                 all_finite=layout.all_finite)
+    adv_rows = None
+    term = torch.zeros((), device=embeds0.device)
+    if pert.skipped:
+        _, stats = skipped_term(embeds0, pert.skipped, pert.grad, alum)
+    else:
+        after_ascent = _rng_state()
+
+        def perturbed(input_ids, attention_mask, token_type_ids=None):
+            _restore(start)  # the clean pass's embedding dropout
+            embeds = model.embed(input_ids, token_type_ids)
+            _restore(after_ascent)
+            if alum.detach_embeddings:
+                embeds = embeds.detach()
+            return model.forward_from_embeddings(embeds + pert.delta, attention_mask)
+
+        adv_rows = rows.select(runner.forward(perturbed, *args))       # pass 3
+        term = layout.divergences.final(adv_rows, clean_rows, None)
+        if not layout.all_finite(term):
+            _, stats = skipped_term(embeds0, "the adversarial term", term, alum)
+            adv_rows = None
+        else:
+            stats = adversarial_stats(embeds0, pert, term, adv_rows, clean_rows, alum,
+                                      layout.delta_mask, layout.divergences)
+            runner.backward(alum.alpha * term, False)
+    after = _rng_state()
+    _restore(start)
+    _, logits = runner.forward(clean, *args)                            # pass 4
+    mlm = model.mlm_loss(logits, labels)
+    correct, predicted = mlm_accuracy_counts(model, logits, labels)
+    loss = mlm
+    if adv_rows is not None:
+        loss = mlm + alum.alpha * layout.divergences.final(adv_rows.detach(),
+                                                           rows.select(logits), None)
+    runner.backward(loss, True)
+    _restore(after)
+    total = mlm.detach() + (alum.alpha * term.detach() if adv_rows is not None else 0.0)
+    return MicroBatchResult(total, mlm.detach(), correct, predicted, stats)
