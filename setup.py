@@ -81,6 +81,7 @@ CONSOLE_SCRIPTS = [
     "alum-pretrain = alum.pretrain.cli:main",
     "alum-robustness = alum.finetune.robustness:main",
     "alum-kernels = alum.kernels.cli:main",
+    "alum-convert = alum.tools.convert.cli:main",
 ]
 
 # Data files installed inside packages: the sample corpus (alum/data/sample/).

@@ -151,6 +151,14 @@ def incomplete_reason(save_dir: str, tag: str) -> Optional[str]:
     return None
 
 
+def mark_complete(save_dir: str, tag: str, step: int) -> None:
+    """Declare a written tag complete: its marker (every file's size), then ``latest``."""
+    tag_dir = os.path.join(save_dir, tag)
+    marker = {"step": step, "files": _file_sizes(tag_dir)}
+    atomic_write_text(os.path.join(tag_dir, MARKER), json.dumps(marker, indent=1))
+    atomic_write_text(os.path.join(save_dir, LATEST), tag)
+
+
 def complete_tags(save_dir: str) -> List[Tuple[int, str]]:
     """(step, tag) of every complete ``global_step<N>`` checkpoint, oldest first."""
     if not os.path.isdir(save_dir):
@@ -219,9 +227,7 @@ class CheckpointManager:
         torch.save(capture_rng_state(), os.path.join(tag_dir, f"rng_state_rank{_rank()}.pt"))
         _barrier()
         if _rank() == 0:
-            marker = {"step": step, "files": _file_sizes(tag_dir)}
-            atomic_write_text(os.path.join(tag_dir, MARKER), json.dumps(marker, indent=1))
-            atomic_write_text(os.path.join(self.save_dir, LATEST), tag)
+            mark_complete(self.save_dir, tag, step)
             self._prune(step)
         _barrier()
         return tag

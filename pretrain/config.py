@@ -219,17 +219,25 @@ class TrainConfig:
     """``config``: as the JSON says; fp32, bf16 or fp16 (fp16 needs a GPU) override it."""
 
     tensor_parallel_size: int = 1
-    """Ranks that split each layer (megatron-core TP; ``model_kind=megatron``). Data
-    parallel is what is left of the world. ALUM needs TP=1 here (its KL over a
-    vocabulary-parallel softmax is the next issue's)."""
+    """Ranks that split each layer (megatron-core TP; ``model_kind=megatron``; combines
+    with pipeline_parallel_size). Data parallel is what is left of the world
+    (world = TP x PP x DP). ALUM needs TP=1 here (its KL over a vocabulary-parallel
+    softmax is the next issue's)."""
 
     sequence_parallel: bool = False
-    """Split LayerNorm/dropout activations along the sequence over the TP ranks."""
+    """Split LayerNorm/dropout activations along the sequence over the TP ranks (needs
+    TP > 1 and seq_length divisible by TP; with PP too)."""
 
     pipeline_parallel_size: int = 1
     """Pipeline stages the layers are split into (megatron-core PP, 1F1B schedule;
-    ``model_kind=megatron``, standard MLM, TP=1, ZeRO stage 0 or 1, fp32/bf16). The
-    ``grad_accum_steps`` micro-batches of a step are the schedule's micro-batches."""
+    ``model_kind=megatron``, standard MLM, any TP, ZeRO stage 0 or 1, fp32/bf16, not
+    fp16). The ``grad_accum_steps`` micro-batches of a step are the schedule's
+    micro-batches."""
+
+    virtual_pipeline_size: int = 1
+    """Model chunks per pipeline stage for megatron-core's interleaved 1F1B schedule
+    (1: plain 1F1B). Needs pipeline_parallel_size > 1, grad_accum_steps a multiple of
+    pipeline_parallel_size, and num_layers divisible by PP x this."""
 
     activation_checkpointing: bool = False
     """Recompute each layer's activations in backward (if the model supports it)."""
@@ -263,12 +271,23 @@ class TrainConfig:
                        "needs tensor_parallel_size > 1")
         _check_choice(self, "precision", PRECISIONS)
         _check_int(self, "pipeline_parallel_size", 1)
-        pp = self.pipeline_parallel_size
+        _check_int(self, "virtual_pipeline_size", 1)
+        pp, vp = self.pipeline_parallel_size, self.virtual_pipeline_size
+        if vp > 1:
+            if pp == 1:
+                raise _bad("TrainConfig", "virtual_pipeline_size", vp,
+                           "needs pipeline_parallel_size > 1 (model chunks per stage of the "
+                           "interleaved schedule)")
+            if self.grad_accum_steps % pp:
+                raise _bad("TrainConfig", "virtual_pipeline_size", vp,
+                           f"needs grad_accum_steps (the schedule's micro-batches) to be a "
+                           f"multiple of pipeline_parallel_size={pp}, but it is "
+                           f"{self.grad_accum_steps} (megatron-core's interleaved schedule "
+                           f"runs them in groups of PP)")
+        # Tensor x pipeline parallel (with or without sequence parallel) is supported:
+        # megatron-core's schedule sizes the p2p tensors for sequence parallel, and the
+        # loop's clipping counts TP shards on every TP rank and replicas once.
         if pp > 1:
-            if self.tensor_parallel_size > 1:
-                raise _bad("TrainConfig", "pipeline_parallel_size", pp,
-                           "is not combined with tensor_parallel_size > 1 in this loop "
-                           "(untested); use one of the two")
             from .ds_config import load_ds_config, precision_of, zero_stage
 
             ds = load_ds_config(self.ds_config)

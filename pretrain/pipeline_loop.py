@@ -1,10 +1,12 @@
 """Pipeline-parallel steps of the pre-training loop (standard MLM; docs/pretrain.md
 "Pipeline parallel").
 
-megatron-core's schedule owns forward and backward over the accumulation micro-batches;
-DeepSpeed only reduces over data parallel and steps the optimizer. ``PipelineSteps`` is
-mixed into ``alum.pretrain.trainer.Trainer`` and uses its ``engine``, ``cfg``,
-``ds_config``, ``precision``, ``data``, ``dp_rank``/``dp_size`` and ``lr_scheduler``.
+megatron-core's schedule (1F1B, or interleaved 1F1B with virtual stages) owns forward
+and backward over the accumulation micro-batches, with tensor parallelism (and sequence
+parallelism) inside each stage; DeepSpeed only reduces over data parallel and steps the
+optimizer. ``PipelineSteps`` is mixed into ``alum.pretrain.trainer.Trainer`` and uses
+its ``engine``, ``cfg``, ``ds_config``, ``precision``, ``data``, ``dp_rank``/``dp_size``
+and ``lr_scheduler``.
 """
 from __future__ import annotations
 
@@ -29,42 +31,62 @@ class PipelineSteps:
         the pipeline."""
         from megatron.core import parallel_state as ps
 
-        from alum.parallel import ParallelConfig
-        from alum.parallel.pipeline import run_schedule
+        from alum.parallel.pipeline import model_chunks, run_schedule
 
         tc = self.cfg.train
-        module = self.engine.module
-        parallel = ParallelConfig(tensor_parallel_size=1,
-                                  pipeline_parallel_size=tc.pipeline_parallel_size)
+        parallel = self._parallel_config()
+        chunks = model_chunks(self.engine.module)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision,
                                                                       torch.float32)
-        data = (self._to_device(b) for b in batches)
-        outputs = run_schedule([module], parallel, model=module.alum_model_config,
+        if len(chunks) > 1:
+            # Interleaved: every model chunk reads the same micro-batches, each through
+            # its own iterator (the schedule advances them separately).
+            micro = [self._to_device(next(batches)) for _ in range(num_microbatches)]
+            data = [iter(micro) for _ in chunks]
+        else:
+            data = (self._to_device(b) for b in batches)
+        outputs = run_schedule(chunks, parallel, model=chunks[0].config,
                                data_iterator=data, num_microbatches=num_microbatches,
                                seq_length=self.cfg.data.seq_length,
                                micro_batch_size=tc.micro_batch_size,
                                forward_only=forward_only, forward_step_func=_pipeline_forward_step,
                                pipeline_dtype=dtype)
         sums = torch.zeros(4, dtype=torch.float64)
-        for out in outputs:  # the last stage only
+        for out in outputs:  # the last stage only (every TP rank of it, equal values)
             sums += torch.stack([out["loss_sum"], out["correct"], out["predicted"],
                                  out["mean"]]).double().cpu()
-        # The loss is only known on the last stage: broadcast it over the pipeline.
+        # The loss is only known on the last stage: broadcast it over the pipeline (each
+        # TP rank has its own pipeline group, whose last rank holds the same sums).
         dist.broadcast(sums, src=ps.get_pipeline_model_parallel_last_rank(),
                        group=ps.get_pipeline_model_parallel_group())
         return sums.tolist()
+
+    def _parallel_config(self):
+        from alum.parallel import ParallelConfig
+
+        tc = self.cfg.train
+        return ParallelConfig(tensor_parallel_size=tc.tensor_parallel_size,
+                              sequence_parallel=tc.sequence_parallel,
+                              pipeline_parallel_size=tc.pipeline_parallel_size,
+                              virtual_pipeline_size=tc.virtual_pipeline_size
+                              if tc.virtual_pipeline_size > 1 else None)
 
     def _pipeline_optimizer_step(self, batches) -> Dict[str, Any]:
         """One optimizer step under PP: the schedule runs forward and backward over the
         ``grad_accum_steps`` micro-batches (it scales each loss by 1/num_microbatches,
         as DeepSpeed's accumulation would), the tied embedding's gradient is summed
         over the embedding group, then DeepSpeed reduces over data parallel and steps
-        (the boundary is forced: the engine did not see the micro-batches)."""
-        from alum.parallel import finalize_model_parallel_grads
+        (the boundary is forced: the engine did not see the micro-batches).
+
+        The sequence-parallel parameters' gradients are already summed over TP: the
+        trainer's tensor hooks (``register_sequence_parallel_grad_hooks``) fire in the
+        schedule's backward too, so ``allreduce_sequence_parallel_grads`` must not run
+        again here."""
+        from alum.parallel import allreduce_embedding_grads
 
         tc = self.cfg.train
         per_micro = self._run_pipeline(batches, tc.grad_accum_steps, forward_only=False)
-        finalize_model_parallel_grads(self.engine.module)
+        allreduce_embedding_grads(self.engine.module)
         self.engine.set_gradient_accumulation_boundary(True)
         norm = None
         try:
@@ -93,24 +115,30 @@ class PipelineSteps:
 
     @torch.no_grad()
     def _clip_pipeline_grads(self, max_norm: float) -> float:
-        """Gradient clipping over the whole pipeline, for fp32 without ZeRO (stage 0).
+        """Gradient clipping over the whole model (TP x PP), for fp32 without ZeRO (stage 0).
 
         There DeepSpeed's ``clip_grad_norm_`` counts a parameter megatron does not mark
         tensor-parallel only on model-parallel rank 0 (the first pipeline stage: the
         other stages' LayerNorms and biases are missed) and the last stage's copy of
-        the tied embedding a second time. We clip here with the true norm (the copy
-        counted once) and switch DeepSpeed's clipping off for that step. (ZeRO-1
-        computes the norm over the pipeline correctly; both tested to 1e-5.)
+        the tied embedding a second time. We clip here with the true norm and switch
+        DeepSpeed's clipping off for that step. Megatron's rule (``get_grad_norm_fp32``
+        over ``param_is_not_shared`` and ``param_is_not_tensor_parallel_duplicate``):
+        a tensor-parallel parameter (a shard) counts on every TP rank, a replicated one
+        on TP rank 0 only, the tied embedding's last-stage copy not at all; the squares
+        are summed over the model-parallel group (TP x PP). (ZeRO-1 applies the same
+        rule itself; both tested to 1e-5.)
         """
         from megatron.core import parallel_state as ps
 
         max_norm = float(max_norm or 0.0)
-        grads = [p.grad for p in self.engine.module.parameters()
-                 if p.grad is not None and not getattr(p, "ds_pipe_replicated", False)]
+        tp_rank = ps.get_tensor_model_parallel_rank()
+        counted = [p.grad for p in self.engine.module.parameters()
+                   if p.grad is not None and not getattr(p, "ds_pipe_replicated", False)
+                   and (getattr(p, "tensor_model_parallel", False) or tp_rank == 0)]
         total = torch.zeros(1, dtype=torch.float64, device=self.engine.device)
-        for g in grads:
+        for g in counted:
             total += g.detach().double().pow(2).sum()
-        dist.all_reduce(total, group=ps.get_pipeline_model_parallel_group())
+        dist.all_reduce(total, group=ps.get_model_parallel_group())
         norm = float(total.sqrt())
         if max_norm > 0:
             coef = max_norm / (norm + 1e-6)
@@ -127,6 +155,12 @@ class PipelineSteps:
                                      self.dp_rank, self.dp_size))
         if not batches:
             return None
+        pp = tc.pipeline_parallel_size
+        if tc.virtual_pipeline_size > 1 and len(batches) % pp:
+            # The interleaved schedule runs micro-batches in groups of PP: pad with
+            # copies that predict nothing (they add 0 to every sum).
+            filler = dict(batches[-1], labels=torch.full_like(batches[-1]["labels"], -100))
+            batches += [filler] * (pp - len(batches) % pp)
         self.engine.eval()
         try:
             loss_sum, correct, predicted, _ = self._run_pipeline(iter(batches), len(batches),
@@ -149,7 +183,7 @@ def _pipeline_forward_step(data_iterator, view):
                    token_type_ids=batch.get("token_type_ids"))
 
     def loss_func(labels, logits):
-        loss = model.mlm_loss(logits, labels)
+        loss = model.mlm_loss(logits, labels)  # 0 when nothing is predicted
         sel = labels.ne(-100)
         n = sel.sum()
         with torch.no_grad():

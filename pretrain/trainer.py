@@ -53,7 +53,7 @@ logger = logging.getLogger("alum.pretrain")
 
 
 def setup_distributed(seed: int, tensor_parallel_size: int = 1,
-                      pipeline_parallel_size: int = 1) -> None:
+                      pipeline_parallel_size: int = 1, virtual_pipeline_size: int = 1) -> None:
     """torch.distributed (gloo on CPU, nccl on GPU) and megatron's TP/PP/DP groups;
     seeds python/numpy/torch."""
     from alum.parallel import initialize_parallel, skip_shm_comm_build
@@ -61,7 +61,8 @@ def setup_distributed(seed: int, tensor_parallel_size: int = 1,
     skip_shm_comm_build()
     # initialize_parallel creates the default group (a world of one in a plain
     # process, the launcher's world otherwise) and megatron's groups and RNG tracker.
-    initialize_parallel(tensor_parallel_size, pipeline_parallel_size, seed=seed)
+    initialize_parallel(tensor_parallel_size, pipeline_parallel_size, seed=seed,
+                        virtual_pp=virtual_pipeline_size if virtual_pipeline_size > 1 else None)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -115,7 +116,8 @@ class Trainer(PipelineSteps):
 
         self.cfg = cfg
         tc = cfg.train
-        setup_distributed(tc.seed, tc.tensor_parallel_size, tc.pipeline_parallel_size)
+        setup_distributed(tc.seed, tc.tensor_parallel_size, tc.pipeline_parallel_size,
+                          tc.virtual_pipeline_size)
         from megatron.core import parallel_state as ps
 
         self.rank, self.world = world()
@@ -127,7 +129,8 @@ class Trainer(PipelineSteps):
         tok = self.data.tokenizer
         self.model = build_pretrain_model(cfg.model, len(tok), tok.pad_token_id,
                                           cfg.data.seq_length, tc.tensor_parallel_size,
-                                          tc.sequence_parallel, tc.pipeline_parallel_size)
+                                          tc.sequence_parallel, tc.pipeline_parallel_size,
+                                          tc.virtual_pipeline_size)
         self.pipeline = tc.pipeline_parallel_size > 1
         self._grad_hooks = register_sequence_parallel_grad_hooks(self.model)
         if tc.activation_checkpointing:

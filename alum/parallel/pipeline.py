@@ -9,6 +9,10 @@ around a ``BertMLM`` chunk, so the model file stays free of megatron's config.
 
 On CPU/gloo the interleaved schedule gives silently wrong results with batched
 p2p (shared/DESIGN.md), so ``schedule_config`` turns ``batch_p2p_comm`` off there.
+
+``PipelineChunks`` holds a rank's model chunks of the interleaved schedule as one
+module (what DeepSpeed wraps and checkpoints); ``model_chunks`` lists the chunks of
+either kind of module.
 """
 from __future__ import annotations
 
@@ -38,6 +42,37 @@ class ScheduleView(nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
+
+
+class PipelineChunks(nn.Module):
+    """This rank's model chunks of the interleaved schedule as one ``nn.Module``.
+
+    DeepSpeed's engine wraps one module; the schedule needs the list. Parameters are
+    named ``chunks.<v>.<the chunk's own name>``. The attributes the training loop reads
+    from a ``BertMLM`` (``config``, ``spec``, ``padded_vocab``) are the chunks' (equal
+    on every chunk). There is no ``forward``: only the schedule runs the chunks.
+    """
+
+    def __init__(self, chunks: List[nn.Module]):
+        super().__init__()
+        if not chunks:
+            raise ValueError("PipelineChunks needs at least one model chunk")
+        self.chunks = nn.ModuleList(chunks)
+        first = chunks[0]
+        self.config = first.config
+        self.spec = first.spec
+        self.padded_vocab = first.padded_vocab
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("PipelineChunks is run by the pipeline schedule "
+                           "(alum.parallel.pipeline.run_schedule), not called")
+
+
+def model_chunks(module: nn.Module) -> List[nn.Module]:
+    """The schedule's list of model chunks: a ``PipelineChunks``' chunks, or ``[module]``."""
+    if isinstance(module, PipelineChunks):
+        return list(module.chunks)
+    return [module]
 
 
 def schedule_config(parallel: ParallelConfig, model: ModelConfig,
