@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from .checkpoint import CheckpointManager, any_checkpoint, atomic_write_text
 from .config import PretrainConfig
+from .consolidate import LAYOUT_KEY, parallel_layout
 from .data import RunData, build_run_data, train_batches, valid_batches
 from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of
 from .flops import (device_peak_tflops, forward_flops_per_sequence, model_dims,
@@ -210,12 +211,14 @@ class Trainer(PipelineSteps):
         atomic_write_text(os.path.join(out, "config.json"), json.dumps(record, indent=1))
 
     def client_state(self) -> Dict[str, Any]:
-        """The loop's state saved with every checkpoint."""
+        """The loop's state saved with every checkpoint (and, per model-parallel rank,
+        the part of the model it holds: alum.pretrain.consolidate)."""
         return {"step": self.step, "consumed_samples": self.consumed_samples,
                 "adv_skipped": self.adv_skipped, "first_loss": self.first_loss,
                 "config": self.cfg.to_dict(), "tokenizer": self.data.tokenizer_path,
                 "tokenizer_copy": os.path.join(self.cfg.checkpoint.output_dir, "tokenizer"),
-                "data_path": list(self.data.data_path), "world_size": self.world}
+                "data_path": list(self.data.data_path), "world_size": self.world,
+                LAYOUT_KEY: parallel_layout(self.engine.module)}
 
     # -- validation -----------------------------------------------------------
     @torch.no_grad()
@@ -441,4 +444,3 @@ def _replace_directory(src: str, dst: str) -> None:
     os.replace(src, dst)
     if old is not None:
         shutil.rmtree(old)
-
