@@ -387,8 +387,8 @@ class Trainer(PipelineSteps):
             if result.adv is not None:
                 stats = result.adv.to_dict()
                 skipped += int(result.adv.skipped)
-                for k in ADV_KEYS:
-                    if k in stats:
+                for k in ADV_KEYS:  # a skipped term's statistics are NaN: counted, not averaged
+                    if k in stats and not result.adv.skipped:
                         adv[k].append(stats[k])
         sums = all_reduce_sum([loss_sum, correct, predicted, float(skipped)]
                                + [float(np.sum(adv[k])) for k in ADV_KEYS]
