@@ -1,12 +1,17 @@
-"""Tensor and pipeline parallelism in the loop: TP=2 (and TP=2 with sequence parallel)
-and PP=2 (ZeRO-1 and ZeRO-0) over two gloo processes give the TP=1/PP=1 losses,
-validation loss and MLM accuracy (standard MLM)."""
+"""Tensor and pipeline parallelism in the loop (standard MLM): over two gloo processes,
+TP=2 (and with sequence parallel) and PP=2 (ZeRO-1 and ZeRO-0); over four, TP=2 x PP=2
+(ZeRO-1, ZeRO-0, sequence parallel), DP=2 x PP=2 and DP=2 x PP=2 interleaved: each gives
+the TP=1/PP=1 run's losses, validation loss and MLM accuracy. Also: their checkpoints
+consolidate (alum.pretrain.consolidate) to the single-rank model, a PP=2 run resumed
+half-way equals the uninterrupted one, and the refused combinations are refused at
+config time."""
 import json
 import os
 import shutil
 import subprocess
 
 import pytest
+import torch
 
 from alum import AlumConfig
 from alum.pretrain import Trainer
@@ -27,15 +32,22 @@ def test_pipeline_parallel_rejections_at_config_time(tmp_path):
         TrainConfig(pipeline_parallel_size=2, ds_config="zero2")
     with pytest.raises(ValueError, match="TrainConfig.pipeline_parallel_size.*ZeRO stage 0 or 1"):
         TrainConfig(pipeline_parallel_size=2, ds_config="zero3")
-    with pytest.raises(ValueError, match="TrainConfig.pipeline_parallel_size.*tensor_parallel"):
-        TrainConfig(pipeline_parallel_size=2, tensor_parallel_size=2)
     with pytest.raises(ValueError, match="TrainConfig.pipeline_parallel_size.*fp16"):
         TrainConfig(pipeline_parallel_size=2, ds_config="fp16")
     with pytest.raises(ValueError, match="TrainConfig.pipeline_parallel_size.*issue 5"):
         PretrainConfig(train=TrainConfig(pipeline_parallel_size=2), alum=AlumConfig())
     with pytest.raises(ValueError, match="TrainConfig.pipeline_parallel_size"):
         TrainConfig(pipeline_parallel_size=0)
-    TrainConfig(pipeline_parallel_size=2, ds_config=_zero0_config(tmp_path))  # accepted
+    with pytest.raises(ValueError, match="TrainConfig.virtual_pipeline_size.*pipeline_parallel"):
+        TrainConfig(virtual_pipeline_size=2)
+    with pytest.raises(ValueError, match="TrainConfig.virtual_pipeline_size.*grad_accum_steps"):
+        TrainConfig(pipeline_parallel_size=2, virtual_pipeline_size=2, grad_accum_steps=3)
+    with pytest.raises(ValueError, match="TrainConfig.virtual_pipeline_size"):
+        TrainConfig(pipeline_parallel_size=2, virtual_pipeline_size=0)
+    # Accepted: ZeRO-0, TP x PP (with sequence parallel), the interleaved schedule.
+    TrainConfig(pipeline_parallel_size=2, ds_config=_zero0_config(tmp_path))
+    TrainConfig(pipeline_parallel_size=2, tensor_parallel_size=2, sequence_parallel=True)
+    TrainConfig(pipeline_parallel_size=2, virtual_pipeline_size=2, grad_accum_steps=4)
 
 
 def _zero0_config(tmp_path) -> str:
@@ -49,30 +61,136 @@ def _zero0_config(tmp_path) -> str:
     return str(path)
 
 
-@pytest.mark.slow
-def test_tensor_parallel_equals_tp1(tmp_path, sample_cache):
+def _launch(tmp_path, nprocs: int, port: int, cfg: PretrainConfig, plan: list) -> dict:
+    """``deepspeed --num_gpus nprocs tp_worker.py``: every run of ``plan`` in one launch."""
     if shutil.which("deepspeed") is None:
         pytest.skip("the deepspeed launcher is not on PATH")
-    cfg = tiny_config(tmp_path / "run", sample_cache, steps=4, grad_accum=2, hidden=64,
-                      layers=2)
-    cfg.train.eval_batches = 2
-    reference = Trainer(cfg).train()
-    cfg_path = tmp_path / "cfg.json"
+    cfg_path, plan_path = tmp_path / "cfg.json", tmp_path / "plan.json"
     cfg_path.write_text(json.dumps(cfg.to_dict()))
+    plan_path.write_text(json.dumps(plan))
+    out = tmp_path / "worker_out"
+    out.mkdir()
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    out = tmp_path / "out.json"
-    done = subprocess.run(["deepspeed", "--num_gpus", "2", "--master_port", "29617",
-                           os.path.join(HERE, "tp_worker.py"), str(cfg_path), str(out),
-                           _zero0_config(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(["deepspeed", "--num_gpus", str(nprocs), "--master_port", str(port),
+                           os.path.join(HERE, "tp_worker.py"), str(cfg_path), str(plan_path),
+                           str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads(out.read_text())
+    results = json.loads((out / "results.json").read_text())
+    for name, got in results.items():
+        if "consolidated" in got:
+            assert got["consolidated"] == "ok", f"{name}: {got['consolidated']}"
+            got["state"] = torch.load(out / f"{name}.pt", weights_only=True)
+    return results
+
+
+def _run(name: str, out_dir, consolidate: bool = False, **sections) -> dict:
+    sections.setdefault("checkpoint", {})
+    sections["checkpoint"].setdefault("output_dir", str(out_dir / name))
+    return {"name": name, "overrides": sections, "consolidate": consolidate}
+
+
+def _assert_same_run(got: dict, reference, name: str, tol: float = 1e-5) -> None:
+    assert got["losses"] == pytest.approx(reference.losses, abs=tol), name
+    assert got["valid"]["loss"] == pytest.approx(reference.evals[-1]["loss"], abs=tol), name
+    assert got["valid"]["accuracy"] == pytest.approx(reference.evals[-1]["accuracy"],
+                                                     abs=1e-9), name
+
+
+def _assert_consolidated_is_the_model(state: dict, reference: Trainer, name: str) -> None:
+    """Same names and shapes as the single-rank model's parameters; values equal to those
+    of the independently trained TP=1/PP=1 run up to the runs' float differences."""
+    params = dict(reference.engine.module.named_parameters())
+    assert set(state) == set(params), (name, set(state) ^ set(params))
+    for key, p in params.items():
+        assert state[key].shape == p.shape, (name, key)
+        torch.testing.assert_close(state[key], p.detach().float(), rtol=0, atol=1e-5,
+                                   msg=lambda m: f"{name} {key}: {m}")
+
+
+@pytest.mark.slow
+def test_tensor_and_pipeline_parallel_equal_tp1_over_two_processes(tmp_path, sample_cache):
+    """TP=2, TP=2 + sequence parallel, PP=2 (ZeRO-1/0) equal TP=1/PP=1; their checkpoints
+    consolidate to the single-rank model; a PP=2 run resumed half-way (dropout on)
+    reproduces the uninterrupted one."""
+    cfg = tiny_config(tmp_path / "run", sample_cache, steps=4, grad_accum=2, hidden=64,
+                      layers=2)
+    cfg.train.eval_batches = 2
+    reference_trainer = Trainer(cfg)
+    reference = reference_trainer.train()
+    zero0 = _zero0_config(tmp_path)
+    out = tmp_path / "runs"
+    split = {"output_dir": str(out / "pp2_split")}
+    dropout = {"dropout": 0.1}
+    pp2 = {"pipeline_parallel_size": 2}
+    plan = [
+        _run("tp2", out, train={"tensor_parallel_size": 2}),
+        # ZeRO-2, so the sequence-parallel gradient hooks meet DeepSpeed's own.
+        _run("tp2_sp", out, consolidate=True,
+             train={"tensor_parallel_size": 2, "sequence_parallel": True, "ds_config": "zero2"}),
+        _run("pp2", out, consolidate=True, train=pp2),
+        _run("pp2_zero0", out, consolidate=True, train=dict(pp2, ds_config=zero0)),
+        _run("pp2_dropout", out, train=pp2, model=dropout),
+        _run("pp2_split", out, train=dict(pp2, max_steps=2), model=dropout, checkpoint=split),
+        _run("pp2_resumed", out, train=pp2, model=dropout,
+             checkpoint=dict(split, resume="auto")),
+    ]
+    results = _launch(tmp_path, 2, 29702, cfg, plan)
     for name in ("tp2", "tp2_sp", "pp2", "pp2_zero0"):
         got = results[name]
         assert got["dp_size"] == 1 and got["world"] == 2
-        assert got["losses"] == pytest.approx(reference.losses, abs=1e-5), name
-        assert got["valid"]["loss"] == pytest.approx(reference.evals[-1]["loss"], abs=1e-5)
-        assert got["valid"]["accuracy"] == pytest.approx(reference.evals[-1]["accuracy"],
-                                                         abs=1e-9)
+        _assert_same_run(got, reference, name)
+    for name in ("tp2_sp", "pp2", "pp2_zero0"):
+        _assert_consolidated_is_the_model(results[name]["state"], reference_trainer, name)
+
+    # Resume under PP: each stage's model and optimizer files, every rank's RNG state.
+    saved = sorted(os.listdir(out / "pp2_split" / "checkpoints" / "global_step2"))
+    for name in ("mp_rank_00_model_states.pt", "mp_rank_01_model_states.pt",
+                 "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                 "zero_pp_rank_0_mp_rank_01_optim_states.pt",
+                 "rng_state_rank0.pt", "rng_state_rank1.pt"):
+        assert name in saved, saved
+    straight, first, second = (results[n] for n in ("pp2_dropout", "pp2_split", "pp2_resumed"))
+    assert len(first["losses"]) == 2 and second["start_step"] == 2
+    assert first["losses"] + second["losses"] == pytest.approx(straight["losses"], abs=1e-6)
+    assert second["valid"]["loss"] == pytest.approx(straight["valid"]["loss"], abs=1e-6)
+    assert straight["losses"] != pytest.approx(results["pp2"]["losses"], abs=1e-4)  # dropout on
+
+
+@pytest.mark.slow
+def test_tensor_x_pipeline_and_data_x_pipeline_equal_tp1_over_four_processes(tmp_path,
+                                                                             sample_cache):
+    """Four gloo processes: TP=2 x PP=2 (ZeRO-1, ZeRO-0, sequence parallel, interleaved
+    with sequence parallel), DP=2 x PP=2 and DP=2 x PP=2 interleaved (2 model chunks per
+    stage) equal TP=1/PP=1 with the same global batch; the TP x PP and interleaved
+    checkpoints consolidate to the model."""
+    cfg = tiny_config(tmp_path / "run", sample_cache, steps=3, grad_accum=4, hidden=64,
+                      layers=4)
+    cfg.train.eval_batches = 2
+    reference_trainer = Trainer(cfg)
+    reference = reference_trainer.train()
+    zero0 = _zero0_config(tmp_path)
+    out = tmp_path / "runs"
+    tp2_pp2 = {"tensor_parallel_size": 2, "pipeline_parallel_size": 2}
+    # DP=2 halves the micro-batches per rank and the validation batches per rank: the
+    # same global batch and the same validation samples.
+    dp2_pp2 = {"pipeline_parallel_size": 2, "grad_accum_steps": 2, "eval_batches": 1}
+    plan = [
+        _run("tp2_pp2", out, consolidate=True, train=tp2_pp2),
+        _run("tp2_pp2_zero0", out, train=dict(tp2_pp2, ds_config=zero0)),
+        _run("tp2_pp2_sp", out, train=dict(tp2_pp2, sequence_parallel=True)),
+        _run("tp2_pp2_vp2_sp", out,
+             train=dict(tp2_pp2, virtual_pipeline_size=2, sequence_parallel=True,
+                        ds_config=zero0)),
+        _run("dp2_pp2", out, train=dp2_pp2),
+        _run("dp2_pp2_vp2", out, consolidate=True,
+             train=dict(dp2_pp2, virtual_pipeline_size=2)),
+    ]
+    results = _launch(tmp_path, 4, 29703, cfg, plan)
+    for name, got in results.items():
+        assert got["world"] == 4 and got["dp_size"] == (2 if name.startswith("dp2") else 1)
+        _assert_same_run(got, reference, name)
+    for name in ("tp2_pp2", "dp2_pp2_vp2"):
+        _assert_consolidated_is_the_model(results[name]["state"], reference_trainer, name)

@@ -1,35 +1,88 @@
-"""Worker of the tensor/pipeline-parallel launch (tests/pretrain/test_tensor_parallel.py).
+"""Worker of the tensor/pipeline-parallel launches (tests/pretrain/test_tensor_parallel.py).
 
-Run by ``deepspeed --num_gpus 2`` (gloo on CPU): trains the same tiny run at TP=2,
-at TP=2 with sequence parallel (ZeRO-2, so the sequence-parallel gradient hooks
-meet DeepSpeed's own), and at PP=2 with ZeRO-1 and ZeRO-0 (megatron-core's 1F1B
-schedule over the accumulation micro-batches), one after the other in the same
-two processes, and rank 0 writes each run's losses and final validation as JSON.
+Run by ``deepspeed --num_gpus N`` (gloo on CPU) with a base config and a plan: a list
+of runs, each a name and overrides of config sections (``{"train": {...},
+"checkpoint": {...}}``), trained one after the other in the same N processes (a
+launch costs seconds). A run with ``"consolidate": true`` is then put together with
+``alum.pretrain.consolidate`` from its last checkpoint: every rank checks that the
+consolidated tensors hold its own live parameters exactly (its layers at their
+global indices, its TP shard at its slice), and rank 0 saves the state dict as
+``<out_dir>/<name>.pt`` for the test to compare with the single-rank run. Rank 0
+writes each run's losses, final validation and layout as ``<out_dir>/results.json``.
 """
 import json
+import os
 import sys
+import traceback
+
+import torch
+import torch.distributed as dist
 
 from alum.pretrain import Trainer
 from alum.pretrain.config import PretrainConfig
 
 
-def main(config_json: str, out_json: str, zero0: str) -> None:
+def _merge(base: dict, overrides: dict) -> dict:
+    values = json.loads(json.dumps(base))
+    for section, fields in overrides.items():
+        values[section].update(fields)
+    return values
+
+
+def _check_consolidated(trainer: Trainer, state: dict) -> None:
+    """This rank's live parameters are where the consolidated dict says (exactly)."""
+    from megatron.core import parallel_state as ps
+
+    from alum.parallel.pipeline import model_chunks
+
+    tp_rank = ps.get_tensor_model_parallel_rank()
+    for chunk in model_chunks(trainer.engine.module):
+        offset = chunk.layer_range[0]
+        for name, p in chunk.named_parameters():
+            if name.startswith("output_word_embeddings."):  # the tied weight's copy
+                target = name.replace("output_word_embeddings.", "embeddings.word_embeddings.")
+            elif name.startswith("layers."):
+                index = int(name.split(".")[1])
+                target = name.replace(f"layers.{index}.", f"layers.{index + offset}.", 1)
+            else:
+                target = name
+            full = state[target]
+            if getattr(p, "tensor_model_parallel", False):
+                size = p.shape[p.partition_dim]
+                full = full.narrow(p.partition_dim, tp_rank * size, size)
+            torch.testing.assert_close(full, p.detach().float(), rtol=0, atol=0,
+                                       msg=lambda m: f"{name} -> {target}: {m}")
+
+
+def main(config_json: str, plan_json: str, out_dir: str) -> None:
+    from alum.pretrain.consolidate import consolidated_state_dict
+
     base = json.load(open(config_json))
     results = {}
-    for name, tp, sp, pp, stage in (("tp2", 2, False, 1, "zero1"),
-                                    ("tp2_sp", 2, True, 1, "zero2"),
-                                    ("pp2", 1, False, 2, "zero1"),
-                                    ("pp2_zero0", 1, False, 2, zero0)):
-        values = json.loads(json.dumps(base))
-        values["train"].update(tensor_parallel_size=tp, sequence_parallel=sp,
-                               pipeline_parallel_size=pp, ds_config=stage)
-        values["checkpoint"]["output_dir"] += "_" + name
-        trainer = Trainer(PretrainConfig.from_dict(values))
+    for run in json.load(open(plan_json)):
+        trainer = Trainer(PretrainConfig.from_dict(_merge(base, run["overrides"])))
         summary = trainer.train()
-        results[name] = {"losses": summary.losses, "valid": summary.evals[-1],
-                         "dp_size": trainer.dp_size, "world": trainer.world}
+        result = {"losses": summary.losses, "valid": summary.evals[-1],
+                  "start_step": summary.start_step, "dp_size": trainer.dp_size,
+                  "world": trainer.world}
+        if run.get("consolidate"):
+            try:
+                ckpt = os.path.join(trainer.cfg.checkpoint.output_dir, "checkpoints")
+                state = consolidated_state_dict(ckpt)
+                _check_consolidated(trainer, state)
+                status = "ok"
+                if trainer.rank == 0:
+                    torch.save(state, os.path.join(out_dir, run["name"] + ".pt"))
+            except Exception:  # reported per rank; the other runs still go on
+                status = traceback.format_exc()
+            verdicts = [None] * trainer.world
+            dist.all_gather_object(verdicts, status)
+            bad = [f"rank {r}: {v}" for r, v in enumerate(verdicts) if v != "ok"]
+            result["consolidated"] = "ok" if not bad else "\n".join(bad)
+        results[run["name"]] = result
     if trainer.rank == 0:
-        json.dump(results, open(out_json, "w"))
+        with open(os.path.join(out_dir, "results.json"), "w") as f:
+            json.dump(results, f)
 
 
 if __name__ == "__main__":
