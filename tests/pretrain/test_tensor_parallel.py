@@ -194,3 +194,29 @@ def test_tensor_x_pipeline_and_data_x_pipeline_equal_tp1_over_four_processes(tmp
         _assert_same_run(got, reference, name)
     for name in ("tp2_pp2", "dp2_pp2_vp2"):
         _assert_consolidated_is_the_model(results[name]["state"], reference_trainer, name)
+
+
+def test_consolidate_command_on_a_single_rank_checkpoint(tmp_path, sample_cache):
+    """``python -m alum.pretrain.consolidate`` writes zero_to_fp32's state dict for one
+    model-parallel rank; a checkpoint of several without their recorded layout is refused."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from alum.pretrain.consolidate import LAYOUT_KEY, consolidated_state_dict, main
+
+    out = tmp_path / "run"
+    Trainer(tiny_config(out, sample_cache, steps=1)).train()
+    ckpt = out / "checkpoints"
+    main([str(ckpt), str(tmp_path / "model.pt")])
+    written = torch.load(tmp_path / "model.pt", weights_only=True)
+    expected = get_fp32_state_dict_from_zero_checkpoint(str(ckpt))
+    assert set(written) == set(expected) and len(written) > 10
+    for key, value in expected.items():
+        assert torch.equal(written[key], value), key
+
+    tag = ckpt / "global_step1"
+    state = torch.load(tag / "mp_rank_00_model_states.pt", weights_only=False)
+    assert state[LAYOUT_KEY]["tensor_parallel_size"] == 1
+    del state[LAYOUT_KEY]
+    torch.save(state, tag / "mp_rank_01_model_states.pt")  # a second, older-style rank
+    with pytest.raises(ValueError, match="2 model-parallel ranks but no 'parallel_layout'"):
+        consolidated_state_dict(str(ckpt), "global_step1")
