@@ -66,11 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where ALUM's KL is taken: the predicted (masked) positions, as the "
                         "authors' pre-training code, or every non-padding position "
                         "(default: masked)")
-    p.add_argument("--alum-order", choices=("fast", "lean"), default="fast",
+    p.add_argument("--alum-order", choices=("auto", "fast", "lean"), default="auto",
                    help="the order of ALUM's passes: fast keeps the clean and perturbed graphs "
                         "alive together (about 2x the activation memory of a standard step); "
                         "lean runs one graph at a time (about 1x, one forward pass more). "
-                        "Same gradients (default: fast)")
+                        "Same gradients. auto: fast, or lean under pipeline parallelism "
+                        "(default: auto)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None,
                    help=argparse.SUPPRESS)  # passed by the deepspeed launcher
     return p

@@ -18,7 +18,7 @@ PRECISIONS = ("config", "fp32", "bf16", "fp16")
 LR_DECAYS = ("linear", "cosine", "constant")
 MODEL_KINDS = ("megatron", "hf")
 ALUM_POSITIONS = ("masked", "all")
-ALUM_ORDERS = ("fast", "lean")
+ALUM_ORDERS = ("auto", "fast", "lean")
 PACKINGS = ("document", "cross_document")
 TORCH_ADAM = ("auto", "true", "false")
 
@@ -377,15 +377,21 @@ class PretrainConfig:
     alum_positions: str = "masked"
     """Where the adversarial KL is taken: ``masked`` (the predicted positions, as the
     authors' pre-training code) or ``all`` (every non-padding position)."""
-    alum_order: str = "fast"
+    alum_order: str = "auto"
     """The order of ALUM's passes (shared/ALUM.md, cost model): ``fast`` keeps the clean
     and perturbed graphs alive together (≈2× activation memory, (6+2K)F); ``lean`` runs
-    one graph at a time (≈1× activation memory, one forward more). Same gradients."""
+    one graph at a time (≈1× activation memory, one forward more). Same gradients.
+    ``auto``: fast, or lean under pipeline parallelism (the only order there)."""
 
     def __post_init__(self) -> None:
         _check_choice(self, "alum_positions", ALUM_POSITIONS)
         _check_choice(self, "alum_order", ALUM_ORDERS)
-        if self.alum is not None and self.alum_order == "lean":
+        if self.alum is not None and self.train.pipeline_parallel_size > 1 \
+                and self.alum_order == "fast":
+            raise _bad("PretrainConfig", "alum_order", "fast",
+                       "under pipeline parallelism ALUM runs in the lean order (separate "
+                       "schedule passes, alum.pretrain.pipeline_alum); use 'lean' or 'auto'")
+        if self.alum is not None and self.resolved_alum_order == "lean":
             from .ds_config import load_ds_config, zero_stage
 
             if zero_stage(load_ds_config(self.train.ds_config)) == 3:
@@ -423,16 +429,24 @@ class PretrainConfig:
         if pp > 1 and self.model.model_kind != "megatron":
             raise _bad("TrainConfig", "pipeline_parallel_size", pp,
                        "needs model_kind='megatron' (an HF model trains at PP=1)")
-        if pp > 1 and self.alum is not None:
-            raise _bad("TrainConfig", "pipeline_parallel_size", pp,
-                       "ALUM in this loop runs at PP=1 only (ALUM under pipeline parallel is "
-                       "issue 5); use --no-alum or pipeline_parallel_size=1")
+        if pp > 1 and self.alum is not None and self.train.virtual_pipeline_size > 1:
+            raise _bad("TrainConfig", "virtual_pipeline_size", self.train.virtual_pipeline_size,
+                       "ALUM under pipeline parallelism replays the clean pass's randomness "
+                       "in the plain 1F1B schedule's forward order; the interleaved "
+                       "schedule is not supported with ALUM (use virtual_pipeline_size=1)")
         if self.train.sequence_parallel and self.data.seq_length % tp:
             raise _bad("DataConfig", "seq_length", self.data.seq_length,
                        f"must be divisible by tensor_parallel_size={tp} (sequence_parallel)")
         if self.alum is not None and self.alum.loss == "mse":
             raise _bad("AlumConfig", "loss", "mse",
                        "is for regression heads; MLM uses sym_kl or kl")
+
+    @property
+    def resolved_alum_order(self) -> str:
+        """``alum_order`` with ``auto`` resolved: lean under pipeline parallelism, else fast."""
+        if self.alum_order != "auto":
+            return self.alum_order
+        return "lean" if self.train.pipeline_parallel_size > 1 else "fast"
 
     def to_dict(self) -> Dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -71,7 +71,7 @@ class PipelineSteps:
                               virtual_pipeline_size=tc.virtual_pipeline_size
                               if tc.virtual_pipeline_size > 1 else None)
 
-    def _pipeline_optimizer_step(self, batches) -> Dict[str, Any]:
+    def _pipeline_optimizer_step(self, batches, alum_on: bool = False) -> Dict[str, Any]:
         """One optimizer step under PP: the schedule runs forward and backward over the
         ``grad_accum_steps`` micro-batches (it scales each loss by 1/num_microbatches,
         as DeepSpeed's accumulation would), the tied embedding's gradient is summed
@@ -85,7 +85,14 @@ class PipelineSteps:
         from alum.parallel import allreduce_embedding_grads
 
         tc = self.cfg.train
-        per_micro = self._run_pipeline(batches, tc.grad_accum_steps, forward_only=False)
+        adv = None
+        if alum_on:  # ALUM's four schedule passes (alum.pretrain.pipeline_alum)
+            from .pipeline_alum import pipeline_alum_step
+            from .trainer import current_loss_scale
+
+            per_micro, adv = pipeline_alum_step(self, batches, current_loss_scale(self.engine))
+        else:
+            per_micro = self._run_pipeline(batches, tc.grad_accum_steps, forward_only=False)
         allreduce_embedding_grads(self.engine.module)
         self.engine.set_gradient_accumulation_boundary(True)
         norm = None
@@ -111,6 +118,9 @@ class PipelineSteps:
                                "grad_norm": norm if norm is not None
                                else grad_norm(self.engine), "adv_skipped": 0.0}
         out.update({k: None for k in ADV_KEYS})
+        if adv is not None:
+            out.update(_alum_means(adv))
+            self.adv_skipped += int(out["adv_skipped"])
         return out
 
     @torch.no_grad()
@@ -194,3 +204,20 @@ def _pipeline_forward_step(data_iterator, view):
                       "predicted": n.float(), "mean": mean}
 
     return output, partial(loss_func, batch["labels"])
+
+
+def _alum_means(adv: Dict[str, float]) -> Dict[str, Any]:
+    """The loop's ALUM metrics from pipeline_alum's per-replica sums, over data parallel."""
+    keys = ("adv_loss_sum", "term_count", "flip_sum", "flip_count", "delta_rel_sum",
+            "cos_sum", "share_sum", "delta_count", "skipped")
+    s = dict(zip(keys, all_reduce_sum([adv[k] for k in keys])))
+
+    def mean(total: str, count: str) -> Optional[float]:
+        return s[total] / s[count] if s[count] else None
+
+    return {"adv_loss": mean("adv_loss_sum", "term_count"),
+            "flip_rate": mean("flip_sum", "flip_count"),
+            "delta_rel_norm": mean("delta_rel_sum", "delta_count"),
+            "cos_delta_grad": mean("cos_sum", "delta_count"),
+            "grad_share": mean("share_sum", "delta_count"),
+            "adv_skipped": s["skipped"]}

@@ -363,7 +363,7 @@ class Trainer(PipelineSteps):
     def _optimizer_step(self, batches, alum_on: bool) -> Dict[str, Any]:
         """grad_accum_steps micro-batches and the optimizer step; per-step metrics."""
         if self.pipeline:
-            return self._pipeline_optimizer_step(batches)
+            return self._pipeline_optimizer_step(batches, alum_on)
         cfg, tc = self.cfg, self.cfg.train
         clean_forward = engine_clean_forward(self.engine)
         runner = engine_runner(self.engine)
@@ -372,7 +372,7 @@ class Trainer(PipelineSteps):
         skipped = 0
         for _ in range(tc.grad_accum_steps):
             batch = self._to_device(next(batches))
-            if cfg.alum_order == "lean":
+            if cfg.resolved_alum_order == "lean":
                 result = lean_micro_batch(runner, batch, cfg.alum, alum_on, cfg.alum_positions,
                                           current_loss_scale(self.engine), run_seed=tc.seed)
             else:

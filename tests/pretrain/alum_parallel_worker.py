@@ -2,9 +2,11 @@
 
 Trains the same tiny ALUM run under several layouts one after the other in the same two
 processes — TP=2 (fast order), TP=2 with sequence parallel (lean order, ZeRO-2), DP=2
-(fast, ZeRO-1), DP=2 (lean, ZeRO-2) — and TP=2 with sequence parallel where the ascent
-gradient of one step is poisoned with NaN on tensor-parallel rank 1 only (both ranks
-must skip that term together). Rank 0 writes each run's losses and ALUM statistics.
+(fast, ZeRO-1), DP=2 (lean, ZeRO-2), PP=2 (the pipeline's lean passes, ZeRO-1) — and
+TP=2 with sequence parallel where the ascent gradient of one step is poisoned with NaN on
+tensor-parallel rank 1 only (both ranks must skip that term together), and PP=2 where the
+last stage's perturbed logits of one micro-batch are NaN (the first stage's δ gradient
+becomes NaN: both stages must skip). Rank 0 writes each run's losses and ALUM statistics.
 """
 import json
 import sys
@@ -15,12 +17,14 @@ import alum.adversarial as adversarial
 from alum.pretrain import Trainer
 from alum.pretrain.config import PretrainConfig
 
-RUNS = (  # name, tp, sequence parallel, accumulation, ds_config, order
-    ("tp2", 2, False, 2, "zero1", "fast"),
-    ("tp2_sp_lean", 2, True, 2, "zero2", "lean"),
-    ("dp2", 1, False, 1, "zero1", "fast"),
-    ("dp2_lean", 1, False, 1, "zero2", "lean"),
-    ("tp2_sp_nan", 2, True, 2, "zero1", "fast"),
+RUNS = (  # name, tp, sequence parallel, pp, accumulation, ds_config, order
+    ("tp2", 2, False, 1, 2, "zero1", "fast"),
+    ("tp2_sp_lean", 2, True, 1, 2, "zero2", "lean"),
+    ("dp2", 1, False, 1, 1, "zero1", "fast"),
+    ("dp2_lean", 1, False, 1, 1, "zero2", "lean"),
+    ("pp2", 1, False, 2, 2, "zero1", "auto"),
+    ("tp2_sp_nan", 2, True, 1, 2, "zero1", "fast"),
+    ("pp2_nan", 1, False, 2, 2, "zero1", "auto"),
 )
 
 
@@ -39,25 +43,48 @@ def poison_rank1_once():
         return g, adv
 
     adversarial.ascent_gradient = poisoned
-    return real
+    return lambda: setattr(adversarial, "ascent_gradient", real)
+
+
+def poison_pipeline_once():
+    """NaN in the perturbed logits of the last stage at the 3rd ALUM micro-batch (PP)."""
+    import alum.pretrain.pipeline_alum as pipeline_alum
+
+    real = pipeline_alum.PipelineAlumStep._ascent_forward
+    calls = {"n": 0}
+
+    def poisoned(self, m, batch, model):
+        out, loss_func = real(self, m, batch, model)
+        if not self.last:
+            return out, loss_func
+        calls["n"] += 1
+        if calls["n"] != 3:
+            return out, loss_func
+        return out, lambda logits: loss_func(logits * float("nan"))
+
+    pipeline_alum.PipelineAlumStep._ascent_forward = poisoned
+    return lambda: setattr(pipeline_alum.PipelineAlumStep, "_ascent_forward", real)
 
 
 def main(config_json: str, out_json: str) -> None:
     base = json.load(open(config_json))
     results = {}
-    for name, tp, sp, accum, stage, order in RUNS:
+    for name, tp, sp, pp, accum, stage, order in RUNS:
         values = json.loads(json.dumps(base))
         values["train"].update(tensor_parallel_size=tp, sequence_parallel=sp,
-                               grad_accum_steps=accum, ds_config=stage)
+                               pipeline_parallel_size=pp, grad_accum_steps=accum,
+                               ds_config=stage)
         values["alum_order"] = order
         values["checkpoint"]["output_dir"] += "_" + name
-        real = poison_rank1_once() if name.endswith("_nan") else None
+        undo = None
+        if name.endswith("_nan"):
+            undo = poison_pipeline_once() if pp > 1 else poison_rank1_once()
         try:
             trainer = Trainer(PretrainConfig.from_dict(values))
             summary = trainer.train()
         finally:
-            if real is not None:
-                adversarial.ascent_gradient = real
+            if undo is not None:
+                undo()
         results[name] = {"losses": summary.losses, "adv": summary.adv_means,
                          "adv_skipped": summary.adv_skipped, "dp_size": trainer.dp_size,
                          "world": trainer.world, "valid": summary.evals[-1]}

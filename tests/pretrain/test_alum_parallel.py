@@ -1,8 +1,9 @@
 """ALUM under the loop's parallel layouts (issue 5): with fixed per-sample initial noise and
-dropout off, TP=2 (fast order), TP=2 with sequence parallel (lean order, ZeRO-2) and DP=2
-(fast/ZeRO-1 and lean/ZeRO-2) give the adversarial losses, statistics and parameter
-updates (through the following losses) of the TP=1/DP=1 run, over two gloo processes; a
-NaN ascent gradient on one TP rank makes both ranks skip that micro-batch's term."""
+dropout off, TP=2 (fast order), TP=2 with sequence parallel (lean order, ZeRO-2), DP=2
+(fast/ZeRO-1 and lean/ZeRO-2) and PP=2 (the pipeline's lean passes) give the adversarial
+losses, statistics and parameter updates (through the following losses) of the TP=1/DP=1
+run, over two gloo processes; a NaN ascent gradient on one TP rank, or NaN logits on the
+last pipeline stage, makes every rank skip that micro-batch's term."""
 import json
 import math
 import os
@@ -40,7 +41,7 @@ def test_alum_layouts_equal_tp1_dp1(tmp_path, sample_cache):
                            str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
-    for name in ("tp2", "tp2_sp_lean", "dp2", "dp2_lean"):
+    for name in ("tp2", "tp2_sp_lean", "dp2", "dp2_lean", "pp2"):
         got = results[name]
         assert got["world"] == 2 and got["dp_size"] == (2 if name.startswith("dp2") else 1)
         assert got["adv_skipped"] == 0, name
@@ -54,11 +55,29 @@ def test_alum_layouts_equal_tp1_dp1(tmp_path, sample_cache):
                                                         rel=1e-4), (name, key)
         if got["dp_size"] == 1:  # DP ranks validate their own slices: another sample set
             assert got["valid"]["loss"] == pytest.approx(reference.evals[-1]["loss"], abs=1e-5)
-    nan = results["tp2_sp_nan"]
-    assert nan["adv_skipped"] == 1
-    assert all(math.isfinite(x) for x in nan["losses"])
-    assert all(math.isfinite(v) for v in nan["adv"].values())
-    # Until the poisoned micro-batch (step 2's first) the run is the reference's; the term
-    # it dropped changes the last update only.
-    assert nan["losses"][:3] == pytest.approx(reference.losses[:3], abs=1e-5)
-    assert nan["losses"][3] != pytest.approx(reference.losses[3], abs=1e-6)
+    for name in ("tp2_sp_nan", "pp2_nan"):
+        nan = results[name]
+        assert nan["adv_skipped"] == 1, name
+        assert all(math.isfinite(x) for x in nan["losses"])
+        assert all(math.isfinite(v) for v in nan["adv"].values())
+        # Until the poisoned micro-batch (step 2's first) the run is the reference's; the
+        # term it dropped changes the last update only.
+        assert nan["losses"][:3] == pytest.approx(reference.losses[:3], abs=1e-5)
+        assert nan["losses"][3] != pytest.approx(reference.losses[3], abs=1e-6)
+    # Both layouts dropped the same term: the same update.
+    assert results["pp2_nan"]["losses"] == pytest.approx(results["tp2_sp_nan"]["losses"],
+                                                         abs=1e-5)
+
+
+def test_alum_pipeline_combinations_refused_at_config_time():
+    from alum.pretrain.config import PretrainConfig, TrainConfig
+
+    with pytest.raises(ValueError, match="PretrainConfig.alum_order.*lean"):
+        PretrainConfig(train=TrainConfig(pipeline_parallel_size=2), alum=AlumConfig(),
+                       alum_order="fast")
+    with pytest.raises(ValueError, match="TrainConfig.virtual_pipeline_size"):
+        PretrainConfig(train=TrainConfig(pipeline_parallel_size=2, virtual_pipeline_size=2,
+                                         grad_accum_steps=2), alum=AlumConfig())
+    cfg = PretrainConfig(train=TrainConfig(pipeline_parallel_size=2), alum=AlumConfig())
+    assert cfg.resolved_alum_order == "lean"
+    assert PretrainConfig(alum=AlumConfig()).resolved_alum_order == "fast"

@@ -13,7 +13,6 @@ import subprocess
 import pytest
 import torch
 
-from alum import AlumConfig
 from alum.pretrain import Trainer
 from alum.pretrain.config import PretrainConfig, TrainConfig
 
@@ -34,8 +33,6 @@ def test_pipeline_parallel_rejections_at_config_time(tmp_path):
         TrainConfig(pipeline_parallel_size=2, ds_config="zero3")
     with pytest.raises(ValueError, match="TrainConfig.pipeline_parallel_size.*fp16"):
         TrainConfig(pipeline_parallel_size=2, ds_config="fp16")
-    with pytest.raises(ValueError, match="TrainConfig.pipeline_parallel_size.*issue 5"):
-        PretrainConfig(train=TrainConfig(pipeline_parallel_size=2), alum=AlumConfig())
     with pytest.raises(ValueError, match="TrainConfig.pipeline_parallel_size"):
         TrainConfig(pipeline_parallel_size=0)
     with pytest.raises(ValueError, match="TrainConfig.virtual_pipeline_size.*pipeline_parallel"):
