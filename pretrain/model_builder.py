@@ -1,4 +1,4 @@
-"""Build the model a run trains: alum.models' megatron-core BERT (PP=1), or an HF model.
+"""Build the model a run trains: this rank's part of alum.models' BERT, or an HF model.
 
 Both expose the interface of alum.pretrain.hf_mlm_adapter (``embed``,
 ``forward_from_embeddings``, ``forward``, ``mlm_loss``). Activation checkpointing
@@ -50,35 +50,41 @@ def megatron_model_config(choice: ModelChoice, vocab_size: int, pad_token_id: in
 def build_megatron_bert(choice: ModelChoice, vocab_size: int, pad_token_id: int,
                         seq_length: int, tensor_parallel_size: int = 1,
                         sequence_parallel: bool = False,
-                        pipeline_parallel_size: int = 1, *,
+                        pipeline_parallel_size: int = 1,
+                        virtual_pipeline_size: int = 1, *,
                         model_config=None) -> nn.Module:
     """This rank's alum.models.BertMLM (its pipeline stage when ``pipeline_parallel_size``
-    > 1; needs ``initialize_parallel(tp, pp)``). ``model_config``: the architecture to
-    build (``--init-from``), instead of the one ``megatron_model_config`` derives from
-    ``choice``."""
+    > 1; needs ``initialize_parallel(tp, pp)``), or, with ``virtual_pipeline_size`` > 1,
+    its model chunks of the interleaved schedule in one ``PipelineChunks``.
+    ``model_config``: the architecture to build (``--init-from``), instead of the one
+    ``megatron_model_config`` derives from ``choice``."""
     from alum.parallel import ParallelConfig, build_model
+    from alum.parallel.pipeline import PipelineChunks
 
     config = model_config or megatron_model_config(choice, vocab_size, pad_token_id,
                                                    seq_length)
     parallel = ParallelConfig(tensor_parallel_size=tensor_parallel_size,
                               sequence_parallel=sequence_parallel,
-                              pipeline_parallel_size=pipeline_parallel_size)
+                              pipeline_parallel_size=pipeline_parallel_size,
+                              virtual_pipeline_size=virtual_pipeline_size
+                              if virtual_pipeline_size > 1 else None)
     parallel.check_model(config, seq_length)
-    (model,) = build_model(config, parallel)
-    model.alum_model_config = config  # the pipeline schedule's p2p shapes (trainer)
-    if pipeline_parallel_size > 1 and model.post_process and not model.pre_process:
-        # The last stage's copy of the tied word embedding: DeepSpeed's gradient-norm
-        # (clipping) skips parameters marked ds_pipe_replicated, so it is counted once.
-        for p in model.parameters():
-            if getattr(p, "shared_embedding", False):
-                p.ds_pipe_replicated = True
-    return model
+    chunks = build_model(config, parallel)
+    for chunk in chunks:
+        if pipeline_parallel_size > 1 and chunk.post_process and not chunk.pre_process:
+            # The last stage's copy of the tied word embedding: DeepSpeed's gradient-norm
+            # (clipping) skips parameters marked ds_pipe_replicated, so it is counted once.
+            for p in chunk.parameters():
+                if getattr(p, "shared_embedding", False):
+                    p.ds_pipe_replicated = True
+    return chunks[0] if len(chunks) == 1 else PipelineChunks(chunks)
 
 
 def build_pretrain_model(choice: ModelChoice, vocab_size: int, pad_token_id: int,
                          seq_length: int, tensor_parallel_size: int = 1,
                          sequence_parallel: bool = False,
-                         pipeline_parallel_size: int = 1, *,
+                         pipeline_parallel_size: int = 1,
+                         virtual_pipeline_size: int = 1, *,
                          model_config=None) -> nn.Module:
     """The model ``choice`` names, on the CPU in fp32 (DeepSpeed moves and casts it);
     ``model_config`` as in ``build_megatron_bert``."""
@@ -93,7 +99,8 @@ def build_pretrain_model(choice: ModelChoice, vocab_size: int, pad_token_id: int
         return model
     return build_megatron_bert(choice, vocab_size, pad_token_id, seq_length,
                                tensor_parallel_size, sequence_parallel,
-                               pipeline_parallel_size, model_config=model_config)
+                               pipeline_parallel_size, virtual_pipeline_size,
+                               model_config=model_config)
 
 
 def init_from_model_config(init_from: str, choice: ModelChoice, vocab_size: int,
@@ -217,6 +224,9 @@ def _checkpointed(forward: Any, *args: Any) -> Any:
 
 def enable_activation_checkpointing(model: nn.Module) -> bool:
     """Recompute each encoder layer in backward; True when the model supports it."""
+    chunks = getattr(model, "chunks", None)
+    if isinstance(chunks, nn.ModuleList):  # alum.parallel.pipeline.PipelineChunks
+        return all([enable_activation_checkpointing(chunk) for chunk in chunks])
     if hasattr(model, "enable_activation_checkpointing"):
         model.enable_activation_checkpointing()
         return True
