@@ -6,7 +6,7 @@ processes — TP=2 (fast order), TP=2 with sequence parallel (lean order, ZeRO-2
 TP=2 with sequence parallel where the ascent gradient of one step is poisoned with NaN on
 tensor-parallel rank 1 only (both ranks must skip that term together), and PP=2 where the
 last stage's perturbed logits of one micro-batch are NaN (the first stage's δ gradient
-becomes NaN: both stages must skip). Rank 0 writes each run's losses and ALUM statistics.
+becomes NaN: both stages must skip). Runs named ``*_all`` take the KL at every position. Rank 0 writes each run's losses and ALUM statistics.
 """
 import json
 import sys
@@ -25,6 +25,8 @@ RUNS = (  # name, tp, sequence parallel, pp, accumulation, ds_config, order
     ("pp2", 1, False, 2, 2, "zero1", "auto"),
     ("tp2_sp_nan", 2, True, 1, 2, "zero1", "fast"),
     ("pp2_nan", 1, False, 2, 2, "zero1", "auto"),
+    ("tp2_sp_all", 2, True, 1, 2, "zero1", "fast"),   # KL at every position
+    ("pp2_all", 1, False, 2, 2, "zero1", "auto"),
 )
 
 
@@ -75,6 +77,8 @@ def main(config_json: str, out_json: str) -> None:
                                pipeline_parallel_size=pp, grad_accum_steps=accum,
                                ds_config=stage)
         values["alum_order"] = order
+        if name.endswith("_all"):
+            values["alum_positions"] = "all"
         values["checkpoint"]["output_dir"] += "_" + name
         undo = None
         if name.endswith("_nan"):

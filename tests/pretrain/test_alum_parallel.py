@@ -30,6 +30,12 @@ def test_alum_layouts_equal_tp1_dp1(tmp_path, sample_cache):
     cfg.train.eval_batches = 2
     reference = Trainer(cfg).train()
     assert reference.alum_steps == 3 and reference.adv_means["adv_loss"] > 0
+    cfg_all = tiny_config(tmp_path / "run_all", sample_cache, steps=4, grad_accum=2, hidden=64,
+                          layers=2, alum=AlumConfig(start_step=1, **RELATIVE))
+    cfg_all.alum_positions = "all"
+    reference_all = Trainer(cfg_all).train()
+    assert reference_all.adv_means["adv_loss"] != pytest.approx(reference.adv_means["adv_loss"],
+                                                                rel=1e-3)
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps(cfg.to_dict()))
     env = {k: v for k, v in os.environ.items()
@@ -55,6 +61,11 @@ def test_alum_layouts_equal_tp1_dp1(tmp_path, sample_cache):
                                                         rel=1e-4), (name, key)
         if got["dp_size"] == 1:  # DP ranks validate their own slices: another sample set
             assert got["valid"]["loss"] == pytest.approx(reference.evals[-1]["loss"], abs=1e-5)
+    for name in ("tp2_sp_all", "pp2_all"):
+        got = results[name]
+        assert got["losses"] == pytest.approx(reference_all.losses, abs=1e-5), name
+        assert got["adv"]["adv_loss"] == pytest.approx(reference_all.adv_means["adv_loss"],
+                                                       rel=1e-4), name
     for name in ("tp2_sp_nan", "pp2_nan"):
         nan = results[name]
         assert nan["adv_skipped"] == 1, name
@@ -81,3 +92,27 @@ def test_alum_pipeline_combinations_refused_at_config_time():
     cfg = PretrainConfig(train=TrainConfig(pipeline_parallel_size=2), alum=AlumConfig())
     assert cfg.resolved_alum_order == "lean"
     assert PretrainConfig(alum=AlumConfig()).resolved_alum_order == "fast"
+
+
+@pytest.mark.slow
+def test_alum_tensor_x_pipeline_and_data_x_pipeline_over_four_processes(tmp_path, sample_cache):
+    """Four gloo processes: ALUM at TP=2 x PP=2 with sequence parallel and at DP=2 x PP=2
+    (the same global batch) equals the TP=1/PP=1 fast-order run."""
+    from .test_tensor_parallel import _assert_same_run, _launch, _run
+
+    cfg = tiny_config(tmp_path / "run", sample_cache, steps=3, grad_accum=4, hidden=64,
+                      layers=4, alum=AlumConfig(start_step=1, **RELATIVE))
+    cfg.train.eval_batches = 2
+    reference = Trainer(cfg).train()
+    out = tmp_path / "runs"
+    plan = [
+        _run("tp2_pp2_sp", out, train={"tensor_parallel_size": 2, "pipeline_parallel_size": 2,
+                                       "sequence_parallel": True}),
+        _run("dp2_pp2", out, train={"pipeline_parallel_size": 2, "grad_accum_steps": 2,
+                                    "eval_batches": 1}),
+    ]
+    results = _launch(tmp_path, 4, 29646, cfg, plan)
+    for name, got in results.items():
+        assert got["world"] == 4 and got["alum_steps"] == reference.alum_steps == 2
+        assert got["adv_loss"] == pytest.approx(reference.adv_means["adv_loss"], rel=1e-4)
+        _assert_same_run(got, reference, name)

@@ -64,7 +64,8 @@ def main(config_json: str, plan_json: str, out_dir: str) -> None:
         summary = trainer.train()
         result = {"losses": summary.losses, "valid": summary.evals[-1],
                   "start_step": summary.start_step, "dp_size": trainer.dp_size,
-                  "world": trainer.world}
+                  "world": trainer.world, "alum_steps": summary.alum_steps,
+                  "adv_loss": summary.adv_means.get("adv_loss")}
         if run.get("consolidate"):
             try:
                 ckpt = os.path.join(trainer.cfg.checkpoint.output_dir, "checkpoints")
