@@ -391,16 +391,6 @@ class PretrainConfig:
             raise _bad("PretrainConfig", "alum_order", "fast",
                        "under pipeline parallelism ALUM runs in the lean order (separate "
                        "schedule passes, alum.pretrain.pipeline_alum); use 'lean' or 'auto'")
-        if self.alum is not None and self.resolved_alum_order == "lean":
-            from .ds_config import load_ds_config, zero_stage
-
-            if zero_stage(load_ds_config(self.train.ds_config)) == 3:
-                # Measured: under ZeRO-3 the two backward passes of one micro-batch give
-                # the embedding parameters' gradients of the fast order at the first
-                # optimizer step only (DeepSpeed 0.19.8); stages 0-2 are exact (tests).
-                raise _bad("PretrainConfig", "alum_order", "lean",
-                           f"is not exact under ZeRO-3 (ds_config={self.train.ds_config!r}) "
-                           f"with this DeepSpeed; use ZeRO-1/2 or alum_order='fast'")
         if self.alum is not None and not isinstance(self.alum, AlumConfig):
             raise _bad("PretrainConfig", "alum", self.alum, "must be an AlumConfig or None")
         if self.alum is not None and self.alum.start_step >= self.train.train_steps \
