@@ -1,10 +1,19 @@
-"""Peak bytes of live tensors created inside a region, for devices without allocator stats.
+"""Peak memory of a region on the CPU, where the allocator keeps no peak statistic.
 
 On CUDA, ``torch.cuda.max_memory_allocated`` answers "how much memory did this step
-need". The CPU allocator keeps no such statistic, so ``LiveTensorTracker`` measures it
-from the tensors themselves: a ``TorchDispatchMode`` sees every ATen op that runs inside
-the ``with`` block (forward, and autograd's backward, which runs CPU work on the calling
-thread and inherits the mode), and for each op output
+need". The CPU allocator keeps no such statistic. Two tools here measure it:
+
+``AllocatorPeak`` (what benchmarks/alum_step_cost.py reports): the PyTorch profiler with
+``profile_memory=True`` records every allocation and free of the CPU allocator with its
+size and time; the running sum over the region and its maximum are the CPU analogue of
+``max_memory_allocated() - memory_allocated()`` before the region. It sees every byte
+the c10 CPU allocator hands out (tensors and kernels' scratch tensors) and changes
+nothing in what runs. Each allocation is attributed to the op that made it (and the
+autograd node around it, in backward), so the peak can be broken down.
+
+``LiveTensorTracker``: a ``TorchDispatchMode`` that sees every ATen op run inside the
+region (forward, and autograd's backward, which runs CPU work on the calling thread and
+inherits the mode), and for each op output
 
 * counts the output's **untyped storage** once, when it is a fresh allocation: outputs
   that the op's schema declares as aliases (views, in-place and ``out=`` results) and
@@ -13,23 +22,26 @@ thread and inherits the mode), and for each op output
   storage dies (PyTorch keeps one Python object per storage alive for as long as the
   C++ storage lives, so the callback fires exactly when the memory is released);
 * keeps the running total and its maximum (``peak_bytes``), and, at each new maximum, the
-  live bytes per producing op (``peak_by_op``: which ops' outputs make up the peak).
+  live bytes per producing op (``peak_by_op``).
 
-What it measures: the peak of the bytes of live tensors created during the region
-(activations saved for backward, gradients, temporaries between ops), above whatever
-was alive before it (parameters, the batch). What it does not see: scratch memory inside
-one kernel that is never returned as a tensor, and allocator overhead (rounding,
-caching, fragmentation). A storage that an op grows in place (``resize_``) is counted at
-its largest size.
+It measures the peak bytes of live tensors created during the region (activations saved
+for backward, gradients, temporaries), but **a dispatch mode changes what autograd
+allocates**: while any mode is active, ``at::isTensorSubclassLike`` is true for every
+tensor, and backward formulas take their out-of-place, subclass-safe branches. The
+backward of ``logits[rows]`` (``index_backward``), for one, then builds the zero
+gradient *and* an out-of-place ``index_put`` copy of it: one extra full-size tensor that
+a plain run never allocates. So it over-counts steps whose backward has such formulas
+(tests/benchmarks/test_memory_tracker.py shows the case); use it for tensor-level
+accounting of forward code, ``AllocatorPeak`` for a step's peak.
 
-    with LiveTensorTracker() as mem:
+    with AllocatorPeak() as mem:
         loss = model(x).sum(); loss.backward()
-    print(mem.peak_bytes, mem.live_bytes)
+    print(mem.peak_bytes, mem.live_bytes, mem.peak_by_op)
 """
 from __future__ import annotations
 
 import weakref
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -138,6 +150,94 @@ class LiveTensorTracker(TorchDispatchMode):
         self._closed = True
         self._tracked.clear()
         return result
+
+
+class AllocatorPeak:
+    """Peak of the CPU allocator's bytes in use over a region, above its start (profiler).
+
+    Attributes (bytes, set on exit):
+        peak_bytes: the maximum of ``live_bytes`` over the region (0 if it only freed).
+        live_bytes: allocated minus freed at the end of the region.
+        allocated_bytes: the sum of all allocations (traffic).
+        peak_by_op: ``{"AutogradNode > aten::op" or "aten::op": bytes}`` still allocated at
+            the peak, by the op (and, in backward, the autograd node) that allocated them.
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.peak_bytes = 0
+        self.live_bytes = 0
+        self.allocated_bytes = 0
+        self.peak_by_op: Dict[str, int] = {}
+        self._prof = None
+
+    def __enter__(self) -> "AllocatorPeak":
+        from torch.profiler import ProfilerActivity, profile
+
+        self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        self._prof.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self._prof.__exit__(exc_type, exc_value, traceback)
+        if exc_type is None:
+            self._summarise(self._allocation_events())
+        return False
+
+    def _allocation_events(self) -> List[Tuple[int, int, int, int, str]]:
+        """(time ns, order, size (negative: a free), pointer, owner) of the device's events."""
+        from torch._C._profiler import _EventType
+
+        events = []
+        stack = list(reversed(self._prof.profiler.kineto_results.experimental_event_tree()))
+        while stack:
+            ev = stack.pop()
+            if ev.tag == _EventType.Allocation:
+                f = ev.extra_fields
+                if f.device.type == self.device:
+                    events.append((ev.start_time_ns, len(events), f.alloc_size, f.ptr,
+                                   _owner(ev)))
+            stack.extend(reversed(ev.children))
+        events.sort()
+        return events
+
+    def _summarise(self, events) -> None:
+        live: Dict[int, Tuple[int, str]] = {}
+        by_op: Dict[str, int] = {}
+        cur = peak = allocated = 0
+        peak_by_op: Dict[str, int] = {}
+        for _, _, size, ptr, owner in events:
+            cur += size
+            if size > 0:
+                allocated += size
+                live[ptr] = (size, owner)
+                by_op[owner] = by_op.get(owner, 0) + size
+            else:
+                old = live.pop(ptr, None)  # None: memory from before the region
+                if old is not None:
+                    by_op[old[1]] -= old[0]
+            if cur > peak:
+                peak = cur
+                peak_by_op = {k: v for k, v in by_op.items() if v}
+        self.peak_bytes, self.live_bytes, self.allocated_bytes = peak, cur, allocated
+        self.peak_by_op = peak_by_op
+
+
+def _owner(event) -> str:
+    """``"Node > aten::op"``: the outermost op that made an allocation (below its autograd
+    node, in backward) and that node."""
+    op, node = None, None
+    parent = event.parent
+    while parent is not None:
+        name = parent.name
+        if name.startswith("aten::"):
+            op = name
+        if "Backward" in name and not name.startswith("aten::"):
+            node = name.split(":")[-1].strip()
+            break
+        parent = parent.parent
+    op = op or "(outside ops)"
+    return f"{node} > {op}" if node else op
 
 
 def format_mb(nbytes: float) -> str:

@@ -1,0 +1,429 @@
+"""Cost of one ALUM pre-training step (time and peak memory) against a standard MLM step.
+
+On one megatron-core BERT MLM (alum.models.BertMLM, built as alum-pretrain builds it) and
+one synthetic batch, in one process, this runs four steps, each from zero gradients to
+the parameter gradients of one micro-batch:
+
+  (a) standard   the standard MLM step: forward, backward
+                 (alum.pretrain.mlm_step.mlm_micro_batch without ALUM, .backward()).
+  (b) fast       our ALUM step, fast order (mlm_micro_batch with ALUM, .backward()): the
+                 clean graph stays alive; the K ascent passes take ∇δ only
+                 (torch.autograd.grad w.r.t. δ: no weight-gradient matmuls); one
+                 backward of MLM + α·symmetric KL at the end, through both graphs.
+  (c) lean       our ALUM step, lean order (alum.pretrain.lean_order.lean_micro_batch):
+                 one graph at a time: clean forward without a graph, the ascent with the
+                 parameters frozen, the perturbed forward+backward of its KL term, then
+                 the clean forward+backward of MLM + the other KL term.
+  (d) naive      written here, the strawman of issue 5: the fast order's structure, but
+                 the ascent backward is an ordinary ``.backward()`` that also fills the
+                 parameters' .grad (thrown away with zero_grad before the real backward),
+                 and both graphs alive at the end.
+
+Timing: a warm-up of every variant, then ``--repeats`` rounds that run the variants
+round-robin (the starting variant rotates every round), so that machine noise hits all of
+them alike; the median per variant. Memory: one separate run per variant after the
+timings. On CUDA, ``torch.cuda.max_memory_allocated`` reset before the step, minus
+``memory_allocated`` before it. On CPU, benchmarks/memory_tracker.py's AllocatorPeak:
+the running sum of the CPU allocator's allocations and frees during the step, which the
+PyTorch profiler records (profile_memory=True), and its maximum; that is every tensor the
+step allocates (activations saved for backward, gradients, temporaries, kernels' scratch
+tensors). ``--cpu-memory tensors`` uses the TorchDispatchMode tracker instead (peak bytes
+of live tensors by storage), which over-counts backward passes (see memory_tracker.py).
+Both are the step's peak *above* its resting state (parameters, the batch; gradients
+set to None before each step, so the gradients the step creates count in every variant).
+
+Targets (shared/ALUM.md, issue 5): fast ≤ 2.8× the standard step's time (floor ≈ 2.67×)
+at ≤ 2.1× its peak memory; lean ≤ 1.3× the peak memory at ≤ 3.1× the time.
+
+    python benchmarks/alum_step_cost.py --check                      # CPU, fp32, small
+    python benchmarks/alum_step_cost.py --device cuda --dtype bf16 --size base --check
+
+docs/alum_cost.md has the measured tables and how to read them.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from memory_tracker import AllocatorPeak, LiveTensorTracker  # noqa: E402
+
+RUN_SEED = 17
+VARIANTS = ("standard", "fast", "lean", "naive")
+LABELS = {
+    "standard": "(a) standard MLM step",
+    "fast": "(b) ALUM fast order",
+    "lean": "(c) ALUM lean order",
+    "naive": "(d) naive (weight grads in ascent)",
+}
+# (time ratio limit, memory ratio limit) per variant; None: no target.
+TARGETS = {"fast": (2.8, 2.1), "lean": (3.1, 1.3)}
+TIME_FLOOR = {"fast": "≈ 2.67×", "lean": "≈ 3.0×", "naive": "≈ 3.0×"}
+
+
+# ---------------------------------------------------------------- model and batch
+def build(args) -> torch.nn.Module:
+    from alum.parallel import initialize_parallel
+    from alum.pretrain.config import ModelChoice
+    from alum.pretrain.model_builder import build_megatron_bert
+
+    initialize_parallel(1, 1, seed=args.seed)
+    choice = ModelChoice(model_size=args.size, hidden_size=args.hidden, num_layers=args.layers,
+                         dropout=args.dropout)
+    model = build_megatron_bert(choice, vocab_size=args.vocab, pad_token_id=0,
+                                seq_length=args.seq)
+    return model.to(device=args.device, dtype=DTYPES[args.dtype]).train()
+
+
+def make_batch(args) -> Dict[str, torch.Tensor]:
+    """Random tokens, no padding, ``--mask-rate`` of the positions predicted (≥ 1 per row)."""
+    g = torch.Generator().manual_seed(args.seed)
+    b, s = args.batch, args.seq
+    ids = torch.randint(5, args.vocab, (b, s), generator=g)
+    labels = torch.full((b, s), -100)
+    chosen = torch.rand(b, s, generator=g) < args.mask_rate
+    chosen[:, 1] = True
+    labels[chosen] = ids[chosen]
+    batch = {"input_ids": ids, "attention_mask": torch.ones(b, s, dtype=torch.long),
+             "token_type_ids": torch.zeros_like(ids), "labels": labels,
+             "sample_index": torch.arange(b)}
+    return {k: v.to(args.device) for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------- the four steps
+def naive_step(model, batch, alum, positions: str) -> None:
+    """(d): ALUM with weight gradients in the ascent and both graphs alive at the end.
+
+    Same random start, update rule and divergences as our fast order (so ``--check`` can
+    compare gradients), but the ascent's backward is a plain ``.backward()``: autograd
+    computes every parameter's gradient along with δ's, and they are discarded.
+    """
+    from alum.perturbation import embedding_scale, adv_project
+    from alum.pretrain.alum_layout import build_alum_layout
+    from alum.pretrain.mlm_step import kl_rows
+
+    mask = batch["attention_mask"]
+    embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
+    logits = model.forward_from_embeddings(embeds, mask)          # clean graph: kept
+    mlm = model.mlm_loss(logits, batch["labels"])
+    rows = kl_rows(batch, positions)
+    clean = rows.select(logits)
+    layout = build_alum_layout(model, batch, embeds, alum, rows.rows_mask, RUN_SEED)
+    scale = embedding_scale(embeds, alum, layout.delta_mask)
+    base = embeds.detach()
+    delta = layout.init_noise
+    for _ in range(alum.steps):
+        delta = delta.detach().requires_grad_(True)
+        adv = rows.select(model.forward_from_embeddings(base + delta, mask))
+        layout.divergences.ascent(adv, clean.detach(), None).backward()   # + weight grads
+        delta = adv_project(delta.detach(), delta.grad, alum, layout.delta_mask, scale)
+        model.zero_grad(set_to_none=True)                         # thrown away
+    start = base if alum.detach_embeddings else embeds
+    adv = rows.select(model.forward_from_embeddings(start + delta.detach(), mask))
+    term = layout.divergences.final(adv, clean, None)              # both graphs alive
+    (mlm + alum.alpha * term).backward()
+
+
+def step_functions(model, batch, alum, positions: str) -> Dict[str, Callable[[], None]]:
+    from alum.pretrain.lean_order import lean_micro_batch, module_runner
+    from alum.pretrain.mlm_step import mlm_micro_batch
+
+    runner = module_runner(model)
+
+    def standard():
+        mlm_micro_batch(model, batch, None, False, positions).loss.backward()
+
+    def fast():
+        result = mlm_micro_batch(model, batch, alum, True, positions, run_seed=RUN_SEED)
+        assert not result.adv.skipped
+        result.loss.backward()
+
+    def lean():
+        result = lean_micro_batch(runner, batch, alum, True, positions, run_seed=RUN_SEED)
+        assert not result.adv.skipped
+
+    def naive():
+        naive_step(model, batch, alum, positions)
+
+    return {"standard": standard, "fast": fast, "lean": lean, "naive": naive}
+
+
+# ---------------------------------------------------------------- measurement
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], None], model, device: str) -> float:
+    model.zero_grad(set_to_none=True)
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def peak_memory(fn: Callable[[], None], model, device: str,
+                cpu_memory: str = "allocator") -> Dict[str, object]:
+    """The step's peak bytes above its resting state (see the module doc)."""
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    if device.startswith("cuda"):
+        sync(device)
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        sync(device)
+        return {"peak": torch.cuda.max_memory_allocated() - before,
+                "after": torch.cuda.memory_allocated() - before, "by_op": {}}
+    tracker = AllocatorPeak() if cpu_memory == "allocator" else LiveTensorTracker()
+    with tracker as mem:
+        fn()
+        gc.collect()
+    return {"peak": mem.peak_bytes, "after": mem.live_bytes, "by_op": mem.peak_by_op}
+
+
+def grads_of(model) -> Dict[str, torch.Tensor]:
+    return {n: p.grad.detach().float().clone() for n, p in model.named_parameters()
+            if p.grad is not None}
+
+
+def rel_err(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> float:
+    """max over parameters of ‖a − b‖ / ‖b‖ (inf when the sets differ)."""
+    if set(a) != set(b):
+        return float("inf")
+    return max(float((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-30)) for k in b)
+
+
+# ---------------------------------------------------------------- self-checks
+def check_trackers() -> None:
+    """Both CPU trackers against hand-computed bytes (tests/benchmarks has more cases)."""
+    def region():
+        a = torch.ones(1000)                            # 4,000 bytes
+        b = torch.zeros(500, dtype=torch.float64)       # 4,000
+        v = a.view(10, 100)                             # a view: no new memory
+        a.mul_(2)                                       # in place: no new memory
+        del a
+        c = torch.empty(250)                            # 1,000 (v keeps a's storage alive)
+        del v, b, c                                     # peak so far 9,000; live 0
+        x = torch.randn(256, requires_grad=True)        # 1,024
+        y = x * 3                                       # 1,024
+        y.sum().backward()                              # 4 + 4, then x.grad 1,024
+        return x, y                                     # live at the end: 3,072
+
+    for tracker in (AllocatorPeak(), LiveTensorTracker()):
+        with tracker as mem:
+            kept = region()
+        got = (mem.peak_bytes, mem.live_bytes)
+        del kept
+        if got != (9_000, 3_072):
+            raise SystemExit(f"memory tracker self-check failed ({type(tracker).__name__}): "
+                             f"(peak, live) = {got}, expected (9000, 3072)")
+    print("memory trackers self-check: ok (allocations, views, in-place ops, frees, backward)")
+
+
+def check_gradients(model, batch, args) -> None:
+    """fast, lean and naive give the same parameter gradients (dropout off); ALUM matters."""
+    from alum import AlumConfig
+
+    # A perturbation large enough for the term to change the gradients visibly.
+    alum = AlumConfig.from_preset("relative", alpha=10.0, steps=args.steps)
+    fns = step_functions(model, batch, alum, args.positions)
+    model.eval()  # dropout off (nn.Dropout and the attention's dropout_p)
+    grads = {}
+    try:
+        for name in VARIANTS:
+            model.zero_grad(set_to_none=True)
+            fns[name]()
+            grads[name] = grads_of(model)
+    finally:
+        model.train()
+        model.zero_grad(set_to_none=True)
+    tol = 1e-4 if args.dtype == "fp32" else 3e-2
+    lean_err = rel_err(grads["lean"], grads["fast"])
+    naive_err = rel_err(grads["naive"], grads["fast"])
+    effect = rel_err(grads["standard"], grads["fast"])
+    print(f"gradient check (preset relative, alpha 10, dropout off; max over parameters of "
+          f"|g - g_fast| / |g_fast|, tolerance {tol:g}):")
+    print(f"  lean {lean_err:.2e}   naive {naive_err:.2e}   "
+          f"(standard step, without ALUM's term: {effect:.2e})")
+    if not (lean_err <= tol and naive_err <= tol):
+        raise SystemExit("gradient check failed: the variants do not compute the same thing")
+    if not effect > 10 * tol:
+        raise SystemExit("gradient check inconclusive: ALUM's term does not change the "
+                         "gradients at this setting")
+
+
+# ---------------------------------------------------------------- report
+def verdict(name: str, t: float, m: float) -> str:
+    if name not in TARGETS:
+        return ""
+    tl, ml = TARGETS[name]
+    ok_t, ok_m = t <= tl, m <= ml
+    return (f"time ≤ {tl}×: {'PASS' if ok_t else 'MISS'}; "
+            f"memory ≤ {ml}×: {'PASS' if ok_m else 'MISS'}")
+
+
+def describe(args, model) -> List[str]:
+    n_params = sum(p.numel() for p in model.parameters())
+    bytes_per = torch.finfo(DTYPES[args.dtype]).bits // 8
+    cfg = model.config
+    rows = args.batch * args.seq
+    lines = [
+        f"model: BertMLM h{cfg.hidden_size} L{cfg.num_layers} heads {cfg.num_attention_heads}"
+        f" ffn {cfg.ffn_hidden_size}, vocab {cfg.vocab_size} (padded {model.padded_vocab}),"
+        f" {n_params / 1e6:.1f}M parameters ({n_params * bytes_per / 2**20:.0f} MB {args.dtype}),"
+        f" dropout {args.dropout}",
+        f"batch {args.batch} x seq {args.seq} = {rows} tokens, {args.mask_rate:.0%} predicted,"
+        f" KL positions: {args.positions}; ALUM preset {args.preset}, K = {args.steps}",
+        f"full logits [b, s, V]: {rows * model.padded_vocab * bytes_per / 2**20:.0f} MB "
+        f"({args.dtype}); device {device_name(args.device)}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s)",
+    ]
+    return lines
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def print_table(times: Dict[str, List[float]], mems: Dict[str, Dict], args) -> List[dict]:
+    def med(name):
+        return statistics.median(times[name]) if times[name] else float("nan")
+
+    base_t = med("standard")
+    base_m = mems["standard"]["peak"]
+    unit = ("peak MB (allocator)" if args.device.startswith("cuda") or
+            args.cpu_memory == "allocator" else "peak MB (live tensors)")
+    print(f"\n| variant | ms/step | × standard | {unit} | × standard | target (ALUM.md) |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    for name in VARIANTS:
+        t = med(name)
+        m = mems[name]["peak"]
+        rt, rm = t / base_t, m / base_m
+        target = verdict(name, rt, rm)
+        if name == "fast":
+            target += f" (time floor {TIME_FLOOR[name]})"
+        elif name == "naive":
+            target = f"no target (cost model {TIME_FLOOR[name]} time)"
+        print(f"| {LABELS[name]} | {t * 1e3:.0f} | {rt:.2f}× | {m / 2**20:.0f} | {rm:.2f}× |"
+              f" {target} |")
+        rows.append(dict(variant=name, ms=t * 1e3, time_ratio=rt, peak_mb=m / 2**20,
+                         mem_ratio=rm, times_ms=[x * 1e3 for x in times[name]]))
+    if times["standard"]:
+        spread = {n: (min(times[n]) * 1e3, max(times[n]) * 1e3) for n in VARIANTS}
+        print("\nper-variant min/max ms over the repeats: "
+              + ", ".join(f"{n} {lo:.0f}/{hi:.0f}" for n, (lo, hi) in spread.items()))
+    return rows
+
+
+def print_breakdown(mems: Dict[str, Dict], top: int = 8) -> None:
+    print("\nallocated at each variant's peak, by the op (and autograd node) that "
+          "allocated it, MB:")
+    for name in VARIANTS:
+        by_op = sorted(mems[name]["by_op"].items(), key=lambda kv: -kv[1])
+        parts = ", ".join(f"{op} {b / 2**20:.0f}" for op, b in by_op[:top] if b >= 2**20)
+        print(f"  {name}: {parts}")
+
+
+# ---------------------------------------------------------------- main
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="small", choices=("tiny", "small", "base", "large"),
+                   help="named size of alum.models (small: h512, 4 layers, 8 heads)")
+    p.add_argument("--hidden", type=int, default=None, help="override the hidden width")
+    p.add_argument("--layers", type=int, default=None, help="override the layer count")
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--vocab", type=int, default=30522, help="vocabulary (BERT's: 30522)")
+    p.add_argument("--mask-rate", type=float, default=0.15, help="share of predicted tokens")
+    p.add_argument("--positions", default="masked", choices=("masked", "all"),
+                   help="ALUM's KL at the predicted positions (authors' code) or all")
+    p.add_argument("--preset", default="paper-pretrain", help="AlumConfig preset for timing")
+    p.add_argument("--steps", type=int, default=1, help="ascent steps K")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--repeats", type=int, default=5,
+                   help="interleaved timed rounds (0: memory only)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs of each variant")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=tuple(DTYPES),
+                   help="parameter dtype (default: fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check", action="store_true",
+                   help="before timing: the memory tracker's self-check and the gradient "
+                        "equality of fast, lean and naive (dropout off)")
+    p.add_argument("--cpu-memory", default="allocator", choices=("allocator", "tensors"),
+                   help="CPU peak memory from the allocator's events (profiler) or from the "
+                        "TorchDispatchMode tensor tracker (over-counts backward)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="CPU: print which ops' outputs are live at each variant's peak")
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    args = p.parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.dtype is None:
+        args.dtype = "bf16" if args.device.startswith("cuda") else "fp32"
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> List[dict]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from alum import AlumConfig
+
+    torch.manual_seed(args.seed)
+    model = build(args)
+    batch = make_batch(args)
+    for line in describe(args, model):
+        print(line)
+    if args.check:
+        if not args.device.startswith("cuda"):
+            check_trackers()
+        check_gradients(model, batch, args)
+    alum = AlumConfig.from_preset(args.preset, steps=args.steps)
+    fns = step_functions(model, batch, alum, args.positions)
+
+    t_start = time.perf_counter()
+    for name in VARIANTS:
+        for _ in range(args.warmup):
+            timed(fns[name], model, args.device)
+    times: Dict[str, List[float]] = {n: [] for n in VARIANTS}
+    for r in range(args.repeats):
+        order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
+        for name in order:
+            times[name].append(timed(fns[name], model, args.device))
+    mems = {name: peak_memory(fns[name], model, args.device, args.cpu_memory)
+            for name in VARIANTS}
+    model.zero_grad(set_to_none=True)
+    print(f"\n{args.repeats} interleaved rounds after {args.warmup} warm-up run(s) each, "
+          f"medians; {time.perf_counter() - t_start:.0f} s")
+    rows = print_table(times, mems, args)
+    if args.breakdown and not args.device.startswith("cuda"):
+        print_breakdown(mems)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "setup": describe(args, model), "rows": rows,
+                       "peak_by_op": {n: mems[n]["by_op"] for n in VARIANTS}}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
