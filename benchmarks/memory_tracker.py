@@ -9,7 +9,11 @@ size and time; the running sum over the region and its maximum are the CPU analo
 ``max_memory_allocated() - memory_allocated()`` before the region. It sees every byte
 the c10 CPU allocator hands out (tensors and kernels' scratch tensors) and changes
 nothing in what runs. Each allocation is attributed to the op that made it (and the
-autograd node around it, in backward), so the peak can be broken down.
+autograd node around it, in backward), so the peak can be broken down. One difference
+from CUDA's statistic: the profiler reports no size for the free of a block allocated
+before it started, so such frees are not subtracted; the numbers are the bytes
+allocated inside the region and still alive (a training step frees no older memory
+to speak of once its gradients are set to None before it starts).
 
 ``LiveTensorTracker``: a ``TorchDispatchMode`` that sees every ATen op run inside the
 region (forward, and autograd's backward, which runs CPU work on the calling thread and
@@ -185,7 +189,9 @@ class AllocatorPeak:
         return False
 
     def _allocation_events(self) -> List[Tuple[int, int, int, int, str]]:
-        """(time ns, order, size (negative: a free), pointer, owner) of the device's events."""
+        """(time ns, order, size (negative: a free), pointer, owner) of the device's events.
+
+        Frees of blocks allocated before the profiler started carry no event."""
         from torch._C._profiler import _EventType
 
         events = []
@@ -213,7 +219,7 @@ class AllocatorPeak:
                 live[ptr] = (size, owner)
                 by_op[owner] = by_op.get(owner, 0) + size
             else:
-                old = live.pop(ptr, None)  # None: memory from before the region
+                old = live.pop(ptr, None)
                 if old is not None:
                     by_op[old[1]] -= old[0]
             if cur > peak:
