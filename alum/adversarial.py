@@ -142,6 +142,19 @@ def _zero_term(embeds: torch.Tensor) -> torch.Tensor:
     return torch.zeros((), device=embeds.device, dtype=compute_dtype(embeds.dtype))
 
 
+def gradient_share(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
+                   m: Optional[torch.Tensor], scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """‖ascent step‖ / (‖ascent step‖ + ‖δ‖) averaged over the valid rows (``m``:
+    ``row_mask``): how much of the update ``adv_project`` is about to make comes from the
+    gradient rather than from δ so far (``AdversarialStats.grad_share``)."""
+    g = grad.to(compute_dtype(grad.dtype))
+    if m is not None:
+        g = g * m
+    step = row_norm(ascent_step(g, config, scale), config.norm, config.level)
+    before = row_norm(delta.to(step.dtype), config.norm, config.level)
+    return _mean_rows(step / (step + before).clamp_min(torch.finfo(step.dtype).tiny), m)
+
+
 def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
                       config: AlumConfig, mask: Optional[torch.Tensor] = None,
                       init_noise: Optional[torch.Tensor] = None,
@@ -176,12 +189,7 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
                                   loss_scale, divergences.ascent)
         if not all_finite(grad):
             return Perturbation(delta, grad, share, skipped="the ascent gradient")
-        g = grad.to(compute_dtype(grad.dtype))
-        if m is not None:
-            g = g * m
-        step = row_norm(ascent_step(g, config, scale), config.norm, config.level)
-        before = row_norm(delta.to(step.dtype), config.norm, config.level)
-        share = _mean_rows(step / (step + before).clamp_min(torch.finfo(step.dtype).tiny), m)
+        share = gradient_share(delta, grad, config, m, scale)
         delta = adv_project(delta, grad, config, mask, scale)
     return Perturbation(delta.detach(), grad, share)
 

@@ -34,9 +34,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from alum.adversarial import Perturbation, _mean_rows, adversarial_stats
-from alum.perturbation import (adv_project, ascent_step, compute_dtype, embedding_scale,
-                               row_mask, row_norm)
+from alum.adversarial import Perturbation, adversarial_stats, gradient_share
+from alum.perturbation import adv_project, embedding_scale, row_mask
 
 from .alum_layout import build_alum_layout
 from .lean_order import _restore, _rng_state, frozen_parameters
@@ -106,6 +105,10 @@ class PipelineAlumStep:
                                                 rows.rows_mask, seed)
         return self.layouts[m]
 
+    def _perturbed_rows(self, m: int, batch, logits: torch.Tensor):
+        """(divergences, KL rows of the perturbed logits) of micro-batch ``m``."""
+        return self._layout(m, batch, None).divergences, self.rows[m].select(logits)
+
     def _active(self, m: int) -> bool:
         return self.rows[m] is not None and not self.skipped[m]
 
@@ -139,9 +142,8 @@ class PipelineAlumStep:
         def loss_func(logits):
             if not self._active(m):
                 return _zero_loss(logits), {}
-            layout = self._layout(m, batch, None)
-            adv = self.rows[m].select(logits)
-            div = layout.divergences.ascent(adv, self.clean[m], None)
+            divergences, adv = self._perturbed_rows(m, batch, logits)
+            div = divergences.ascent(adv, self.clean[m], None)
             # × M: the schedule divides by M; × the fp16 scale (unscaled after).
             return div * (self.m_count * self.loss_scale), {}
         return out, loss_func
@@ -190,12 +192,8 @@ class PipelineAlumStep:
         layout = self.layouts[m]
         embeds, delta, grad = self.embeds[m], self.delta[m], self.grad[m]
         scale = embedding_scale(embeds, cfg, layout.delta_mask)
-        mask = row_mask(layout.delta_mask, delta)
-        g = grad.to(compute_dtype(grad.dtype)) * mask
-        step = row_norm(ascent_step(g, cfg, scale), cfg.norm, cfg.level)
-        before = row_norm(delta.to(step.dtype), cfg.norm, cfg.level)
-        self.share[m] = _mean_rows(step / (step + before).clamp_min(
-            torch.finfo(step.dtype).tiny), mask)
+        self.share[m] = gradient_share(delta, grad, cfg, row_mask(layout.delta_mask, delta),
+                                       scale)
         self.delta[m] = adv_project(delta, grad, cfg, layout.delta_mask, scale).detach()
 
     # -- pass 3: perturbed, forward and backward ----------------------------------
@@ -217,17 +215,16 @@ class PipelineAlumStep:
         def loss_func(logits):
             if not self._active(m):
                 return _zero_loss(logits), {}
-            layout = self._layout(m, batch, None)
-            adv = self.rows[m].select(logits)
-            term = layout.divergences.final(adv, self.clean[m], None)
+            divergences, adv = self._perturbed_rows(m, batch, logits)
+            term = divergences.final(adv, self.clean[m], None)
             if not all_finite_over_tensor_parallel(term):
                 self.skipped[m] = True
                 self.skip_reasons.append("the adversarial term")
                 return _zero_loss(logits), {}
             self.adv[m] = adv.detach()
             self.terms[m] = term.detach()
-            if layout.divergences.flips is not None:
-                self.flips[m] = layout.divergences.flips(adv.detach(), self.clean[m], None)
+            if divergences.flips is not None:
+                self.flips[m] = divergences.flips(adv.detach(), self.clean[m], None)
             return self.alum.alpha * term, {}
         return out, loss_func
 
