@@ -50,7 +50,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -163,13 +163,14 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], None], model, device: str) -> float:
+def timed(fn: Callable[[], None], model, device: str) -> Tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one step from zero gradients."""
     model.zero_grad(set_to_none=True)
     sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def peak_memory(fn: Callable[[], None], model, device: str,
@@ -306,7 +307,8 @@ def print_table(times: Dict[str, List[float]], mems: Dict[str, Dict], args) -> L
     base_m = mems["standard"]["peak"]
     unit = ("peak MB (allocator)" if args.device.startswith("cuda") or
             args.cpu_memory == "allocator" else "peak MB (live tensors)")
-    print(f"\n| variant | ms/step | × standard | {unit} | × standard | target (ALUM.md) |")
+    clock = "ms/step" if args.clock == "wall" else "CPU ms/step"
+    print(f"\n| variant | {clock} | × standard | {unit} | × standard | target (ALUM.md) |")
     print("|---|---|---|---|---|---|")
     rows = []
     for name in VARIANTS:
@@ -365,6 +367,9 @@ def parse_args(argv: Optional[List[str]] = None):
     p.add_argument("--dtype", default=None, choices=tuple(DTYPES),
                    help="parameter dtype (default: fp32 on CPU, bf16 on CUDA)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="time the table reports: wall clock, or this process's CPU time "
+                        "(CPU only: robust on a shared machine with one thread)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true",
                    help="before timing: the memory tracker's self-check and the gradient "
@@ -378,6 +383,8 @@ def parse_args(argv: Optional[List[str]] = None):
     args = p.parse_args(argv)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.clock == "cpu" and args.device.startswith("cuda"):
+        p.error("--clock cpu times CPU steps only")
     if args.dtype is None:
         args.dtype = "bf16" if args.device.startswith("cuda") else "fp32"
     return args
@@ -405,17 +412,31 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     for name in VARIANTS:
         for _ in range(args.warmup):
             timed(fns[name], model, args.device)
-    times: Dict[str, List[float]] = {n: [] for n in VARIANTS}
+    walls: Dict[str, List[float]] = {n: [] for n in VARIANTS}
+    cpus: Dict[str, List[float]] = {n: [] for n in VARIANTS}
     for r in range(args.repeats):
         order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
         for name in order:
-            times[name].append(timed(fns[name], model, args.device))
+            wall, cpu = timed(fns[name], model, args.device)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    times = cpus if args.clock == "cpu" else walls
     mems = {name: peak_memory(fns[name], model, args.device, args.cpu_memory)
             for name in VARIANTS}
     model.zero_grad(set_to_none=True)
     print(f"\n{args.repeats} interleaved rounds after {args.warmup} warm-up run(s) each, "
-          f"medians; {time.perf_counter() - t_start:.0f} s")
+          f"medians of {'wall' if args.clock == 'wall' else 'process CPU'} time; "
+          f"{time.perf_counter() - t_start:.0f} s")
     rows = print_table(times, mems, args)
+    if not args.device.startswith("cuda") and walls["standard"]:
+        other = walls if args.clock == "cpu" else cpus
+        base = statistics.median(other["standard"])
+        print(f"{'wall' if args.clock == 'cpu' else 'process CPU'} time, medians: " + ", ".join(
+            f"{n} {statistics.median(other[n]) * 1e3:.0f} ms "
+            f"({statistics.median(other[n]) / base:.2f}×)" for n in VARIANTS))
+        for row in rows:
+            row["wall_ms"] = [x * 1e3 for x in walls[row["variant"]]]
+            row["cpu_ms"] = [x * 1e3 for x in cpus[row["variant"]]]
     if args.breakdown and not args.device.startswith("cuda"):
         print_breakdown(mems)
     if args.json:
