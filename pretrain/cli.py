@@ -82,12 +82,13 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 
     Without ``--adv-start-step`` the curriculum switches ALUM on at half the steps
     (the main job's standard-then-ALUM schedule). The default size, tiny, gets a
-    hidden size of 128 (the main job's model) unless ``--hidden-size`` is given.
+    hidden size of 128 (the main job's model) unless ``--hidden-size`` is given or
+    ``--init-from`` brings the architecture.
     """
     train = TrainConfig(**section_values(args, TrainConfig))
     model_values = section_values(args, ModelChoice)
     if model_values["model_size"] == "tiny" and model_values["hidden_size"] is None \
-            and model_values["model_kind"] == "megatron":
+            and model_values["model_kind"] == "megatron" and not args.init_from:
         model_values["hidden_size"] = MAIN_JOB["tiny_hidden_size"]
     forced = {}
     if args.alum and args.adv_start_step is None:

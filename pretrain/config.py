@@ -333,9 +333,28 @@ class CheckpointConfig:
     and renamed when complete; an existing directory there is replaced. Under ZeRO-3 the
     parameters are gathered first."""
 
+    init_from: Optional[str] = None
+    """Continual pre-training from another checkpoint's *model weights*: one of our
+    checkpoints (a run directory, its checkpoints/ or a tag; e.g. written by
+    ``alum-convert from-hf`` or ``reshape``) at this run's tensor/pipeline-parallel
+    sizes. The optimizer, LR schedule and step start fresh (step 0); the architecture
+    (family, sizes, vocabulary, positions) is the checkpoint's, and a run setting that
+    disagrees (--hidden-size, --num-layers, --family, the tokenizer, TP/PP) is an error
+    naming it. Precedence: when output_dir already holds a complete checkpoint of this
+    run and resume is ``auto``, the run resumes from it and this is not loaded."""
+
     def __post_init__(self) -> None:
         if self.export_hf == "":
             self.export_hf = None
+        if self.init_from == "":
+            self.init_from = None
+        if self.init_from is not None:
+            if not isinstance(self.init_from, str):
+                raise _bad("CheckpointConfig", "init_from", self.init_from, "must be a path")
+            if self.resume not in ("auto", "never"):
+                raise _bad("CheckpointConfig", "init_from", self.init_from,
+                           f"cannot be combined with resume={self.resume!r} (a checkpoint to "
+                           f"resume from); use one of the two")
         _check_int(self, "save_interval", 0)
         _check_int(self, "keep_last", 0)
         if not self.output_dir:
@@ -398,6 +417,9 @@ class PretrainConfig:
             raise _bad("AlumConfig", "start_step", self.alum.start_step,
                        f"is not before train_steps={self.train.train_steps}: ALUM would never "
                        f"run (use --no-alum for standard training)")
+        if self.checkpoint.init_from and self.model.model_kind != "megatron":
+            raise _bad("CheckpointConfig", "init_from", self.checkpoint.init_from,
+                       "needs model_kind='megatron' (an HF model starts from --hf-model)")
         if self.checkpoint.export_hf and self.model.model_kind != "hf":
             raise _bad("CheckpointConfig", "export_hf", self.checkpoint.export_hf,
                        "needs model_kind='hf' (the megatron-core model has no HF export here)")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import CheckpointManager, any_checkpoint, atomic_write_text
+from .checkpoint import CheckpointManager, any_checkpoint, atomic_write_text, resumable_tag
 from .config import PretrainConfig
 from .consolidate import LAYOUT_KEY, parallel_layout
 from .data import RunData, build_run_data, train_batches, valid_batches
@@ -44,7 +44,8 @@ from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
 from .lean_order import engine_runner, lean_micro_batch
 from .mlm_step import mlm_micro_batch
-from .model_builder import build_pretrain_model, enable_activation_checkpointing
+from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
+                            load_init_weights, model_config_of)
 from .pipeline_loop import PipelineSteps
 from .run_stats import (ADV_KEYS, TrainSummary, Window, all_reduce_sum, grad_norm,
                         world)
@@ -128,10 +129,13 @@ class Trainer(PipelineSteps):
         self.data: RunData = build_run_data(cfg.data, tc.train_steps * self.global_batch,
                                             self.global_batch, tc.seed)
         tok = self.data.tokenizer
+        init_ckpt, model_config = self._init_from(len(tok), tok.pad_token_id)
         self.model = build_pretrain_model(cfg.model, len(tok), tok.pad_token_id,
                                           cfg.data.seq_length, tc.tensor_parallel_size,
                                           tc.sequence_parallel, tc.pipeline_parallel_size,
-                                          tc.virtual_pipeline_size)
+                                          tc.virtual_pipeline_size, model_config=model_config)
+        if init_ckpt is not None:
+            load_init_weights(self.model, init_ckpt)
         self.pipeline = tc.pipeline_parallel_size > 1
         self._grad_hooks = register_sequence_parallel_grad_hooks(self.model)
         if tc.activation_checkpointing:
@@ -168,9 +172,40 @@ class Trainer(PipelineSteps):
         self._write_run_config()
 
     # -- set-up ---------------------------------------------------------------
+    def _init_from(self, vocab_size: int, pad_token_id: int):
+        """(checkpoint whose weights to load, its architecture) for ``--init-from``.
+
+        (None, None) without it. The rule: with resume='auto' and a complete checkpoint
+        of this run in output_dir, the run resumes (``_resume``) and init_from's weights
+        are not loaded; the architecture is then read from the run's own checkpoint.
+        Otherwise the weights are loaded here, before DeepSpeed builds the optimizer, so
+        the optimizer, the LR schedule and the step start fresh.
+        """
+        ck, tc = self.cfg.checkpoint, self.cfg.train
+        self._init_note: Optional[str] = None
+        if not ck.init_from:
+            return None, None
+        from .model_builder import init_from_model_config
+
+        own = os.path.join(ck.output_dir, "checkpoints")
+        resuming = ck.resume == "auto" and resumable_tag(own) is not None
+        ckpt, config = init_from_model_config(
+            ck.output_dir if resuming else ck.init_from, self.cfg.model, vocab_size,
+            pad_token_id, self.cfg.data.seq_length, tc.tensor_parallel_size,
+            tc.pipeline_parallel_size)
+        if resuming:
+            self._init_note = (f"init_from={ck.init_from} not loaded: {own} holds this run's "
+                               f"checkpoints, which resume takes first")
+            return None, config
+        self._init_note = (f"initialised the model weights from {ckpt.describe()}; fresh "
+                           f"optimizer, LR schedule and step 0")
+        return ckpt, config
+
     def _resume(self) -> None:
         ck = self.cfg.checkpoint
         save_dir = self.checkpoints.save_dir
+        if self._init_note:
+            self.log.line(self._init_note)
         if ck.resume == "never":
             if any_checkpoint(save_dir):
                 raise ValueError(f"CheckpointConfig.resume='never' but {save_dir} holds "
@@ -206,6 +241,7 @@ class Trainer(PipelineSteps):
             self.data.tokenizer.save_pretrained(tokenizer_copy + ".tmp")
             os.replace(tokenizer_copy + ".tmp", tokenizer_copy)
         record = {"pretrain": self.cfg.to_dict(), "deepspeed": self.ds_config,
+                  "model_config": model_config_of(self.model),
                   "world_size": self.world, "tokenizer": self.data.tokenizer_path,
                   "data_path": list(self.data.data_path)}
         atomic_write_text(os.path.join(out, "config.json"), json.dumps(record, indent=1))
@@ -444,3 +480,4 @@ def _replace_directory(src: str, dst: str) -> None:
     os.replace(src, dst)
     if old is not None:
         shutil.rmtree(old)
+

@@ -12,7 +12,7 @@ import torch
 
 from alum.tools.convert.hf_model import hf_config_for
 from alum.tools.convert.name_map import tied_hf_names, to_hf_state_dict as canonical_to_hf
-from alum.tools.convert.sharding import canonical_from_stages
+from alum.tools.convert.sharding import canonical_from_ranks
 
 
 def hf_config(cfg):
@@ -24,7 +24,7 @@ def to_hf_state_dict(model) -> Dict[str, torch.Tensor]:
     """Our (TP=1, PP=1) state dict under HF's names (tied weights once)."""
     cfg = model.config
     sd = {k: v.detach().clone() for k, v in model.state_dict().items() if v is not None}
-    canonical = {e.ours: t for e, t in canonical_from_stages(cfg, 1, lambda stage: [sd])}
+    canonical = {e.ours: t for e, t in canonical_from_ranks(cfg, 1, lambda rank: [sd])}
     return canonical_to_hf(canonical, cfg)
 
 

@@ -41,16 +41,27 @@ def _positive(text: str) -> int:
     return value
 
 
-def _source_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tag", default=None,
-                   help="checkpoint tag under SRC/checkpoints (default: the one 'latest' "
-                        "names, or the newest complete one)")
-    p.add_argument("--weights", choices=("auto", "module", "masters"), default="auto",
-                   help="which copy of the weights to read: 'module' (the model's tensors in "
-                        "the training dtype), 'masters' (DeepSpeed's fp32 master weights from "
-                        "the optimizer shards, rebuilt with zero_to_fp32; the only copy under "
-                        "ZeRO-3) or 'auto': the module when it holds full fp32 tensors, else "
-                        "the masters (default: auto)")
+def _command(sub, name: str, summary: str, description: str, src: str, dst: str,
+             source_options: bool) -> argparse.ArgumentParser:
+    """A subcommand with SRC, DST, --dtype, --overwrite (and --tag/--weights to read ours)."""
+    p = sub.add_parser(name, help=summary, description=description,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", metavar="SRC", help=src)
+    p.add_argument("dst", metavar="DST", help=dst)
+    if source_options:
+        p.add_argument("--tag", default=None,
+                       help="checkpoint tag under SRC/checkpoints (default: the one 'latest' "
+                            "names, or the newest complete one)")
+        p.add_argument("--weights", choices=("auto", "module", "masters"), default="auto",
+                       help="which copy of the weights to read: 'module' (the model's tensors "
+                            "in the training dtype), 'masters' (DeepSpeed's fp32 master weights "
+                            "from the optimizer shards, rebuilt with zero_to_fp32; the only "
+                            "copy under ZeRO-3) or 'auto': the module when it holds full fp32 "
+                            "tensors, else the masters (default: auto)")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32",
+                   help="dtype of the written weights (default: fp32)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,58 +69,37 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=EXAMPLES)
     sub = p.add_subparsers(dest="command", metavar="{to-hf,from-hf,reshape}", required=True)
-    fmt = argparse.RawDescriptionHelpFormatter
-
-    to_hf = sub.add_parser(
-        "to-hf", formatter_class=fmt, help="our checkpoint -> Hugging Face *ForMaskedLM",
-        description="Convert one of our checkpoints (any TP x PP, ZeRO stage 0-3, "
-                    "fp32/bf16/fp16 training) into a Hugging Face BertForMaskedLM or "
-                    "RobertaForMaskedLM directory (config.json, model.safetensors, the run's "
-                    "tokenizer) that from_pretrained loads without missing or unexpected "
-                    "weights. Tensors are streamed into the safetensors file one at a time.")
-    to_hf.add_argument("src", metavar="SRC", help="run dir, its checkpoints/ dir, or a tag dir")
-    to_hf.add_argument("dst", metavar="DST", help="the HF directory to write")
-    _source_options(to_hf)
-    to_hf.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32",
-                       help="dtype of the written weights (default: fp32)")
-    to_hf.add_argument("--overwrite", action="store_true", help="replace an existing DST")
-
-    from_hf = sub.add_parser(
-        "from-hf", formatter_class=fmt, help="Hugging Face BERT/RoBERTa -> our checkpoint",
-        description="Convert a local Hugging Face BERT or RoBERTa directory (*ForMaskedLM, "
-                    "*ForPreTraining or the bare encoder, safetensors or .bin) into our "
-                    "checkpoint split TP x PP, which alum-pretrain --init-from continues "
-                    "pre-training from. A missing MLM head is initialised (said on stderr); "
-                    "the pooler and NSP head are dropped (said too). The vocabulary is "
-                    "padded to a multiple of --make-vocab-size-divisible-by x TP.")
-    from_hf.add_argument("src", metavar="SRC", help="the HF model directory")
-    from_hf.add_argument("dst", metavar="DST", help="the checkpoint directory to write")
+    ours = "run dir, its checkpoints/ dir, or a tag dir"
+    _command(sub, "to-hf", "our checkpoint -> Hugging Face *ForMaskedLM",
+             "Convert one of our checkpoints (any TP x PP, ZeRO stage 0-3, fp32/bf16/fp16 "
+             "training) into a Hugging Face BertForMaskedLM or RobertaForMaskedLM directory "
+             "(config.json, model.safetensors, the run's tokenizer) that from_pretrained loads "
+             "without missing or unexpected weights. Tensors are streamed into the "
+             "safetensors file one at a time.", ours, "the HF directory to write", True)
+    from_hf = _command(
+        sub, "from-hf", "Hugging Face BERT/RoBERTa -> our checkpoint",
+        "Convert a local Hugging Face BERT or RoBERTa directory (*ForMaskedLM, "
+        "*ForPreTraining or the bare encoder, safetensors or .bin) into our checkpoint split "
+        "TP x PP, which alum-pretrain --init-from continues pre-training from. A missing MLM "
+        "head is initialised (said on stderr); the pooler and NSP head are dropped (said "
+        "too). The vocabulary is padded to a multiple of --make-vocab-size-divisible-by x TP.",
+        "the HF model directory", "the checkpoint directory to write", False)
     from_hf.add_argument("--tp", type=_positive, default=1,
                          help="tensor-parallel size of the result (default: 1)")
     from_hf.add_argument("--pp", type=_positive, default=1,
                          help="pipeline-parallel size of the result (default: 1)")
-    from_hf.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32",
-                         help="dtype of the written weights (default: fp32)")
     from_hf.add_argument("--make-vocab-size-divisible-by", type=_positive, default=128,
                          help="Megatron's vocabulary padding unit (default: 128)")
     from_hf.add_argument("--seed", type=int, default=0,
                          help="seed of a newly initialised MLM head (default: 0)")
-    from_hf.add_argument("--overwrite", action="store_true", help="replace an existing DST")
-
-    reshape = sub.add_parser(
-        "reshape", formatter_class=fmt, help="our checkpoint -> another TP x PP layout",
-        description="Rewrite one of our checkpoints at another tensor x pipeline-parallel "
-                    "layout. Model weights only: the optimizer state is not converted, so "
-                    "continue with alum-pretrain --init-from (fresh optimizer, LR schedule "
-                    "and step 0).")
-    reshape.add_argument("src", metavar="SRC", help="run dir, its checkpoints/ dir, or a tag dir")
-    reshape.add_argument("dst", metavar="DST", help="the checkpoint directory to write")
+    reshape = _command(
+        sub, "reshape", "our checkpoint -> another TP x PP layout",
+        "Rewrite one of our checkpoints at another tensor x pipeline-parallel layout. Model "
+        "weights only: the optimizer state is not converted, so continue with alum-pretrain "
+        "--init-from (fresh optimizer, LR schedule and step 0).",
+        ours, "the checkpoint directory to write", True)
     reshape.add_argument("--tp", type=_positive, required=True, help="new tensor-parallel size")
     reshape.add_argument("--pp", type=_positive, required=True, help="new pipeline-parallel size")
-    _source_options(reshape)
-    reshape.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32",
-                         help="dtype of the written weights (default: fp32)")
-    reshape.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     return p
 
 

@@ -245,11 +245,17 @@ def to_hf_state_dict(canonical: Dict[str, torch.Tensor], cfg) -> Dict[str, torch
     return out
 
 
-def markdown_table(family: str = "bert") -> str:
-    """The map as a markdown table (docs/convert.md shows it for both families)."""
+def markdown_table() -> str:
+    """The map as a markdown table (docs/convert.md): ``{base}`` is ``bert``/``roberta``."""
     split = {None: "replicated", 0: "dim 0", 1: "dim 1"}
     rows = ["| ours (canonical) | Hugging Face | transform | TP split |", "|---|---|---|---|"]
     for p in PARAMS:
-        hf = ", ".join(f"`{_fill(t, family, '{i}')}`" for t in p.hf)
+        names = {family: [_fill(t, family, "{i}").replace(f"{family}.", "{base}.", 1)
+                          for t in p.hf] for family in FAMILY_NAMES}
+        if names["bert"] == names["roberta"]:
+            hf = ", ".join(f"`{n}`" for n in names["bert"])
+        else:
+            hf = "; ".join(f"{family}: " + ", ".join(f"`{n}`" for n in names[family])
+                           for family in FAMILY_NAMES)
         rows.append(f"| `{p.ours}` | {hf} | {p.transform} | {split[p.split]} |")
     return "\n".join(rows)

@@ -44,9 +44,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from .errors import ConvertError
-from .name_map import OUTPUT_EMBEDDING
-from .sharding import (canonical_from_stages, check_layout, check_shard_shape, local_name,
-                       mp_rank, stage_entries)
+from .hf_model import note
+from .sharding import (canonical_from_ranks, check_layout, check_shard_shape, mp_rank,
+                       output_embedding_name, rank_names)
 
 WEIGHTS = ("auto", "module", "masters")
 _OPTIM = re.compile(r"^(?:bf16_|fp16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$")
@@ -65,7 +65,7 @@ def _torch_load(path: str) -> Dict[str, Any]:
 
 def find_tag_dir(path: str, tag: Optional[str] = None) -> Tuple[str, Optional[str]]:
     """(tag directory, run directory or None) for a run, checkpoints or tag path."""
-    from alum.pretrain.checkpoint import incomplete_reason, resumable_tag
+    from alum.pretrain.checkpoint import incomplete_reason
 
     path = os.path.abspath(path)
     if not os.path.isdir(path):
@@ -87,10 +87,7 @@ def find_tag_dir(path: str, tag: Optional[str] = None) -> Tuple[str, Optional[st
     elif os.path.isfile(os.path.join(os.path.dirname(path), "config.json")):
         run = os.path.dirname(path)
     if tag is None:
-        tag = resumable_tag(save_dir)
-        if tag is None:
-            raise ConvertError(f"{save_dir}: no complete checkpoint (no 'latest', no "
-                               f"global_stepN with its alum_complete.json)")
+        tag = _latest_complete_tag(save_dir)
     tag_dir = os.path.join(save_dir, tag)
     if not os.path.isdir(tag_dir):
         raise ConvertError(f"{tag_dir}: no such checkpoint tag")
@@ -99,6 +96,23 @@ def find_tag_dir(path: str, tag: Optional[str] = None) -> Tuple[str, Optional[st
         if reason is not None:
             raise ConvertError(f"{tag_dir} is incomplete: {reason}")
     return tag_dir, run
+
+
+def _latest_complete_tag(save_dir: str) -> str:
+    """The tag ``latest`` names if complete, else the newest complete one (said on stderr)."""
+    from alum.pretrain.checkpoint import complete_tags, incomplete_reason
+
+    latest = os.path.join(save_dir, "latest")
+    named = open(latest).read().strip() if os.path.isfile(latest) else ""
+    reason = incomplete_reason(save_dir, named) if named else "there is no 'latest' file"
+    if reason is None:
+        return named
+    complete = complete_tags(save_dir)
+    if not complete:
+        where = os.path.join(save_dir, named) if named else save_dir
+        raise ConvertError(f"{where}: no complete checkpoint ({reason})")
+    note(f"{latest}: {reason}; using the newest complete checkpoint {complete[-1][1]}")
+    return complete[-1][1]
 
 
 def _read_json(path: str) -> Dict[str, Any]:
@@ -147,6 +161,10 @@ class OurCheckpoint:
     """Data-parallel size the optimizer files were written with."""
     tokenizer_dir: Optional[str]
     step: Optional[int]
+    virtual: int = 1
+    """Model chunks per pipeline rank (interleaved schedule: ``chunks.<v>.`` names)."""
+    weights_only: bool = False
+    """Written by alum-convert (no DeepSpeed engine, no optimizer state)."""
 
     # -- opening -----------------------------------------------------------------
     @classmethod
@@ -171,7 +189,7 @@ class OurCheckpoint:
                 tokenizer_dir = candidate
                 break
         where = os.path.join(run_dir, "config.json") if record else first
-        if "model_config" in record:
+        if record.get("model_config"):
             try:
                 model_config = ModelConfig.from_dict(record["model_config"])
             except (TypeError, ValueError) as err:
@@ -182,10 +200,12 @@ class OurCheckpoint:
         stage = 3 if zero3 else int(((head.get("ds_config") or {}).get("zero_optimization")
                                      or {}).get("stage", 0))
         dp = int(head.get("dp_world_size") or 1)
-        check_layout(model_config, tp, pp)
         step = head.get("step", head.get("global_steps"))
+        train = (record.get("pretrain") or head.get("config") or {}).get("train") or {}
+        virtual = int(train.get("virtual_pipeline_size") or 1)
+        check_layout(model_config, tp, pp * virtual)
         ckpt = cls(tag_dir, run_dir, model_config, tp, pp, stage, dp, tokenizer_dir,
-                   None if step is None else int(step))
+                   None if step is None else int(step), virtual, "ds_config" not in head)
         ckpt._check_files(names)
         return ckpt
 
@@ -259,8 +279,19 @@ class OurCheckpoint:
             raise ConvertError(f"weights={weights!r}: choose one of {WEIGHTS}")
         mp = mp_rank(tp_rank, pp_rank, self.tp)
         model_file = self.model_files(mp)[0]
+        partitioned = self.zero_stage > 0 or any(
+            (m := _OPTIM.match(n)) and int(m.group(2)) == mp for n in os.listdir(self.tag_dir))
         if weights == "auto":
-            weights = "module" if self._module_is_full_fp32(model_file) else "masters"
+            weights = "module" if (self._module_is_full_fp32(model_file)
+                                   or not partitioned) else "masters"
+            if not partitioned and not self._module_is_full_fp32(model_file):
+                note(f"{model_file}: ZeRO stage 0 keeps no named fp32 master copy (DeepSpeed "
+                     f"stores it as unnamed groups in the model file); reading the module's "
+                     f"16-bit weights")
+        if weights == "masters" and not partitioned:
+            raise ConvertError(f"{model_file}: no fp32 master weights to read (ZeRO stage 0 "
+                               f"stores them unnamed in optimizer.fp32_groups, or the "
+                               f"checkpoint has no optimizer); use --weights module")
         if weights == "module":
             state = self._module_state(model_file)
             where = model_file
@@ -275,8 +306,8 @@ class OurCheckpoint:
 
     def canonical(self, weights: str = "auto"):
         """(entry, canonical tensor) for every parameter, one pipeline stage read at a time."""
-        return canonical_from_stages(self.model_config, self.pp,
-                                     lambda stage: self.stage_states(stage, weights))
+        return canonical_from_ranks(self.model_config, self.pp,
+                                    lambda rank: self.stage_states(rank, weights), self.virtual)
 
     def _module_is_full_fp32(self, model_file: str) -> bool:
         if self.zero_stage == 3:
@@ -327,22 +358,23 @@ class OurCheckpoint:
 
     def _check_state(self, state: Dict[str, Any], pp_rank: int, where: str) -> None:
         cfg = self.model_config
-        for entry in stage_entries(cfg, self.pp, pp_rank):
-            name = local_name(entry, cfg.num_layers, self.pp)
+        for entry, name in rank_names(cfg, self.pp, pp_rank, self.virtual):
             if name not in state:
                 raise ConvertError(f"{where}: no tensor {name!r} (expected on pipeline stage "
                                    f"{pp_rank} of {self.pp})")
             check_shard_shape(entry, state[name], cfg, self.tp, where)
-        if self.pp > 1 and pp_rank == self.pp - 1 and OUTPUT_EMBEDDING not in state:
-            raise ConvertError(f"{where}: no {OUTPUT_EMBEDDING} on the last pipeline stage")
+        copy = output_embedding_name(self.pp, self.virtual)
+        if copy and pp_rank == self.pp - 1 and copy not in state:
+            raise ConvertError(f"{where}: no {copy} on the last pipeline stage")
 
     def describe(self) -> str:
         cfg = self.model_config
-        optim = any(_OPTIM.match(n) for n in os.listdir(self.tag_dir))
         return (f"{self.tag_dir}: {cfg.family}, hidden {cfg.hidden_size}, {cfg.num_layers} "
                 f"layers, {cfg.num_attention_heads} heads, vocab {cfg.vocab_size}, "
-                f"TP={self.tp} x PP={self.pp}, "
-                + (f"ZeRO stage {self.zero_stage}" if optim else "model weights only")
+                f"TP={self.tp} x PP={self.pp}"
+                + (f" (interleaved, {self.virtual} chunks per stage)" if self.virtual > 1 else "")
+                + ", "
+                + ("model weights only" if self.weights_only else f"ZeRO stage {self.zero_stage}")
                 + (f", step {self.step}" if self.step is not None else ""))
 
 

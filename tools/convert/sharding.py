@@ -39,35 +39,70 @@ def check_layout(cfg, tp: int, pp: int) -> None:
         raise ConvertError(str(err)) from None
 
 
-def stage_of(entry: Entry, num_layers: int, pp: int) -> int:
-    """The pipeline stage holding ``entry``."""
+def chunk_of(entry: Entry, num_layers: int, chunks: int) -> int:
+    """The model chunk (pipeline stage when not interleaved) holding ``entry``."""
     from alum.parallel import chunk_layer_range
 
     if entry.param.block == "embeddings":
         return 0
     if entry.param.block == "head":
-        return pp - 1
-    for stage in range(pp):
-        start, end = chunk_layer_range(num_layers, stage, pp)
+        return chunks - 1
+    for chunk in range(chunks):
+        start, end = chunk_layer_range(num_layers, chunk, chunks)
         if start <= entry.layer < end:
-            return stage
+            return chunk
     raise ConvertError(f"layer {entry.layer} is outside the {num_layers} layers")
 
 
-def local_name(entry: Entry, num_layers: int, pp: int) -> str:
-    """``entry``'s name inside its stage's state dict (layer index local to the stage)."""
+def stage_of(entry: Entry, num_layers: int, pp: int) -> int:
+    """The pipeline stage holding ``entry`` (not interleaved)."""
+    return chunk_of(entry, num_layers, pp)
+
+
+def chunk_prefix(chunk: int, pp: int, virtual: int) -> str:
+    """The name prefix of model chunk ``chunk`` in its rank's state dict: interleaved
+    ranks hold ``PipelineChunks`` (``chunks.<v>.``; chunk c lives on pipeline rank
+    ``c % pp`` as its virtual chunk ``c // pp``, megatron's order)."""
+    return f"chunks.{chunk // pp}." if virtual > 1 else ""
+
+
+def local_name(entry: Entry, num_layers: int, pp: int, virtual: int = 1) -> str:
+    """``entry``'s name in its rank's state dict (layer index local to its chunk)."""
     from alum.parallel import chunk_layer_range
 
-    if entry.layer is None:
-        return entry.ours
-    start, _ = chunk_layer_range(num_layers, stage_of(entry, num_layers, pp), pp)
-    return entry.param.ours.format(i=entry.layer - start)
+    chunk = chunk_of(entry, num_layers, pp * virtual)
+    name = entry.ours
+    if entry.layer is not None:
+        start, _ = chunk_layer_range(num_layers, chunk, pp * virtual)
+        name = entry.param.ours.format(i=entry.layer - start)
+    return chunk_prefix(chunk, pp, virtual) + name
+
+
+def chunk_entries(cfg, chunks: int, chunk: int) -> List[Entry]:
+    """The canonical entries model chunk ``chunk`` holds, in the model's order."""
+    return [e for e in entries(cfg.family, cfg.num_layers)
+            if chunk_of(e, cfg.num_layers, chunks) == chunk]
 
 
 def stage_entries(cfg, pp: int, stage: int) -> List[Entry]:
-    """The canonical entries stage ``stage`` holds, in the model's order."""
-    return [e for e in entries(cfg.family, cfg.num_layers)
-            if stage_of(e, cfg.num_layers, pp) == stage]
+    """The canonical entries pipeline stage ``stage`` holds (not interleaved)."""
+    return chunk_entries(cfg, pp, stage)
+
+
+def rank_names(cfg, pp: int, pp_rank: int, virtual: int = 1) -> List[Tuple[Entry, str]]:
+    """(entry, local name) of every parameter pipeline rank ``pp_rank`` holds."""
+    out = []
+    for chunk in range(pp_rank, pp * virtual, pp):
+        out += [(e, local_name(e, cfg.num_layers, pp, virtual))
+                for e in chunk_entries(cfg, pp * virtual, chunk)]
+    return out
+
+
+def output_embedding_name(pp: int, virtual: int = 1) -> Optional[str]:
+    """Name of the last chunk's copy of the tied word embedding (None when PP=1)."""
+    if pp == 1:
+        return None
+    return chunk_prefix(pp * virtual - 1, pp, virtual) + OUTPUT_EMBEDDING
 
 
 def word_embedding_entry(cfg) -> Entry:
@@ -171,17 +206,20 @@ class ShardWriter:
             self._flush()
 
 
-def canonical_from_stages(cfg, pp: int, stage_states) -> Iterator[Tuple[Entry, torch.Tensor]]:
-    """(entry, canonical tensor) in the model's order from per-stage shard readers.
+def canonical_from_ranks(cfg, pp: int, rank_states, virtual: int = 1
+                         ) -> Iterator[Tuple[Entry, torch.Tensor]]:
+    """(entry, canonical tensor) in the model's order from per-pipeline-rank shard readers.
 
-    ``stage_states(stage)`` returns that stage's ``tp`` state dicts (values may be
-    lazy: anything with ``.contiguous()``, e.g. zero_to_fp32's gathered tensors);
-    only one stage is asked for at a time.
+    ``rank_states(pp_rank)`` returns that pipeline rank's ``tp`` state dicts (values may
+    be lazy: anything with ``.contiguous()``, e.g. zero_to_fp32's gathered tensors).
+    Chunks are read in the model's order, one at a time (an interleaved checkpoint asks
+    for a rank again for each of its chunks).
     """
-    for stage in range(pp):
-        states = stage_states(stage)
-        for entry in stage_entries(cfg, pp, stage):
-            name = local_name(entry, cfg.num_layers, pp)
+    chunks = pp * virtual
+    for chunk in range(chunks):
+        states = rank_states(chunk % pp)
+        for entry in chunk_entries(cfg, chunks, chunk):
+            name = local_name(entry, cfg.num_layers, pp, virtual)
             pieces = [state[name].contiguous() for state in states]
             yield entry, unshard(entry, pieces, cfg)
         del states

@@ -21,9 +21,7 @@ def staging_dir(dst: str, overwrite: bool = False) -> Iterator[str]:
     dst = os.path.abspath(dst)
     if os.path.lexists(dst) and not overwrite:
         raise ConvertError(f"{dst} exists; choose another destination or pass --overwrite")
-    parent = os.path.dirname(dst)
-    if not os.path.isdir(parent):
-        raise ConvertError(f"{parent}: the destination's parent directory does not exist")
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
     tmp = f"{dst}.tmp-{os.getpid()}"
     if os.path.lexists(tmp):
         shutil.rmtree(tmp)
