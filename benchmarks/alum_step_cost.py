@@ -16,7 +16,7 @@ the parameter gradients of one micro-batch:
                  the clean forward+backward of MLM + the other KL term.
   (d) naive      written here, the strawman of issue 5: the fast order's structure, but
                  the ascent backward is an ordinary ``.backward()`` that also fills the
-                 parameters' .grad (thrown away with zero_grad before the real backward),
+                 parameters' .grad (thrown away: zeroed before the real backward),
                  and both graphs alive at the end.
 
 Timing: a warm-up of every variant, then ``--repeats`` rounds that run the variants
@@ -29,8 +29,11 @@ PyTorch profiler records (profile_memory=True), and its maximum; that is every t
 step allocates (activations saved for backward, gradients, temporaries, kernels' scratch
 tensors). ``--cpu-memory tensors`` uses the TorchDispatchMode tracker instead (peak bytes
 of live tensors by storage), which over-counts backward passes (see memory_tracker.py).
-Both are the step's peak *above* its resting state (parameters, the batch; gradients
-set to None before each step, so the gradients the step creates count in every variant).
+Both are the step's peak *above* its resting state: the parameters, the batch, and (by
+default, ``--grads resting``) the gradient buffers, allocated once and zeroed before each
+step, as a training loop keeps them (DeepSpeed's ZeRO gradient buffers are persistent);
+the step then accumulates into them. ``--grads step`` sets them to None before each step
+instead, so the gradient tensors the step creates count in its peak.
 
 Targets (shared/ALUM.md, issue 5): fast ≤ 2.8× the standard step's time (floor ≈ 2.67×)
 at ≤ 2.1× its peak memory; lean ≤ 1.3× the peak memory at ≤ 3.1× the time.
@@ -100,7 +103,7 @@ def make_batch(args) -> Dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------- the four steps
-def naive_step(model, batch, alum, positions: str) -> None:
+def naive_step(model, batch, alum, positions: str, resting_grads: bool = True) -> None:
     """(d): ALUM with weight gradients in the ascent and both graphs alive at the end.
 
     Same random start, update rule and divergences as our fast order (so ``--check`` can
@@ -126,14 +129,15 @@ def naive_step(model, batch, alum, positions: str) -> None:
         adv = rows.select(model.forward_from_embeddings(base + delta, mask))
         layout.divergences.ascent(adv, clean.detach(), None).backward()   # + weight grads
         delta = adv_project(delta.detach(), delta.grad, alum, layout.delta_mask, scale)
-        model.zero_grad(set_to_none=True)                         # thrown away
+        reset_grads(model, resting_grads)                         # thrown away
     start = base if alum.detach_embeddings else embeds
     adv = rows.select(model.forward_from_embeddings(start + delta.detach(), mask))
     term = layout.divergences.final(adv, clean, None)              # both graphs alive
     (mlm + alum.alpha * term).backward()
 
 
-def step_functions(model, batch, alum, positions: str) -> Dict[str, Callable[[], None]]:
+def step_functions(model, batch, alum, positions: str,
+                   resting_grads: bool = True) -> Dict[str, Callable[[], None]]:
     from alum.pretrain.lean_order import lean_micro_batch, module_runner
     from alum.pretrain.mlm_step import mlm_micro_batch
 
@@ -152,7 +156,7 @@ def step_functions(model, batch, alum, positions: str) -> Dict[str, Callable[[],
         assert not result.adv.skipped
 
     def naive():
-        naive_step(model, batch, alum, positions)
+        naive_step(model, batch, alum, positions, resting_grads)
 
     return {"standard": standard, "fast": fast, "lean": lean, "naive": naive}
 
@@ -163,9 +167,23 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], None], model, device: str) -> Tuple[float, float]:
+def reset_grads(model, resting: bool) -> None:
+    """Gradients to zero: allocated buffers zeroed in place (``resting``), or None."""
+    if not resting:
+        model.zero_grad(set_to_none=True)
+        return
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad.zero_()
+
+
+def timed(fn: Callable[[], None], model, device: str,
+          resting_grads: bool = True) -> Tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of one step from zero gradients."""
-    model.zero_grad(set_to_none=True)
+    reset_grads(model, resting_grads)
     sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
     fn()
@@ -173,10 +191,10 @@ def timed(fn: Callable[[], None], model, device: str) -> Tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def peak_memory(fn: Callable[[], None], model, device: str,
-                cpu_memory: str = "allocator") -> Dict[str, object]:
+def peak_memory(fn: Callable[[], None], model, device: str, cpu_memory: str = "allocator",
+                resting_grads: bool = True) -> Dict[str, object]:
     """The step's peak bytes above its resting state (see the module doc)."""
-    model.zero_grad(set_to_none=True)
+    reset_grads(model, resting_grads)
     gc.collect()
     if device.startswith("cuda"):
         sync(device)
@@ -238,12 +256,12 @@ def check_gradients(model, batch, args) -> None:
 
     # A perturbation large enough for the term to change the gradients visibly.
     alum = AlumConfig.from_preset("relative", alpha=10.0, steps=args.steps)
-    fns = step_functions(model, batch, alum, args.positions)
+    fns = step_functions(model, batch, alum, args.positions, args.grads == "resting")
     model.eval()  # dropout off (nn.Dropout and the attention's dropout_p)
     grads = {}
     try:
         for name in VARIANTS:
-            model.zero_grad(set_to_none=True)
+            reset_grads(model, args.grads == "resting")
             fns[name]()
             grads[name] = grads_of(model)
     finally:
@@ -285,7 +303,8 @@ def describe(args, model) -> List[str]:
         f" {n_params / 1e6:.1f}M parameters ({n_params * bytes_per / 2**20:.0f} MB {args.dtype}),"
         f" dropout {args.dropout}",
         f"batch {args.batch} x seq {args.seq} = {rows} tokens, {args.mask_rate:.0%} predicted,"
-        f" KL positions: {args.positions}; ALUM preset {args.preset}, K = {args.steps}",
+        f" KL positions: {args.positions}; ALUM preset {args.preset}, K = {args.steps};"
+        f" gradient buffers: {args.grads}",
         f"full logits [b, s, V]: {rows * model.padded_vocab * bytes_per / 2**20:.0f} MB "
         f"({args.dtype}); device {device_name(args.device)}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s)",
@@ -377,6 +396,10 @@ def parse_args(argv: Optional[List[str]] = None):
     p.add_argument("--cpu-memory", default="allocator", choices=("allocator", "tensors"),
                    help="CPU peak memory from the allocator's events (profiler) or from the "
                         "TorchDispatchMode tensor tracker (over-counts backward)")
+    p.add_argument("--grads", default="resting", choices=("resting", "step"),
+                   help="gradient buffers before each step: allocated and zeroed (part of "
+                        "the resting state, as in a training loop) or None (the step's "
+                        "peak then includes the gradients it creates)")
     p.add_argument("--breakdown", action="store_true",
                    help="CPU: print which ops' outputs are live at each variant's peak")
     p.add_argument("--json", default=None, help="also write the results to this file")
@@ -406,22 +429,23 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
             check_trackers()
         check_gradients(model, batch, args)
     alum = AlumConfig.from_preset(args.preset, steps=args.steps)
-    fns = step_functions(model, batch, alum, args.positions)
+    resting = args.grads == "resting"
+    fns = step_functions(model, batch, alum, args.positions, resting)
 
     t_start = time.perf_counter()
     for name in VARIANTS:
         for _ in range(args.warmup):
-            timed(fns[name], model, args.device)
+            timed(fns[name], model, args.device, resting)
     walls: Dict[str, List[float]] = {n: [] for n in VARIANTS}
     cpus: Dict[str, List[float]] = {n: [] for n in VARIANTS}
     for r in range(args.repeats):
         order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
         for name in order:
-            wall, cpu = timed(fns[name], model, args.device)
+            wall, cpu = timed(fns[name], model, args.device, resting)
             walls[name].append(wall)
             cpus[name].append(cpu)
     times = cpus if args.clock == "cpu" else walls
-    mems = {name: peak_memory(fns[name], model, args.device, args.cpu_memory)
+    mems = {name: peak_memory(fns[name], model, args.device, args.cpu_memory, resting)
             for name in VARIANTS}
     model.zero_grad(set_to_none=True)
     print(f"\n{args.repeats} interleaved rounds after {args.warmup} warm-up run(s) each, "
