@@ -304,10 +304,15 @@ class OurCheckpoint:
     def stage_states(self, pp_rank: int, weights: str = "auto") -> List[Dict[str, Any]]:
         return [self.rank_state(t, pp_rank, weights) for t in range(self.tp)]
 
-    def canonical(self, weights: str = "auto"):
-        """(entry, canonical tensor) for every parameter, one pipeline stage read at a time."""
+    def canonical(self, weights: str = "auto", keep_vocab_padding: bool = False):
+        """(entry, canonical tensor) for every parameter, one pipeline stage read at a time.
+
+        ``keep_vocab_padding``: the vocabulary tensors keep the padding rows of this
+        checkpoint's TP size (``sharding.unshard``), as ``alum.pretrain.consolidate``
+        returns them."""
         return canonical_from_ranks(self.model_config, self.pp,
-                                    lambda rank: self.stage_states(rank, weights), self.virtual)
+                                    lambda rank: self.stage_states(rank, weights), self.virtual,
+                                    keep_vocab_padding)
 
     def _module_is_full_fp32(self, model_file: str) -> bool:
         if self.zero_stage == 3:

@@ -128,16 +128,19 @@ def shard(entry: Entry, tensor: torch.Tensor, cfg, tp: int) -> List[torch.Tensor
     return [t.contiguous().clone() for t in torch.chunk(tensor, tp, dim=entry.param.split)]
 
 
-def unshard(entry: Entry, pieces: List[torch.Tensor], cfg) -> torch.Tensor:
+def unshard(entry: Entry, pieces: List[torch.Tensor], cfg,
+            keep_vocab_padding: bool = False) -> torch.Tensor:
     """The ``tp`` pieces -> the canonical tensor (vocabulary padding removed).
 
     A replicated parameter is taken from TP rank 0 (every rank holds the same copy).
+    ``keep_vocab_padding`` keeps Megatron's padding rows of the pieces' TP size (the
+    whole ``BertMLM`` tensor at TP=1, as ``alum.pretrain.consolidate`` returns it).
     """
     if entry.param.split is None:
         tensor = pieces[0]
     else:
         tensor = torch.cat(list(pieces), dim=entry.param.split)
-    if entry.param.transform == "vocab":
+    if entry.param.transform == "vocab" and not keep_vocab_padding:
         tensor = tensor[:cfg.vocab_size]
     return tensor
 
@@ -206,14 +209,15 @@ class ShardWriter:
             self._flush()
 
 
-def canonical_from_ranks(cfg, pp: int, rank_states, virtual: int = 1
+def canonical_from_ranks(cfg, pp: int, rank_states, virtual: int = 1,
+                         keep_vocab_padding: bool = False
                          ) -> Iterator[Tuple[Entry, torch.Tensor]]:
     """(entry, canonical tensor) in the model's order from per-pipeline-rank shard readers.
 
     ``rank_states(pp_rank)`` returns that pipeline rank's ``tp`` state dicts (values may
     be lazy: anything with ``.contiguous()``, e.g. zero_to_fp32's gathered tensors).
     Chunks are read in the model's order, one at a time (an interleaved checkpoint asks
-    for a rank again for each of its chunks).
+    for a rank again for each of its chunks). ``keep_vocab_padding``: see ``unshard``.
     """
     chunks = pp * virtual
     for chunk in range(chunks):
@@ -221,5 +225,5 @@ def canonical_from_ranks(cfg, pp: int, rank_states, virtual: int = 1
         for entry in chunk_entries(cfg, chunks, chunk):
             name = local_name(entry, cfg.num_layers, pp, virtual)
             pieces = [state[name].contiguous() for state in states]
-            yield entry, unshard(entry, pieces, cfg)
+            yield entry, unshard(entry, pieces, cfg, keep_vocab_padding)
         del states
