@@ -195,7 +195,9 @@ def test_tensor_x_pipeline_and_data_x_pipeline_equal_tp1_over_four_processes(tmp
 
 def test_consolidate_command_on_a_single_rank_checkpoint(tmp_path, sample_cache):
     """``python -m alum.pretrain.consolidate`` writes zero_to_fp32's state dict for one
-    model-parallel rank; a checkpoint of several without their recorded layout is refused."""
+    model-parallel rank; a model file beyond the checkpoint's TP x PP is refused, named
+    (the convert reader takes the layout from DeepSpeed's checkpoint_parallel_dimensions
+    and the run's config, not from the recorded parallel_layout)."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     from alum.pretrain.consolidate import LAYOUT_KEY, consolidated_state_dict, main
@@ -213,7 +215,7 @@ def test_consolidate_command_on_a_single_rank_checkpoint(tmp_path, sample_cache)
     tag = ckpt / "global_step1"
     state = torch.load(tag / "mp_rank_00_model_states.pt", weights_only=False)
     assert state[LAYOUT_KEY]["tensor_parallel_size"] == 1
-    del state[LAYOUT_KEY]
-    torch.save(state, tag / "mp_rank_01_model_states.pt")  # a second, older-style rank
-    with pytest.raises(ValueError, match="2 model-parallel ranks but no 'parallel_layout'"):
+    torch.save(state, tag / "mp_rank_01_model_states.pt")  # a rank the layout lacks
+    with pytest.raises(ValueError, match="holds mp_rank_01_model_states.pt, beyond the 1 "
+                                         "model-parallel ranks of tp=1 x pp=1"):
         consolidated_state_dict(str(ckpt), "global_step1")

@@ -45,6 +45,32 @@ def test_hf_to_ours_to_hf_is_bit_identical(hf_dir, tmp_path, family, tp, pp):
     assert not info["missing_keys"] and not info["unexpected_keys"], info
 
 
+def test_consolidate_keeps_the_saved_tp_padding_of_a_converted_checkpoint(hf_dir, tmp_path):
+    """alum.pretrain.consolidate, built on this reader, on a from-hf TP=2 x PP=2 checkpoint
+    (no parallel_layout recorded): the canonical names and values in fp32, except that the
+    vocabulary tensors keep TP=2's padding (1280 rows, zeros past the vocabulary)."""
+    from alum.pretrain.consolidate import consolidated_state_dict
+    from alum.tools.convert.our_checkpoint import OurCheckpoint
+
+    src, _ = hf_dir("bert")
+    from_hf(src, str(tmp_path / "ours"), tp=2, pp=2)
+    state = consolidated_state_dict(str(tmp_path / "ours" / "checkpoints"))
+    canonical = {e.ours: t for e, t in OurCheckpoint.open(str(tmp_path / "ours")).canonical()}
+    assert set(state) == set(canonical)
+    padded = []
+    for name, tensor in canonical.items():
+        got = state[name]
+        assert got.dtype == torch.float32, name
+        if got.shape != tensor.shape:
+            padded.append(name)
+            assert got.shape[0] == 1280 and got.shape[1:] == tensor.shape[1:], name
+            assert torch.equal(got[:VOCAB], tensor) and torch.all(got[VOCAB:] == 0), name
+        else:
+            assert torch.equal(got, tensor), name
+    assert sorted(padded) == ["embeddings.word_embeddings.embedding.weight",
+                              "head.decoder.linear.bias"]
+
+
 def test_bf16_weights_round_trip_in_bf16(hf_dir, tmp_path):
     src, model = hf_dir("bert")
     model.to(torch.bfloat16).save_pretrained(tmp_path / "hf_bf16")
