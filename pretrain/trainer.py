@@ -248,7 +248,8 @@ class Trainer(PipelineSteps):
 
     def client_state(self) -> Dict[str, Any]:
         """The loop's state saved with every checkpoint (and, per model-parallel rank,
-        the part of the model it holds: alum.pretrain.consolidate)."""
+        the part of the model it holds: ``consolidate.parallel_layout``, a record that
+        no reader needs: they take the layout from the run's config and DeepSpeed's)."""
         return {"step": self.step, "consumed_samples": self.consumed_samples,
                 "adv_skipped": self.adv_skipped, "first_loss": self.first_loss,
                 "config": self.cfg.to_dict(), "tokenizer": self.data.tokenizer_path,

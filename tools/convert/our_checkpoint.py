@@ -1,5 +1,8 @@
 """Reading our checkpoints: the directories alum-pretrain, from-hf and reshape write.
 
+The one reader of them: alum-convert's commands, ``--init-from`` and
+``alum.pretrain.consolidate`` (one fp32 state dict of the whole model) all use it.
+
 Accepted paths: a run directory (``OUTPUT/``, its ``checkpoints/latest`` is
 used, or the newest complete tag when ``latest`` is unusable), its
 ``checkpoints/`` folder, or one tag directory (``.../global_stepN/``). The
