@@ -406,6 +406,8 @@ def parse_args(argv: Optional[List[str]] = None):
     args = p.parse_args(argv)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here")
     if args.clock == "cpu" and args.device.startswith("cuda"):
         p.error("--clock cpu times CPU steps only")
     if args.dtype is None:
