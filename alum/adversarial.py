@@ -15,11 +15,13 @@ back-propagates together with its task loss.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, fields
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
+from torch import nn
 
 from .config import AlumConfig
 from .divergence import DivergenceFn, Divergences, Logits, detach_logits
@@ -85,6 +87,21 @@ def initial_noise(embeds: torch.Tensor, config: AlumConfig,
 AllFinite = Callable[[torch.Tensor], bool]
 
 
+@contextlib.contextmanager
+def frozen_parameters(model: Optional[nn.Module]) -> Iterator[None]:
+    """The model's trainable parameters stop requiring gradients for the duration (the
+    ascent's passes): no weight-gradient matmul, and megatron's frozen-weight linears
+    save no input activations. ``None``: nothing is frozen."""
+    frozen = [p for p in model.parameters() if p.requires_grad] if model is not None else []
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 def all_finite_local(value: torch.Tensor) -> bool:
     """The default ``all_finite``: every element of this process's tensor is finite."""
     return bool(torch.isfinite(value.detach()).all())
@@ -97,9 +114,11 @@ def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tens
                     divergence: Optional[DivergenceFn] = None) -> Tuple[torch.Tensor, Logits]:
     """g = ∇_δ D(f(base + δ), stopgrad f(x)) and the perturbed logits.
 
-    The gradient is taken with respect to δ only, so autograd skips every weight-gradient
-    matmul (and never reaches a parameter's gradient hooks: ZeRO's buckets stay
-    untouched). ``loss_scale`` multiplies D before the backward pass and divides g after
+    The gradient is taken with respect to δ only: autograd never reaches a parameter's
+    gradient hooks (ZeRO's buckets stay untouched), and PyTorch's own ops skip their
+    weight-gradient matmuls. A custom autograd function may still compute them (megatron's
+    linear layers do, measured: docs/alum_cost.md) unless the parameters are frozen, which
+    ``find_perturbation(freeze=model)`` does for the ascent. ``loss_scale`` multiplies D before the backward pass and divides g after
     it: under fp16 the inner gradient would otherwise underflow (ALUM.md, known faults).
     ``divergence`` defaults to the config's ``ascent_divergence``.
     """
@@ -161,11 +180,14 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
                       loss_scale: float = 1.0,
                       generator: Optional[torch.Generator] = None,
                       divergences: Optional[Divergences] = None,
-                      all_finite: AllFinite = all_finite_local) -> Perturbation:
+                      all_finite: AllFinite = all_finite_local,
+                      freeze: Optional[nn.Module] = None) -> Perturbation:
     """The random start and the K ascent steps of Algorithm 1 (δ only, no weight gradients).
 
     ``all_finite`` decides whether a gradient is usable; a layout whose ranks hold
     shards of δ passes one that agrees across them, so that every rank skips together.
+    ``freeze``: the model whose parameters are frozen during the ascent (see
+    ``ascent_gradient``).
     """
     divergences = divergences or Divergences.for_loss(config.loss)
     scale = embedding_scale(embeds, config, mask)
@@ -185,8 +207,9 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
     grad = torch.zeros_like(delta)
     share = torch.zeros(())
     for _ in range(config.steps):
-        grad, _ = ascent_gradient(forward_fn, base, delta, clean_detached, config, mask,
-                                  loss_scale, divergences.ascent)
+        with frozen_parameters(freeze):
+            grad, _ = ascent_gradient(forward_fn, base, delta, clean_detached, config, mask,
+                                      loss_scale, divergences.ascent)
         if not all_finite(grad):
             return Perturbation(delta, grad, share, skipped="the ascent gradient")
         share = gradient_share(delta, grad, config, m, scale)
@@ -201,6 +224,7 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
                      generator: Optional[torch.Generator] = None,
                      divergences: Optional[Divergences] = None,
                      all_finite: AllFinite = all_finite_local,
+                     freeze: Optional[nn.Module] = None,
                      ) -> Tuple[torch.Tensor, AdversarialStats]:
     """α · D_sym(f(x+δ), f(x)) after K ascent steps on δ (Algorithm 1); returns (loss, stats).
 
@@ -218,13 +242,15 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
         divergences: D of the ascent, of the final term and the flip rate; default:
             ``Divergences.for_loss(config.loss)`` (whole logits).
         all_finite: the NaN/Inf test (see ``find_perturbation``).
+        freeze: the model whose parameters are frozen during the ascent (recommended
+            for models with custom autograd functions, e.g. megatron-core's layers).
 
     A NaN/Inf gradient or term does not crash: the term is 0 for that step, the stats
     say ``skipped=True`` and a warning is logged; the caller counts these.
     """
     divergences = divergences or Divergences.for_loss(config.loss)
     pert = find_perturbation(forward_fn, embeds, clean_logits, config, mask, init_noise,
-                             loss_scale, generator, divergences, all_finite)
+                             loss_scale, generator, divergences, all_finite, freeze)
     if pert.skipped:
         return skipped_term(embeds, pert.skipped, pert.grad, config)
 

@@ -25,9 +25,8 @@ perturbed pass does. The generators are left where pass 3 left them.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -37,7 +36,7 @@ from alum.adversarial import adversarial_stats, find_perturbation, skipped_term
 
 from .alum_layout import build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (MicroBatchResult, call_through_hooks, kl_rows, mlm_accuracy_counts,
+from .mlm_step import (MicroBatchResult, call_through_hooks, clean_objective, kl_rows,
                        perturbed_forward)
 
 ORDERS = ("fast", "lean")
@@ -106,19 +105,6 @@ def _zero3_fresh_partitions(engine) -> None:
         buffer.zero_()
 
 
-@contextlib.contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Parameters stop requiring gradients for the duration (the ascent's passes)."""
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-
-
 def _rng_state() -> Dict[str, Any]:
     return _with_tracker_copy(capture_rng_state())
 
@@ -147,7 +133,6 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     """
     model = runner.model
     args = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-    labels = batch["labels"]
 
     def clean(input_ids, attention_mask, token_type_ids=None):
         embeds = model.embed(input_ids, token_type_ids)
@@ -156,21 +141,21 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     rows = kl_rows(batch, positions) if alum is not None and alum_active else None
     if rows is None:
         _, logits = runner.forward(clean, *args)
-        mlm = model.mlm_loss(logits, labels)
-        correct, predicted = mlm_accuracy_counts(model, logits, labels)
-        runner.backward(mlm, True)
-        return MicroBatchResult(mlm.detach(), mlm.detach(), correct, predicted)
+        c = clean_objective(model, logits, batch, None)
+        del logits
+        runner.backward(c.mlm, True)
+        return MicroBatchResult(c.mlm.detach(), c.mlm.detach(), c.correct, c.predicted)
 
     start = _rng_state()
     with torch.no_grad():                                               # pass 1
         embeds0, logits0 = runner.forward(clean, *args)
     clean_rows = rows.select(logits0)
+    del logits0  # the rows are a copy (masked) or the same tensor (all)
     layout = build_alum_layout(model, batch, embeds0, alum, rows.rows_mask, run_seed)
-    with frozen_parameters(model):                                      # pass 2
-        pert = find_perturbation(perturbed_forward(model, batch, rows), embeds0, clean_rows,
-                                 alum, layout.delta_mask, layout.init_noise, loss_scale,
-                                 divergences=layout.divergences,
-                                 all_finite=layout.all_finite)
+    pert = find_perturbation(perturbed_forward(model, batch, rows), embeds0, clean_rows,  # pass 2
+                             alum, layout.delta_mask, layout.init_noise, loss_scale,
+                             divergences=layout.divergences, all_finite=layout.all_finite,
+                             freeze=model)
     adv_rows = None
     term = torch.zeros((), device=embeds0.device)
     if pert.skipped:
@@ -195,16 +180,16 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
             stats = adversarial_stats(embeds0, pert, term, adv_rows, clean_rows, alum,
                                       layout.delta_mask, layout.divergences)
             runner.backward(alum.alpha * term, False)
+            adv_rows = adv_rows.detach()
     after = _rng_state()
     _restore(start)
     _, logits = runner.forward(clean, *args)                            # pass 4
-    mlm = model.mlm_loss(logits, labels)
-    correct, predicted = mlm_accuracy_counts(model, logits, labels)
-    loss = mlm
+    c = clean_objective(model, logits, batch, rows)
+    del logits  # backward needs the selected rows only
+    loss = c.mlm
     if adv_rows is not None:
-        loss = mlm + alum.alpha * layout.divergences.final(adv_rows.detach(),
-                                                           rows.select(logits), None)
+        loss = c.mlm + alum.alpha * layout.divergences.final(adv_rows, c.kl_rows, None)
     runner.backward(loss, True)
     _restore(after)
-    total = mlm.detach() + (alum.alpha * term.detach() if adv_rows is not None else 0.0)
-    return MicroBatchResult(total, mlm.detach(), correct, predicted, stats)
+    total = c.mlm.detach() + (alum.alpha * term.detach() if adv_rows is not None else 0.0)
+    return MicroBatchResult(total, c.mlm.detach(), c.correct, c.predicted, stats)

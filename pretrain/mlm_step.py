@@ -58,14 +58,6 @@ class MicroBatchResult:
     """ALUM's statistics, when the adversarial term ran."""
 
 
-def mlm_accuracy_counts(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor):
-    """(correct, predicted) over labels != -100; vocabulary-parallel logits under TP."""
-    selected = labels.ne(-100)
-    with torch.no_grad():
-        hits = predicted_ids(model, logits[selected]).eq(labels[selected]).sum()
-    return hits, selected.sum()
-
-
 @dataclass
 class KLRows:
     """Which logits rows ALUM's divergence averages over."""
@@ -74,6 +66,8 @@ class KLRows:
     """``[b, s, V]`` logits → the rows (the predicted positions, or all of them)."""
     rows_mask: Optional[torch.Tensor]
     """Weights of the selected rows (``[b, s]`` padding mask for ``all``; None: all count)."""
+    predicted_positions: bool = False
+    """The rows are exactly the MLM loss's (``masked``): the clean pass selects them once."""
 
 
 def kl_rows(batch: Dict[str, torch.Tensor], positions: str) -> Optional[KLRows]:
@@ -83,8 +77,40 @@ def kl_rows(batch: Dict[str, torch.Tensor], positions: str) -> Optional[KLRows]:
         selected = batch["labels"].ne(-100)
         if not bool(selected.any()):
             return None
-        return KLRows(lambda logits: logits[selected], None)
+        return KLRows(lambda logits: logits[selected], None, predicted_positions=True)
     return KLRows(lambda logits: logits, batch["attention_mask"])
+
+
+@dataclass
+class CleanObjective:
+    """The clean pass's MLM loss, accuracy counts and ALUM's clean KL rows."""
+
+    mlm: torch.Tensor
+    correct: torch.Tensor
+    predicted: torch.Tensor
+    kl_rows: Optional[torch.Tensor]
+
+
+def clean_objective(model: nn.Module, logits: torch.Tensor, batch: Dict[str, torch.Tensor],
+                    rows: Optional[KLRows]) -> CleanObjective:
+    """MLM loss and counts from one selection of the predicted rows.
+
+    Selecting ``[b, s, V]`` logits twice (the loss and the KL) would make two full-size
+    zero gradients in backward; with ``masked`` positions the KL reuses the loss's rows
+    (measured: docs/alum_cost.md). Vocabulary-parallel logits under TP are handled by
+    ``predicted_ids`` and the model's own (vocab-parallel) cross entropy.
+    """
+    labels = batch["labels"]
+    selected = labels.ne(-100)
+    picked = logits[selected]
+    target = labels[selected]
+    mlm = model.mlm_loss(picked, target)
+    with torch.no_grad():
+        correct = predicted_ids(model, picked).eq(target).sum()
+    clean = None
+    if rows is not None:
+        clean = picked if rows.predicted_positions else rows.select(logits)
+    return CleanObjective(mlm, correct, selected.sum(), clean)
 
 
 def perturbed_forward(model: nn.Module, batch: Dict[str, torch.Tensor],
@@ -125,15 +151,18 @@ def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
         logits = model.forward_from_embeddings(embeds, batch["attention_mask"])
     else:
         embeds, logits = clean_forward(batch)
-    mlm = model.mlm_loss(logits, batch["labels"])
-    correct, predicted = mlm_accuracy_counts(model, logits, batch["labels"])
     rows = kl_rows(batch, positions) if alum is not None and alum_active else None
+    clean = clean_objective(model, logits, batch, rows)
+    del logits  # only the selected rows are needed from here on (and by backward)
     if rows is None:
-        return MicroBatchResult(mlm, mlm.detach(), correct, predicted)
+        return MicroBatchResult(clean.mlm, clean.mlm.detach(), clean.correct, clean.predicted)
     layout = build_alum_layout(model, batch, embeds, alum, rows.rows_mask, run_seed)
+    # Frozen parameters during the ascent: megatron's linears compute weight gradients
+    # in any backward that reaches them, even autograd.grad w.r.t. δ alone.
     adv_term, stats = adversarial_loss(perturbed_forward(model, batch, rows), embeds,
-                                       rows.select(logits), alum, mask=layout.delta_mask,
+                                       clean.kl_rows, alum, mask=layout.delta_mask,
                                        init_noise=layout.init_noise, loss_scale=loss_scale,
                                        divergences=layout.divergences,
-                                       all_finite=layout.all_finite)
-    return MicroBatchResult(mlm + adv_term, mlm.detach(), correct, predicted, stats)
+                                       all_finite=layout.all_finite, freeze=model)
+    return MicroBatchResult(clean.mlm + adv_term, clean.mlm.detach(), clean.correct,
+                            clean.predicted, stats)

@@ -34,13 +34,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from alum.adversarial import Perturbation, adversarial_stats, gradient_share
+from alum.adversarial import (Perturbation, adversarial_stats, frozen_parameters,
+                              gradient_share)
 from alum.perturbation import adv_project, embedding_scale, row_mask
 
 from .alum_layout import build_alum_layout
-from .lean_order import _restore, _rng_state, frozen_parameters
-from .mlm_step import kl_rows
-from .tensor_parallel import predicted_ids
+from .lean_order import _restore, _rng_state
+from .mlm_step import clean_objective, kl_rows
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -234,19 +234,15 @@ class PipelineAlumStep:
                     token_type_ids=batch.get("token_type_ids"))
 
         def loss_func(logits):
-            labels = batch["labels"]
-            mlm = model.mlm_loss(logits, labels)
-            sel = labels.ne(-100)
-            n = sel.sum()
-            with torch.no_grad():
-                correct = predicted_ids(model, logits[sel]).eq(labels[sel]).sum()
-            loss = mlm
+            c = clean_objective(model, logits, batch, self.rows[m])
+            loss = c.mlm
             if self.last and self.adv[m] is not None:
                 layout = self._layout(m, batch, None)
-                loss = mlm + self.alum.alpha * layout.divergences.final(
-                    self.adv[m], self.rows[m].select(logits), None)
-            mean = mlm.detach().clone().float()
-            return loss, {"loss_sum": mean * n, "correct": correct.float(),
+                loss = c.mlm + self.alum.alpha * layout.divergences.final(
+                    self.adv[m], c.kl_rows, None)
+            mean = c.mlm.detach().clone().float()
+            n = c.predicted
+            return loss, {"loss_sum": mean * n, "correct": c.correct.float(),
                           "predicted": n.float(), "mean": mean}
         return out, loss_func
 
