@@ -93,8 +93,14 @@ def capture_rng_state() -> Dict[str, Any]:
         state["cuda"] = torch.cuda.get_rng_state_all()
     tracker = _megatron_tracker()
     if tracker is not None:
-        state["megatron_tracker"] = tracker.get_states()
+        state["megatron_tracker"] = _copy_states(tracker.get_states())
     return state
+
+
+def _copy_states(states: Dict[str, Any]) -> Dict[str, Any]:
+    """Megatron's tracker hands out, and keeps, its own dict of states and rewrites it at
+    every fork: a saved state must hold copies, and so must the dict it is given back."""
+    return {name: value.clone() for name, value in states.items()}
 
 
 def restore_rng_state(state: Dict[str, Any]) -> None:
@@ -105,7 +111,7 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     tracker = _megatron_tracker()
     if tracker is not None and "megatron_tracker" in state:
-        tracker.set_states(state["megatron_tracker"])
+        tracker.set_states(_copy_states(state["megatron_tracker"]))
 
 
 def _megatron_tracker():

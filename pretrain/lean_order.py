@@ -36,8 +36,8 @@ from alum.adversarial import adversarial_stats, find_perturbation, skipped_term
 
 from .alum_layout import build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (MicroBatchResult, call_through_hooks, clean_objective, kl_rows,
-                       perturbed_forward)
+from .mlm_step import (MicroBatchResult, call_through_hooks, clean_objective, clean_pass,
+                       kl_rows, perturbed_forward)
 
 ORDERS = ("fast", "lean")
 
@@ -105,23 +105,6 @@ def _zero3_fresh_partitions(engine) -> None:
         buffer.zero_()
 
 
-def _rng_state() -> Dict[str, Any]:
-    return _with_tracker_copy(capture_rng_state())
-
-
-def _restore(state: Dict[str, Any]) -> None:
-    restore_rng_state(_with_tracker_copy(state))
-
-
-def _with_tracker_copy(state: Dict[str, Any]) -> Dict[str, Any]:
-    """``state`` with its own copy of megatron's tracker states: the tracker keeps the dict
-    it is given and updates it at every fork, which would rewrite a saved state."""
-    tracker = state.get("megatron_tracker")
-    if tracker is None:
-        return state
-    return dict(state, megatron_tracker={k: v.clone() for k, v in tracker.items()})
-
-
 def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
                      alum: Optional[AlumConfig], alum_active: bool, positions: str = "masked",
                      loss_scale: float = 1.0,
@@ -134,9 +117,7 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     model = runner.model
     args = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 
-    def clean(input_ids, attention_mask, token_type_ids=None):
-        embeds = model.embed(input_ids, token_type_ids)
-        return embeds, model.forward_from_embeddings(embeds, attention_mask)
+    clean = clean_pass(model)
 
     rows = kl_rows(batch, positions) if alum is not None and alum_active else None
     if rows is None:
@@ -146,7 +127,7 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
         runner.backward(c.mlm, True)
         return MicroBatchResult(c.mlm.detach(), c.mlm.detach(), c.correct, c.predicted)
 
-    start = _rng_state()
+    start = capture_rng_state()
     with torch.no_grad():                                               # pass 1
         embeds0, logits0 = runner.forward(clean, *args)
     clean_rows = rows.select(logits0)
@@ -161,12 +142,12 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     if pert.skipped:
         _, stats = skipped_term(embeds0, pert.skipped, pert.grad, alum)
     else:
-        after_ascent = _rng_state()
+        after_ascent = capture_rng_state()
 
         def perturbed(input_ids, attention_mask, token_type_ids=None):
-            _restore(start)  # the clean pass's embedding dropout
+            restore_rng_state(start)  # the clean pass's embedding dropout
             embeds = model.embed(input_ids, token_type_ids)
-            _restore(after_ascent)
+            restore_rng_state(after_ascent)
             if alum.detach_embeddings:
                 embeds = embeds.detach()
             return model.forward_from_embeddings(embeds + pert.delta, attention_mask)
@@ -181,8 +162,8 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
                                       layout.delta_mask, layout.divergences)
             runner.backward(alum.alpha * term, False)
             adv_rows = adv_rows.detach()
-    after = _rng_state()
-    _restore(start)
+    after = capture_rng_state()
+    restore_rng_state(start)
     _, logits = runner.forward(clean, *args)                            # pass 4
     c = clean_objective(model, logits, batch, rows)
     del logits  # backward needs the selected rows only
@@ -190,6 +171,6 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     if adv_rows is not None:
         loss = c.mlm + alum.alpha * layout.divergences.final(adv_rows, c.kl_rows, None)
     runner.backward(loss, True)
-    _restore(after)
+    restore_rng_state(after)
     total = c.mlm.detach() + (alum.alpha * term.detach() if adv_rows is not None else 0.0)
     return MicroBatchResult(total, c.mlm.detach(), c.correct, c.predicted, stats)

@@ -38,8 +38,8 @@ from alum.adversarial import (Perturbation, adversarial_stats, frozen_parameters
                               gradient_share)
 from alum.perturbation import adv_project, embedding_scale, row_mask
 
-from .alum_layout import build_alum_layout
-from .lean_order import _restore, _rng_state
+from .alum_layout import all_finite_over, build_alum_layout
+from .checkpoint import capture_rng_state, restore_rng_state
 from .mlm_step import clean_objective, kl_rows
 
 
@@ -116,7 +116,7 @@ class PipelineAlumStep:
     def _clean_forward(self, m: int, batch, model):
         am = batch["attention_mask"]
         if self.first:
-            self.embed_rng[m] = _rng_state()
+            self.embed_rng[m] = capture_rng_state()
             embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
             self.embeds[m] = embeds.detach()
             out = model.forward_from_embeddings(embeds, am)
@@ -200,10 +200,10 @@ class PipelineAlumStep:
     def _perturbed_forward(self, m: int, batch, model):
         am = batch["attention_mask"]
         if self.first:
-            now = _rng_state()
-            _restore(self.embed_rng[m])  # the clean pass's embedding dropout
+            now = capture_rng_state()
+            restore_rng_state(self.embed_rng[m])  # the clean pass's embedding dropout
             embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
-            _restore(now)
+            restore_rng_state(now)
             if self.alum.detach_embeddings:
                 embeds = embeds.detach()
             if self._active(m):
@@ -252,15 +252,15 @@ class PipelineAlumStep:
         statistics summed over the pipeline (sums and counts; see ``stats_vector``)."""
         self.loss_scale = loss_scale
         self.skip_reasons: List[str] = []
-        start = _rng_state()
+        start = capture_rng_state()
         self._schedule(self._clean_forward, forward_only=True)
         self._init_delta()
         self._ascent()
         self._schedule(self._perturbed_forward, forward_only=False)
-        after = _rng_state()
-        _restore(start)
+        after = capture_rng_state()
+        restore_rng_state(start)
         outputs = self._schedule(self._clean_train_forward, forward_only=False)
-        _restore(after)
+        restore_rng_state(after)
         return outputs, self.stats_vector()
 
     def stats_vector(self) -> Dict[str, float]:
@@ -315,12 +315,7 @@ def all_finite_over_tensor_parallel(value: torch.Tensor) -> bool:
     on its TP ranks; the all-reduce only guards against a rank-local fault)."""
     from megatron.core import parallel_state as ps
 
-    flag = torch.tensor([0.0 if bool(torch.isfinite(value.detach()).all()) else 1.0],
-                        device=value.device)
-    group = ps.get_tensor_model_parallel_group()
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
-        dist.all_reduce(flag, group=group)
-    return float(flag) == 0.0
+    return all_finite_over(value, ps.get_tensor_model_parallel_group())
 
 
 def pipeline_alum_step(trainer, batches: Iterator, loss_scale: float = 1.0

@@ -86,13 +86,12 @@ def test_lean_order_replays_the_clean_pass_under_dropout(tiny_bert):
     """With dropout on, pass 4's clean logits must be pass 1's (same masks): the MLM loss
     lean reports equals a plain forward's from the same generator state, and so does the
     fast order's; without the replay it would be another dropout draw."""
-    from alum.pretrain.lean_order import _restore as restore_rng_state
-    from alum.pretrain.lean_order import _rng_state
+    from alum.pretrain.checkpoint import capture_rng_state, restore_rng_state
 
     model = tiny_bert(dropout=0.2)
     batch = _batch(seed=1)
     alum = AlumConfig(**RELATIVE)
-    state = _rng_state()  # torch's generator and megatron's tracker (attention dropout)
+    state = capture_rng_state()  # torch's generator and megatron's tracker (attention dropout)
     plain = mlm_micro_batch(model, batch, None, False)
     restore_rng_state(state)
     fast = mlm_micro_batch(model, batch, alum, True, run_seed=5)
