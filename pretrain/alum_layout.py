@@ -101,20 +101,19 @@ def initial_delta(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor,
     return (z * sigma * m).to(embeds.dtype)
 
 
-def _model_parallel_group():
-    from megatron.core import parallel_state as ps
-
-    return ps.get_model_parallel_group()
+def all_finite_over(value: torch.Tensor, group) -> bool:
+    """True when every rank of ``group`` holds only finite values (one all-reduce)."""
+    flag = torch.tensor([0.0 if all_finite_local(value) else 1.0], device=value.device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+        dist.all_reduce(flag, group=group)
+    return float(flag) == 0.0
 
 
 def all_finite_over_model_parallel(value: torch.Tensor) -> bool:
-    """True when every rank of the model-parallel group holds only finite values."""
-    flag = torch.tensor([0.0 if all_finite_local(value) else 1.0], device=value.device)
-    if dist.is_available() and dist.is_initialized():
-        group = _model_parallel_group()
-        if dist.get_world_size(group) > 1:
-            dist.all_reduce(flag, group=group)
-    return float(flag) == 0.0
+    """True when every rank of the model-parallel group (TP x PP) holds only finite values."""
+    from megatron.core import parallel_state as ps
+
+    return all_finite_over(value, ps.get_model_parallel_group())
 
 
 def _row_weights(rows_mask: Optional[torch.Tensor], n_rows: int,
