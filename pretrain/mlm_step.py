@@ -113,6 +113,16 @@ def clean_objective(model: nn.Module, logits: torch.Tensor, batch: Dict[str, tor
     return CleanObjective(mlm, correct, selected.sum(), clean)
 
 
+def clean_pass(model: nn.Module) -> Callable[..., Tuple[torch.Tensor, torch.Tensor]]:
+    """``(input_ids, attention_mask, token_type_ids) -> (embedding output, logits)``: the
+    clean forward in the two halves ALUM needs, to be run as the module's forward (so the
+    DeepSpeed engine's and ZeRO-3's hooks run: alum.pretrain.lean_order.PassRunner)."""
+    def forward(input_ids, attention_mask, token_type_ids=None):
+        embeds = model.embed(input_ids, token_type_ids)
+        return embeds, model.forward_from_embeddings(embeds, attention_mask)
+    return forward
+
+
 def perturbed_forward(model: nn.Module, batch: Dict[str, torch.Tensor],
                       rows: KLRows) -> Callable[[torch.Tensor], torch.Tensor]:
     """perturbed embedding output → the KL rows of its logits (through the module's hooks)."""
@@ -147,8 +157,8 @@ def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
             the global generator.
     """
     if clean_forward is None:
-        embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
-        logits = model.forward_from_embeddings(embeds, batch["attention_mask"])
+        embeds, logits = clean_pass(model)(batch["input_ids"], batch["attention_mask"],
+                                           batch.get("token_type_ids"))
     else:
         embeds, logits = clean_forward(batch)
     rows = kl_rows(batch, positions) if alum is not None and alum_active else None

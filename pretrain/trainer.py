@@ -20,14 +20,13 @@ start from ``embeds.detach() + δ``, so they never reach the clean outputs' hook
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import random
 import shutil
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -43,7 +42,7 @@ from .flops import (device_peak_tflops, forward_flops_per_sequence, model_dims,
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
 from .lean_order import engine_runner, lean_micro_batch
-from .mlm_step import mlm_micro_batch
+from .mlm_step import clean_pass, mlm_micro_batch
 from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
                             load_init_weights, model_config_of)
 from .pipeline_loop import PipelineSteps
@@ -70,30 +69,14 @@ def setup_distributed(seed: int, tensor_parallel_size: int = 1,
     torch.manual_seed(seed)
 
 
-@contextlib.contextmanager
-def split_forward(model: torch.nn.Module) -> Iterator[None]:
-    """Temporarily make ``model(...)`` return ``(embedding output, logits)``.
-
-    The engine calls ``self.module(...)``; an instance attribute ``forward`` shadows
-    the class's for the duration, so parameter names, hooks and checkpoints stay
-    those of the model itself.
-    """
-    def forward(input_ids, attention_mask, token_type_ids=None):
-        embeds = model.embed(input_ids, token_type_ids)
-        return embeds, model.forward_from_embeddings(embeds, attention_mask)
-
-    model.forward = forward
-    try:
-        yield
-    finally:
-        del model.forward
-
-
 def engine_clean_forward(engine):
+    """``batch -> (embedding output, logits)`` through the DeepSpeed engine: its forward
+    registers the hooks that start its backward bookkeeping (see the module docstring)."""
+    runner = engine_runner(engine)
+
     def run(batch):
-        with split_forward(engine.module):
-            return engine(batch["input_ids"], batch["attention_mask"],
-                          batch.get("token_type_ids"))
+        return runner.forward(clean_pass(engine.module), batch["input_ids"],
+                              batch["attention_mask"], batch.get("token_type_ids"))
     return run
 
 
