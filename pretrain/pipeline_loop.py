@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from .data import valid_batches
 from .ds_config import zero_stage
-from .run_stats import ADV_KEYS, all_reduce_sum, grad_norm
+from .run_stats import ADV_KEYS, all_reduce_sum, current_loss_scale, grad_norm
 from .tensor_parallel import predicted_ids
 
 
@@ -88,7 +88,6 @@ class PipelineSteps:
         adv = None
         if alum_on:  # ALUM's four schedule passes (alum.pretrain.pipeline_alum)
             from .pipeline_alum import pipeline_alum_step
-            from .trainer import current_loss_scale
 
             per_micro, adv = pipeline_alum_step(self, batches, current_loss_scale(self.engine))
         else:

@@ -1,5 +1,6 @@
-"""Per-step metrics of the pre-training loop: the run summary, the logging window, and
-the data-parallel sums they are built from (shared by the PP=1 and pipeline steps)."""
+"""Per-step metrics of the pre-training loop: the run summary, the logging window, the
+data-parallel sums they are built from and the engine's per-step readings (gradient
+norm, fp16 loss scale), shared by the PP=1 and pipeline steps."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,6 +37,19 @@ def grad_norm(engine) -> Optional[float]:
     if value is None:
         return None
     return float(value.item() if torch.is_tensor(value) else value)
+
+
+def current_loss_scale(engine) -> float:
+    """DeepSpeed's dynamic fp16 loss scale (1 when not training in fp16)."""
+    if not engine.fp16_enabled():
+        return 1.0
+    opt = engine.optimizer
+    for holder in (opt, getattr(opt, "loss_scaler", None)):
+        for name in ("cur_scale", "loss_scale"):
+            value = getattr(holder, name, None) if holder is not None else None
+            if isinstance(value, (int, float)) or torch.is_tensor(value):
+                return float(value)
+    return 1.0
 
 
 @dataclass

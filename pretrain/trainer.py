@@ -46,8 +46,8 @@ from .mlm_step import clean_pass, mlm_micro_batch
 from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
                             load_init_weights, model_config_of)
 from .pipeline_loop import PipelineSteps
-from .run_stats import (ADV_KEYS, TrainSummary, Window, all_reduce_sum, grad_norm,
-                        world)
+from .run_stats import (ADV_KEYS, TrainSummary, Window, all_reduce_sum, current_loss_scale,
+                        grad_norm, world)
 from .tensor_parallel import predicted_ids, register_sequence_parallel_grad_hooks
 
 logger = logging.getLogger("alum.pretrain")
@@ -78,19 +78,6 @@ def engine_clean_forward(engine):
         return runner.forward(clean_pass(engine.module), batch["input_ids"],
                               batch["attention_mask"], batch.get("token_type_ids"))
     return run
-
-
-def current_loss_scale(engine) -> float:
-    """DeepSpeed's dynamic fp16 loss scale (1 when not training in fp16)."""
-    if not engine.fp16_enabled():
-        return 1.0
-    opt = engine.optimizer
-    for holder in (opt, getattr(opt, "loss_scaler", None)):
-        for name in ("cur_scale", "loss_scale"):
-            value = getattr(holder, name, None) if holder is not None else None
-            if isinstance(value, (int, float)) or torch.is_tensor(value):
-                return float(value)
-    return 1.0
 
 
 class Trainer(PipelineSteps):
