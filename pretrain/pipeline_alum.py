@@ -114,14 +114,12 @@ class PipelineAlumStep:
 
     # -- pass 1: clean, forward only -------------------------------------------
     def _clean_forward(self, m: int, batch, model):
-        am = batch["attention_mask"]
+        embeds = None  # a later stage reads the previous stage's activation
         if self.first:
             self.embed_rng[m] = capture_rng_state()
             embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
             self.embeds[m] = embeds.detach()
-            out = model.forward_from_embeddings(embeds, am)
-        else:
-            out = model.forward_from_embeddings(None, am)
+        out = model.forward_from_embeddings(embeds, batch["attention_mask"])
 
         def loss_func(logits):
             if self.last and self.rows[m] is not None:
@@ -131,13 +129,12 @@ class PipelineAlumStep:
 
     # -- pass 2: ascent --------------------------------------------------------
     def _ascent_forward(self, m: int, batch, model):
-        am = batch["attention_mask"]
+        perturbed = None
         if self.first:
             leaf = self.delta[m].detach().requires_grad_(True)
             self.grad[m] = leaf  # replaced by its gradient after the schedule
-            out = model.forward_from_embeddings(self.embeds[m] + leaf, am)
-        else:
-            out = model.forward_from_embeddings(None, am)
+            perturbed = self.embeds[m] + leaf
+        out = model.forward_from_embeddings(perturbed, batch["attention_mask"])
 
         def loss_func(logits):
             if not self._active(m):
@@ -198,7 +195,7 @@ class PipelineAlumStep:
 
     # -- pass 3: perturbed, forward and backward ----------------------------------
     def _perturbed_forward(self, m: int, batch, model):
-        am = batch["attention_mask"]
+        embeds = None
         if self.first:
             now = capture_rng_state()
             restore_rng_state(self.embed_rng[m])  # the clean pass's embedding dropout
@@ -208,9 +205,7 @@ class PipelineAlumStep:
                 embeds = embeds.detach()
             if self._active(m):
                 embeds = embeds + self.delta[m]
-            out = model.forward_from_embeddings(embeds, am)
-        else:
-            out = model.forward_from_embeddings(None, am)
+        out = model.forward_from_embeddings(embeds, batch["attention_mask"])
 
         def loss_func(logits):
             if not self._active(m):
