@@ -113,26 +113,27 @@ def naive_step(model, batch, alum, positions: str, resting_grads: bool = True) -
     """
     from alum.perturbation import embedding_scale, adv_project
     from alum.pretrain.alum_layout import build_alum_layout
-    from alum.pretrain.mlm_step import kl_rows
+    from alum.pretrain.mlm_step import clean_head_rows, clean_objective, kl_rows
 
     mask = batch["attention_mask"]
-    embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
-    logits = model.forward_from_embeddings(embeds, mask)          # clean graph: kept
-    mlm = model.mlm_loss(logits, batch["labels"])
     rows = kl_rows(batch, positions)
-    clean = rows.select(logits)
+    embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
+    logits = model.forward_from_embeddings(embeds, mask,            # clean graph: kept
+                                           clean_head_rows(batch, rows))
+    objective = clean_objective(model, logits, batch, rows)
+    mlm, clean = objective.mlm, objective.kl_rows
     layout = build_alum_layout(model, batch, embeds, alum, rows.rows_mask, RUN_SEED)
     scale = embedding_scale(embeds, alum, layout.delta_mask)
     base = embeds.detach()
     delta = layout.init_noise
     for _ in range(alum.steps):
         delta = delta.detach().requires_grad_(True)
-        adv = rows.select(model.forward_from_embeddings(base + delta, mask))
+        adv = model.forward_from_embeddings(base + delta, mask, rows.head_rows)
         layout.divergences.ascent(adv, clean.detach(), None).backward()   # + weight grads
         delta = adv_project(delta.detach(), delta.grad, alum, layout.delta_mask, scale)
         reset_grads(model, resting_grads)                         # thrown away
     start = base if alum.detach_embeddings else embeds
-    adv = rows.select(model.forward_from_embeddings(start + delta.detach(), mask))
+    adv = model.forward_from_embeddings(start + delta.detach(), mask, rows.head_rows)
     term = layout.divergences.final(adv, clean, None)              # both graphs alive
     (mlm + alum.alpha * term).backward()
 

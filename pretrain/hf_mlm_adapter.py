@@ -4,7 +4,8 @@ The loop (alum.pretrain.trainer) needs four methods, which alum.models.BertMLM h
 
 * ``embed(input_ids, token_type_ids=None, position_ids=None)`` -> the embedding output
   (word + position + type embeddings, LayerNorm, dropout): where ALUM adds δ;
-* ``forward_from_embeddings(embedding_output, attention_mask)`` -> MLM logits;
+* ``forward_from_embeddings(embedding_output, attention_mask, rows=None)`` -> MLM logits
+  (at the ``rows`` positions only, when given);
 * ``forward(input_ids, attention_mask, token_type_ids=None)`` -> logits, equal to the
   two above composed (so δ = 0 gives exactly the clean pass);
 * ``mlm_loss(logits, labels)`` -> mean cross entropy over labels != -100;
@@ -63,18 +64,21 @@ class HFMaskedLMAdapter(nn.Module):
                                     position_ids=position_ids)
 
     def forward_from_embeddings(self, embedding_output: torch.Tensor,
-                                attention_mask: torch.Tensor) -> torch.Tensor:
-        """Encoder and MLM head from the (possibly perturbed) embedding output."""
+                                attention_mask: torch.Tensor,
+                                rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Encoder and MLM head from the (possibly perturbed) embedding output; the head
+        only at ``rows`` (``[b, s]`` bool, giving ``[n, V]`` = ``logits[rows]``) if given."""
         keep = attention_mask[:, None, None, :].to(embedding_output.dtype)
         additive = (1.0 - keep) * torch.finfo(embedding_output.dtype).min
         hidden = self.base.encoder(embedding_output, attention_mask=additive)
         hidden = hidden[0] if isinstance(hidden, (tuple, list)) else hidden.last_hidden_state
-        return self.head()(hidden)
+        return self.head()(hidden if rows is None else hidden[rows])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+                token_type_ids: Optional[torch.Tensor] = None,
+                rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.forward_from_embeddings(self.embed(input_ids, token_type_ids),
-                                            attention_mask)
+                                            attention_mask, rows)
 
     def mlm_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross entropy (fp32) over the predicted positions; 0 when there are none."""

@@ -36,8 +36,8 @@ from alum.adversarial import adversarial_stats, find_perturbation, skipped_term
 
 from .alum_layout import build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (MicroBatchResult, call_through_hooks, clean_objective, clean_pass,
-                       kl_rows, perturbed_forward)
+from .mlm_step import (MicroBatchResult, call_through_hooks, clean_head_rows, clean_objective,
+                       clean_pass, kl_rows, perturbed_forward)
 
 ORDERS = ("fast", "lean")
 
@@ -115,11 +115,10 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     detached (its gradients are already accumulated).
     """
     model = runner.model
-    args = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-
-    clean = clean_pass(model)
-
     rows = kl_rows(batch, positions) if alum is not None and alum_active else None
+    inputs = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    clean = clean_pass(model)
+    args = inputs + (clean_head_rows(batch, rows),)
     if rows is None:
         _, logits = runner.forward(clean, *args)
         c = clean_objective(model, logits, batch, None)
@@ -130,8 +129,7 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     start = capture_rng_state()
     with torch.no_grad():                                               # pass 1
         embeds0, logits0 = runner.forward(clean, *args)
-    clean_rows = rows.select(logits0)
-    del logits0  # the rows are a copy (masked) or the same tensor (all)
+    clean_rows = logits0  # the head ran at the KL's rows (masked) or everywhere (all)
     layout = build_alum_layout(model, batch, embeds0, alum, rows.rows_mask, run_seed)
     pert = find_perturbation(perturbed_forward(model, batch, rows), embeds0, clean_rows,  # pass 2
                              alum, layout.delta_mask, layout.init_noise, loss_scale,
@@ -150,9 +148,10 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
             restore_rng_state(after_ascent)
             if alum.detach_embeddings:
                 embeds = embeds.detach()
-            return model.forward_from_embeddings(embeds + pert.delta, attention_mask)
+            return model.forward_from_embeddings(embeds + pert.delta, attention_mask,
+                                                 rows.head_rows)
 
-        adv_rows = rows.select(runner.forward(perturbed, *args))       # pass 3
+        adv_rows = runner.forward(perturbed, *inputs)                  # pass 3
         term = layout.divergences.final(adv_rows, clean_rows, None)
         if not layout.all_finite(term):
             _, stats = skipped_term(embeds0, "the adversarial term", term, alum)

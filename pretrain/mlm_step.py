@@ -25,7 +25,8 @@ from .alum_layout import build_alum_layout
 from .tensor_parallel import predicted_ids
 
 
-CleanForward = Callable[[Dict[str, torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
+CleanForward = Callable[[Dict[str, torch.Tensor], Optional[torch.Tensor]],
+                        Tuple[torch.Tensor, torch.Tensor]]
 
 
 def call_through_hooks(model: nn.Module, method: Callable, *args: torch.Tensor):
@@ -60,14 +61,13 @@ class MicroBatchResult:
 
 @dataclass
 class KLRows:
-    """Which logits rows ALUM's divergence averages over."""
+    """Which positions the MLM head runs at in ALUM's passes, and the KL's row weights."""
 
-    select: Callable[[torch.Tensor], torch.Tensor]
-    """``[b, s, V]`` logits → the rows (the predicted positions, or all of them)."""
+    head_rows: Optional[torch.Tensor]
+    """``[b, s]`` bool: the head runs at these positions only (``masked``: the predicted
+    ones, which the MLM loss reads too); None: at all positions (``all``)."""
     rows_mask: Optional[torch.Tensor]
-    """Weights of the selected rows (``[b, s]`` padding mask for ``all``; None: all count)."""
-    predicted_positions: bool = False
-    """The rows are exactly the MLM loss's (``masked``): the clean pass selects them once."""
+    """Weights of the KL's rows (``[b, s]`` padding mask for ``all``; None: all count)."""
 
 
 def kl_rows(batch: Dict[str, torch.Tensor], positions: str) -> Optional[KLRows]:
@@ -77,8 +77,18 @@ def kl_rows(batch: Dict[str, torch.Tensor], positions: str) -> Optional[KLRows]:
         selected = batch["labels"].ne(-100)
         if not bool(selected.any()):
             return None
-        return KLRows(lambda logits: logits[selected], None, predicted_positions=True)
-    return KLRows(lambda logits: logits, batch["attention_mask"])
+        return KLRows(selected, None)
+    return KLRows(None, batch["attention_mask"])
+
+
+def clean_head_rows(batch: Dict[str, torch.Tensor],
+                    rows: Optional[KLRows]) -> Optional[torch.Tensor]:
+    """Where the clean pass runs the MLM head: at the predicted positions (``[b, s]``
+    bool), unless ALUM's KL reads all positions (None). The ``[b, s, V]`` decoder output
+    is most of the head's cost; the loss reads ≈15% of it (docs/alum_cost.md)."""
+    if rows is not None and rows.head_rows is None:
+        return None
+    return batch["labels"].ne(-100)
 
 
 @dataclass
@@ -93,33 +103,32 @@ class CleanObjective:
 
 def clean_objective(model: nn.Module, logits: torch.Tensor, batch: Dict[str, torch.Tensor],
                     rows: Optional[KLRows]) -> CleanObjective:
-    """MLM loss and counts from one selection of the predicted rows.
-
-    Selecting ``[b, s, V]`` logits twice (the loss and the KL) would make two full-size
-    zero gradients in backward; with ``masked`` positions the KL reuses the loss's rows
-    (measured: docs/alum_cost.md). Vocabulary-parallel logits under TP are handled by
-    ``predicted_ids`` and the model's own (vocab-parallel) cross entropy.
+    """MLM loss and counts from the logits of a clean pass run at
+    ``clean_head_rows(batch, rows)``: ``[n, V/tp]`` at the predicted positions, or
+    ``[b, s, V/tp]`` when the KL reads all positions (the predicted rows are then
+    selected once, for the loss and the counts). Vocabulary-parallel logits under TP are
+    handled by ``predicted_ids`` and the model's own (vocab-parallel) cross entropy.
     """
     labels = batch["labels"]
     selected = labels.ne(-100)
-    picked = logits[selected]
+    full = rows is not None and rows.head_rows is None
+    picked = logits[selected] if full else logits
     target = labels[selected]
     mlm = model.mlm_loss(picked, target)
     with torch.no_grad():
         correct = predicted_ids(model, picked).eq(target).sum()
-    clean = None
-    if rows is not None:
-        clean = picked if rows.predicted_positions else rows.select(logits)
+    clean = None if rows is None else logits
     return CleanObjective(mlm, correct, selected.sum(), clean)
 
 
 def clean_pass(model: nn.Module) -> Callable[..., Tuple[torch.Tensor, torch.Tensor]]:
-    """``(input_ids, attention_mask, token_type_ids) -> (embedding output, logits)``: the
-    clean forward in the two halves ALUM needs, to be run as the module's forward (so the
-    DeepSpeed engine's and ZeRO-3's hooks run: alum.pretrain.lean_order.PassRunner)."""
-    def forward(input_ids, attention_mask, token_type_ids=None):
+    """``(input_ids, attention_mask, token_type_ids, rows) -> (embedding output, logits)``:
+    the clean forward in the two halves ALUM needs, the head at ``rows`` (see
+    ``clean_head_rows``), to be run as the module's forward (so the DeepSpeed engine's and
+    ZeRO-3's hooks run: alum.pretrain.lean_order.PassRunner)."""
+    def forward(input_ids, attention_mask, token_type_ids=None, rows=None):
         embeds = model.embed(input_ids, token_type_ids)
-        return embeds, model.forward_from_embeddings(embeds, attention_mask)
+        return embeds, model.forward_from_embeddings(embeds, attention_mask, rows)
     return forward
 
 
@@ -127,8 +136,8 @@ def perturbed_forward(model: nn.Module, batch: Dict[str, torch.Tensor],
                       rows: KLRows) -> Callable[[torch.Tensor], torch.Tensor]:
     """perturbed embedding output → the KL rows of its logits (through the module's hooks)."""
     def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
-        return rows.select(call_through_hooks(model, model.forward_from_embeddings, perturbed,
-                                              batch["attention_mask"]))
+        return call_through_hooks(model, model.forward_from_embeddings, perturbed,
+                                  batch["attention_mask"], rows.head_rows)
     return forward_fn
 
 
@@ -150,20 +159,21 @@ def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
             (every non-padding position).
         loss_scale: DeepSpeed's current fp16 loss scale, so the inner gradient does
             not underflow (1 otherwise).
-        clean_forward: ``batch -> (embedding output, logits)``; default: the model's
-            ``embed`` then ``forward_from_embeddings``. The trainer passes one that goes
+        clean_forward: ``(batch, head rows) -> (embedding output, logits)``; default:
+            the model's ``embed`` then ``forward_from_embeddings``. The trainer passes one that goes
             through the DeepSpeed engine (see alum.pretrain.trainer.engine_clean_forward).
         run_seed: seeds δ's random start per sample (alum.pretrain.alum_layout); None:
             the global generator.
     """
+    rows = kl_rows(batch, positions) if alum is not None and alum_active else None
+    head_rows = clean_head_rows(batch, rows)
     if clean_forward is None:
         embeds, logits = clean_pass(model)(batch["input_ids"], batch["attention_mask"],
-                                           batch.get("token_type_ids"))
+                                           batch.get("token_type_ids"), head_rows)
     else:
-        embeds, logits = clean_forward(batch)
-    rows = kl_rows(batch, positions) if alum is not None and alum_active else None
+        embeds, logits = clean_forward(batch, head_rows)
     clean = clean_objective(model, logits, batch, rows)
-    del logits  # only the selected rows are needed from here on (and by backward)
+    del logits
     if rows is None:
         return MicroBatchResult(clean.mlm, clean.mlm.detach(), clean.correct, clean.predicted)
     layout = build_alum_layout(model, batch, embeds, alum, rows.rows_mask, run_seed)

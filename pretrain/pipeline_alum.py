@@ -40,7 +40,7 @@ from alum.perturbation import adv_project, embedding_scale, row_mask
 
 from .alum_layout import all_finite_over, build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import clean_objective, kl_rows
+from .mlm_step import clean_head_rows, clean_objective, kl_rows
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -105,9 +105,12 @@ class PipelineAlumStep:
                                                 rows.rows_mask, seed)
         return self.layouts[m]
 
-    def _perturbed_rows(self, m: int, batch, logits: torch.Tensor):
-        """(divergences, KL rows of the perturbed logits) of micro-batch ``m``."""
-        return self._layout(m, batch, None).divergences, self.rows[m].select(logits)
+    def _divergences(self, m: int, batch):
+        return self._layout(m, batch, None).divergences
+
+    def _head_rows(self, m: int) -> Optional[torch.Tensor]:
+        """Where every pass runs the MLM head for micro-batch ``m`` (the KL's rows)."""
+        return clean_head_rows(self.micro[m], self.rows[m])
 
     def _active(self, m: int) -> bool:
         return self.rows[m] is not None and not self.skipped[m]
@@ -119,11 +122,11 @@ class PipelineAlumStep:
             self.embed_rng[m] = capture_rng_state()
             embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
             self.embeds[m] = embeds.detach()
-        out = model.forward_from_embeddings(embeds, batch["attention_mask"])
+        out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(m))
 
         def loss_func(logits):
             if self.last and self.rows[m] is not None:
-                self.clean[m] = self.rows[m].select(logits).detach()
+                self.clean[m] = logits.detach()
             return torch.zeros((), device=logits.device), {}
         return out, loss_func
 
@@ -134,13 +137,13 @@ class PipelineAlumStep:
             leaf = self.delta[m].detach().requires_grad_(True)
             self.grad[m] = leaf  # replaced by its gradient after the schedule
             perturbed = self.embeds[m] + leaf
-        out = model.forward_from_embeddings(perturbed, batch["attention_mask"])
+        out = model.forward_from_embeddings(perturbed, batch["attention_mask"],
+                                            self._head_rows(m))
 
         def loss_func(logits):
             if not self._active(m):
                 return _zero_loss(logits), {}
-            divergences, adv = self._perturbed_rows(m, batch, logits)
-            div = divergences.ascent(adv, self.clean[m], None)
+            div = self._divergences(m, batch).ascent(logits, self.clean[m], None)
             # × M: the schedule divides by M; × the fp16 scale (unscaled after).
             return div * (self.m_count * self.loss_scale), {}
         return out, loss_func
@@ -205,17 +208,17 @@ class PipelineAlumStep:
                 embeds = embeds.detach()
             if self._active(m):
                 embeds = embeds + self.delta[m]
-        out = model.forward_from_embeddings(embeds, batch["attention_mask"])
+        out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(m))
 
-        def loss_func(logits):
+        def loss_func(adv):
             if not self._active(m):
-                return _zero_loss(logits), {}
-            divergences, adv = self._perturbed_rows(m, batch, logits)
+                return _zero_loss(adv), {}
+            divergences = self._divergences(m, batch)
             term = divergences.final(adv, self.clean[m], None)
             if not all_finite_over_tensor_parallel(term):
                 self.skipped[m] = True
                 self.skip_reasons.append("the adversarial term")
-                return _zero_loss(logits), {}
+                return _zero_loss(adv), {}
             self.adv[m] = adv.detach()
             self.terms[m] = term.detach()
             if divergences.flips is not None:
@@ -226,7 +229,7 @@ class PipelineAlumStep:
     # -- pass 4: clean, forward and backward ---------------------------------------
     def _clean_train_forward(self, m: int, batch, model):
         out = model(batch["input_ids"], batch["attention_mask"],
-                    token_type_ids=batch.get("token_type_ids"))
+                    token_type_ids=batch.get("token_type_ids"), rows=self._head_rows(m))
 
         def loss_func(logits):
             c = clean_objective(model, logits, batch, self.rows[m])

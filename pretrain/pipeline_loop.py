@@ -10,7 +10,6 @@ and ``lr_scheduler``.
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -19,7 +18,7 @@ import torch.distributed as dist
 from .data import valid_batches
 from .ds_config import zero_stage
 from .run_stats import ADV_KEYS, all_reduce_sum, current_loss_scale, grad_norm
-from .tensor_parallel import predicted_ids
+from .mlm_step import clean_head_rows, clean_objective
 
 
 class PipelineSteps:
@@ -189,20 +188,17 @@ def _pipeline_forward_step(data_iterator, view):
     batch = next(data_iterator)
     model = view.module
     output = model(batch["input_ids"], batch["attention_mask"],
-                   token_type_ids=batch.get("token_type_ids"))
+                   token_type_ids=batch.get("token_type_ids"), rows=clean_head_rows(batch, None))
 
-    def loss_func(labels, logits):
-        loss = model.mlm_loss(logits, labels)  # 0 when nothing is predicted
-        sel = labels.ne(-100)
-        n = sel.sum()
-        with torch.no_grad():
-            correct = predicted_ids(model, logits[sel]).eq(labels[sel]).sum()
-        mean = loss.detach().clone().float()
+    def loss_func(logits):
+        c = clean_objective(model, logits, batch, None)  # mlm: 0 when nothing is predicted
+        mean = c.mlm.detach().clone().float()
+        n = c.predicted
         # clone: the schedule divides the returned loss in place by num_microbatches.
-        return loss, {"loss_sum": mean * n, "correct": correct.float(),
-                      "predicted": n.float(), "mean": mean}
+        return c.mlm, {"loss_sum": mean * n, "correct": c.correct.float(),
+                       "predicted": n.float(), "mean": mean}
 
-    return output, partial(loss_func, batch["labels"])
+    return output, loss_func
 
 
 def _alum_means(adv: Dict[str, float]) -> Dict[str, Any]:

@@ -42,13 +42,13 @@ from .flops import (device_peak_tflops, forward_flops_per_sequence, model_dims,
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
 from .lean_order import engine_runner, lean_micro_batch
-from .mlm_step import clean_pass, mlm_micro_batch
+from .mlm_step import clean_head_rows, clean_objective, clean_pass, mlm_micro_batch
 from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
                             load_init_weights, model_config_of)
 from .pipeline_loop import PipelineSteps
 from .run_stats import (ADV_KEYS, TrainSummary, Window, all_reduce_sum, current_loss_scale,
                         grad_norm, world)
-from .tensor_parallel import predicted_ids, register_sequence_parallel_grad_hooks
+from .tensor_parallel import register_sequence_parallel_grad_hooks
 
 logger = logging.getLogger("alum.pretrain")
 
@@ -70,13 +70,14 @@ def setup_distributed(seed: int, tensor_parallel_size: int = 1,
 
 
 def engine_clean_forward(engine):
-    """``batch -> (embedding output, logits)`` through the DeepSpeed engine: its forward
-    registers the hooks that start its backward bookkeeping (see the module docstring)."""
+    """``(batch, head rows) -> (embedding output, logits)`` through the DeepSpeed engine:
+    its forward registers the hooks that start its backward bookkeeping (see the module
+    docstring)."""
     runner = engine_runner(engine)
 
-    def run(batch):
+    def run(batch, rows):
         return runner.forward(clean_pass(engine.module), batch["input_ids"],
-                              batch["attention_mask"], batch.get("token_type_ids"))
+                              batch["attention_mask"], batch.get("token_type_ids"), rows)
     return run
 
 
@@ -244,11 +245,11 @@ class Trainer(PipelineSteps):
                                    self.cfg.train.eval_batches, self.dp_rank, self.dp_size):
             batch = self._to_device(batch)
             logits = model(batch["input_ids"], batch["attention_mask"],
-                           batch.get("token_type_ids"))
-            n = float(batch["labels"].ne(-100).sum())
-            loss_sum += float(model.mlm_loss(logits, batch["labels"])) * n
-            sel = batch["labels"].ne(-100)
-            correct += float(predicted_ids(model, logits[sel]).eq(batch["labels"][sel]).sum())
+                           batch.get("token_type_ids"), rows=clean_head_rows(batch, None))
+            c = clean_objective(model, logits, batch, None)
+            n = float(c.predicted)
+            loss_sum += float(c.mlm) * n
+            correct += float(c.correct)
             predicted += n
         if was_training:
             self.engine.train()

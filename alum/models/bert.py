@@ -15,7 +15,8 @@ composed, so with δ = 0 the perturbed and clean passes are the same computation
 Layouts: inputs and the embedding output are batch-first (``[b, s]``, ``[b, s, h]``
 with s this rank's sequence shard under sequence parallel); activations between
 layers and between pipeline stages are ``[s, b, h]`` (megatron-core's); logits are
-``[b, s, V / tp]``, split over the vocabulary across tensor-parallel ranks.
+``[b, s, V / tp]``, split over the vocabulary across tensor-parallel ranks, or
+``[n, V / tp]`` at the ``n`` positions a ``rows`` mask picks (the head then runs there only).
 """
 from __future__ import annotations
 
@@ -189,6 +190,7 @@ class MLMHead(nn.Module):
         self.dense = spec.replicated_linear(config.hidden_size, config.hidden_size,
                                             normal_init(config.init_std))
         self.layer_norm = spec.layer_norm(config.hidden_size, config.layer_norm_eps)
+        self.spec = spec
         self.decoder = spec.output_linear(config.hidden_size, padded_vocab)
         # Megatron's padding columns are not words: give them no probability, so the
         # loss and the ALUM KL equal those of the unpadded HF model.
@@ -197,9 +199,23 @@ class MLMHead(nn.Module):
         self.register_buffer("pad_columns", pad_cols, persistent=False)
         self.has_pad_columns = bool(pad_cols.any())
 
-    def forward(self, x: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, decoder_weight: torch.Tensor,
+                rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[s_local, b, h]`` -> ``[b, s, V/tp]`` logits, or ``[n, V/tp]`` at ``rows``.
+
+        ``rows`` (``[b, s]`` bool) picks the positions the decoder is evaluated at, in
+        ``logits[rows]`` order: MLM reads only the predicted ≈15% (as the authors'
+        fairseq code does), and the ``[b, s, V]`` decoder output is most of the
+        head's time and of a step's peak memory (docs/alum_cost.md).
+        """
         x = self.layer_norm(F.gelu(self.dense(x)))
-        logits = self.decoder(x, decoder_weight)                     # [s, b, V/tp]
+        x = self.spec.gather_from_sequence(x)                          # [s, b, h]
+        if rows is None:
+            return self.decode(x, decoder_weight).transpose(0, 1)
+        return self.decode(x.transpose(0, 1)[rows], decoder_weight)    # [n, h] -> [n, V/tp]
+
+    def decode(self, x: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
+        logits = self.decoder(x, decoder_weight)
         if self.has_pad_columns:
             logits = logits.masked_fill(self.pad_columns, torch.finfo(logits.dtype).min)
         return logits
@@ -288,15 +304,19 @@ class BertMLM(nn.Module):
         return self.embeddings(input_ids, token_type_ids, position_ids).transpose(0, 1)
 
     def forward_from_embeddings(self, embedding_output: Optional[torch.Tensor],
-                                attention_mask: torch.Tensor) -> torch.Tensor:
+                                attention_mask: torch.Tensor,
+                                rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Encoder layers and head from the (possibly perturbed) embedding output.
 
         Args:
             embedding_output: ``[b, s_local, h]`` from ``embed`` (+ δ); ignored on a
                 later pipeline stage, which reads ``set_input_tensor``'s activation.
             attention_mask: ``[b, s]``, 1 for tokens and 0 for padding (full sequence).
+            rows: ``[b, s]`` bool, the positions to evaluate the MLM head at (usually
+                ``labels != -100``); None: all of them.
         Returns:
-            ``[b, s, V/tp]`` logits on the last stage, else ``[s_local, b, h]`` hidden
+            on the last stage ``[b, s, V/tp]`` logits, or ``[n, V/tp]`` equal to
+            ``logits[rows]`` when ``rows`` is given; else ``[s_local, b, h]`` hidden
             states for the next stage.
         """
         if self.pre_process:
@@ -312,21 +332,23 @@ class BertMLM(nn.Module):
             x = layer(x, mask)
         if not self.post_process:
             return x
-        logits = self.head(x, self.word_embedding_weight())
-        return logits.transpose(0, 1)
+        return self.head(x, self.word_embedding_weight(), rows)
 
     def forward(self, input_ids: Optional[torch.Tensor], attention_mask: torch.Tensor,
                 token_type_ids: Optional[torch.Tensor] = None,
-                position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``forward_from_embeddings(embed(...))`` (the clean pass)."""
+                position_ids: Optional[torch.Tensor] = None,
+                rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``forward_from_embeddings(embed(...), rows=rows)`` (the clean pass)."""
         embeds = self.embed(input_ids, token_type_ids, position_ids) if self.pre_process else None
-        return self.forward_from_embeddings(embeds, attention_mask)
+        return self.forward_from_embeddings(embeds, attention_mask, rows)
 
     # -- loss -----------------------------------------------------------------
     def mlm_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross entropy over predicted tokens (labels != -100), vocab-parallel.
 
-        Only the predicted rows are selected (a copy): megatron's cross entropy
+        ``logits`` ``[..., V/tp]`` and ``labels`` ``[...]``: the full ``[b, s]`` positions,
+        or the rows the head was evaluated at (``forward(rows=labels != -100)`` with
+        ``labels[rows]``). Only the predicted rows are selected (a copy): megatron's cross entropy
         subtracts the max in place, which must not touch the caller's logits (ALUM
         reuses them). Returns 0 (with a graph) when nothing is predicted.
         """

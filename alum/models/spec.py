@@ -40,14 +40,20 @@ class ModelSpec:
     row_linear: Callable[[int, int, InitMethod], nn.Module]
     """(in, out, init) -> module: ``[s, b, in / tp]`` -> ``[s_local, b, out]`` (with bias)."""
     output_linear: Callable[[int, int], nn.Module]
-    """(hidden, padded_vocab) -> module: ``(x [s_local, b, h], weight [V/tp, h])`` ->
-    ``[s, b, V / tp]`` logits plus its own bias slice (the tied MLM decoder)."""
+    """(hidden, padded_vocab) -> module: ``(x [..., h], weight [V/tp, h])`` ->
+    ``[..., V / tp]`` logits plus its own bias slice (the tied MLM decoder). Its input is
+    the full sequence (or rows picked from it): it never gathers under SP, and the
+    gradient of its input is all-reduced over the TP ranks."""
     replicated_linear: Callable[[int, int, InitMethod], nn.Module]
     """(in, out, init) -> a linear layer replicated on the TP ranks (MLM head dense)."""
     layer_norm: Callable[[int, float], nn.Module]
     """(hidden, eps) -> a LayerNorm replicated on the TP ranks."""
     scatter_to_sequence: Callable[[torch.Tensor], torch.Tensor]
     """``[s, b, h]`` -> ``[s_local, b, h]`` (identity without sequence parallel)."""
+    gather_from_sequence: Callable[[torch.Tensor], torch.Tensor]
+    """``[s_local, b, h]`` -> ``[s, b, h]`` (identity without sequence parallel); its
+    backward keeps this rank's shard of a gradient that is already complete on every
+    rank (the output layer's input gradient, all-reduced)."""
     sequence_region_rng: Callable[[], ContextManager]
     """RNG context for dropout on ``[s_local, ...]`` activations (a per-rank stream
     under SP, the shared default stream otherwise)."""

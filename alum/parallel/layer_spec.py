@@ -19,6 +19,7 @@ Choices that matter for exactness (shared/DESIGN.md):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Optional, Tuple
 
 import torch
@@ -118,12 +119,15 @@ def tensor_parallel_spec(sequence_parallel: bool = False,
             n_in, n_out, config=config, init_method=init, bias=True,
             input_is_parallel=True, skip_bias_add=False, tp_group=tp_group))
 
+    # The MLM decoder sees the full sequence (gather_from_sequence runs before it), so
+    # that the head can be evaluated at the predicted rows only: never an SP layer.
+    output_config = dataclasses.replace(config, sequence_parallel=False)
+
     def output_linear(hidden: int, vocab: int) -> nn.Module:
         # The tied decoder: the weight comes from the word embedding at call time
         # (megatron's skip_weight_param_allocation); the bias is this layer's own.
-        # Under SP megatron all-gathers the sequence before the matmul.
         return _Column(tp_mod.ColumnParallelLinear(
-            hidden, vocab, config=config, init_method=nn.init.zeros_, bias=True,
+            hidden, vocab, config=output_config, init_method=nn.init.zeros_, bias=True,
             gather_output=False, skip_weight_param_allocation=True,
             tp_group=tp_group))
 
@@ -142,6 +146,13 @@ def tensor_parallel_spec(sequence_parallel: bool = False,
         if not sequence_parallel:
             return x
         return tp_mod.scatter_to_sequence_parallel_region(x, group=tp_group)
+
+    def gather_from_sequence(x: torch.Tensor) -> torch.Tensor:
+        if not sequence_parallel:
+            return x
+        # Backward: split, not reduce-scatter: the decoder all-reduces its input gradient.
+        return tp_mod.gather_from_sequence_parallel_region(
+            x, tensor_parallel_output_grad=False, group=tp_group)
 
     def tracker_fork():
         return tp_mod.get_cuda_rng_tracker().fork()
@@ -163,6 +174,7 @@ def tensor_parallel_spec(sequence_parallel: bool = False,
         word_embedding=word_embedding, column_linear=column_linear, row_linear=row_linear,
         output_linear=output_linear, replicated_linear=replicated_linear,
         layer_norm=layer_norm, scatter_to_sequence=scatter_to_sequence,
+        gather_from_sequence=gather_from_sequence,
         sequence_region_rng=sequence_region_rng, tensor_region_rng=tracker_fork,
         vocab_range=vocab_range, cross_entropy=tp_mod.vocab_parallel_cross_entropy,
     )

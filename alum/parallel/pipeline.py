@@ -114,15 +114,16 @@ def mlm_forward_step(data_iterator: Iterator[Dict[str, torch.Tensor]], view: Sch
     """
     batch = next(data_iterator)
     model = view.module
+    predicted = batch["labels"].ne(-100)
     output = model(batch["input_ids"], batch["attention_mask"],
-                   token_type_ids=batch.get("token_type_ids"))
+                   token_type_ids=batch.get("token_type_ids"), rows=predicted)
 
     def loss_func(labels: torch.Tensor, logits: torch.Tensor):
-        loss = model.mlm_loss(logits, labels)
+        loss = model.mlm_loss(logits, labels)  # logits at the predicted rows only
         # clone: the schedule divides the returned loss in place by num_microbatches.
         return loss, {"mlm_loss": loss.detach().clone()}
 
-    return output, partial(loss_func, batch["labels"])
+    return output, partial(loss_func, batch["labels"][predicted])
 
 
 def run_schedule(chunks: List[nn.Module], parallel: ParallelConfig, *, model: ModelConfig,
