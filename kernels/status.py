@@ -39,8 +39,8 @@ def op_statuses(build: bool = True) -> List[OpStatus]:
         sym_reason = triton_cuda or triton_why
     sym = OpStatus(
         op="fused_symmetric_kl",
-        cuda_path="triton" if triton_cuda is None else "pytorch-reference",
-        cpu_path="triton-interpreter" if triton_cpu is None else "pytorch-reference",
+        cuda_path="triton" if triton_cuda is None else "pytorch-passes",
+        cpu_path="triton-interpreter" if triton_cpu is None else "pytorch-passes",
         reason=sym_reason)
     return [adv, sym]
 

@@ -8,8 +8,11 @@ weighted by it, when its shape is the rows' shape). The Triton kernels
 math and the gradient are explained there.
 
 Path selection: Triton on CUDA tensors, and on CPU tensors when the Triton interpreter
-is on (TRITON_INTERPRET=1, CI); otherwise the PyTorch reference, with one
-KernelFallbackWarning when that happens on CUDA tensors.
+is on (TRITON_INTERPRET=1, CI); otherwise the same two passes written in PyTorch
+(``sym_kl_stats_torch`` / ``sym_kl_grads_torch``: fp32 temporaries, but no softmax saved
+for backward, so less memory and time than the reference), with one
+KernelFallbackWarning when that happens on CUDA tensors. Inputs the passes do not take
+(float64, mismatched shapes) run the reference, ``adversarial_divergence``.
 """
 from __future__ import annotations
 
@@ -78,18 +81,23 @@ def _kernels():
 # and the tests compare the kernels with them.
 def sym_kl_stats_torch(adv: torch.Tensor, clean: torch.Tensor, weight: torch.Tensor,
                        use_shift: bool) -> torch.Tensor:
+    # Two fp32 [rows, vocab] temporaries, updated in place: on CPU every fresh tensor of
+    # this size costs page faults comparable to the arithmetic (docs/alum_cost.md).
     dtype = torch.promote_types(torch.promote_types(adv.dtype, clean.dtype), torch.float32)
     a = adv.to(dtype)
     c = clean.to(dtype)
-    diff = c - a
+    diff = torch.sub(c, a)
     if use_shift:
-        diff = diff - diff[:, :1]
+        diff.sub_(diff[:, :1].clone())
     m_a = a.amax(dim=-1)
     m_c = c.amax(dim=-1)
-    e_a = torch.exp(a - m_a[:, None])
-    e_c = torch.exp(c - m_c[:, None])
-    stats = torch.stack([m_a, e_a.sum(-1), (e_a * diff).sum(-1),
-                         m_c, e_c.sum(-1), (e_c * diff).sum(-1)], dim=-1)
+    e = torch.sub(a, m_a[:, None]).exp_()
+    z_a = e.sum(-1)
+    s_a = e.mul_(diff).sum(-1)
+    e = torch.sub(c, m_c[:, None], out=e).exp_()
+    z_c = e.sum(-1)
+    s_c = e.mul_(diff).sum(-1)
+    stats = torch.stack([m_a, z_a, s_a, m_c, z_c, s_c], dim=-1)
     return torch.where((weight == 0)[:, None], idle_stats(dtype, stats.device), stats)
 
 
@@ -102,11 +110,15 @@ def idle_stats(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 def sym_kl_grads_torch(adv: torch.Tensor, clean: torch.Tensor, lse: torch.Tensor,
                        scale: torch.Tensor, write_adv: bool, write_clean: bool):
     dtype = lse.dtype
-    g = scale[:, None] * (torch.exp(adv.to(dtype) - lse[:, :1])
-                          - torch.exp(clean.to(dtype) - lse[:, 1:]))
-    g = torch.where((scale == 0)[:, None], torch.zeros_like(g), g)  # idle rows: lse = -inf
-    return (g.to(adv.dtype) if write_adv else None,
-            (-g).to(clean.dtype) if write_clean else None)
+    g = torch.sub(adv.to(dtype), lse[:, :1]).exp_()                   # p_adv
+    g.sub_(torch.sub(clean.to(dtype), lse[:, 1:]).exp_())             # − p_clean
+    g.mul_(scale[:, None])
+    g.masked_fill_((scale == 0)[:, None], 0.0)  # idle rows: lse = -inf made them NaN
+    ga = g.to(adv.dtype) if write_adv else None
+    gc = None
+    if write_clean:
+        gc = (g.neg() if ga is g else g.neg_()).to(clean.dtype)
+    return ga, gc
 
 
 # ------------------------------------------------------------------ shared pieces
@@ -188,14 +200,17 @@ def unsupported_input_reason(adv: torch.Tensor, clean: torch.Tensor) -> Optional
 
 def _fused_one(adv: torch.Tensor, clean: torch.Tensor,
                mask: Optional[torch.Tensor]) -> torch.Tensor:
-    reason = unsupported_input_reason(adv, clean) or triton_unusable_reason(adv.device)
+    reason = unsupported_input_reason(adv, clean)
     if reason is not None:
         if adv.is_cuda:
             warn_fallback_once("fused_symmetric_kl", reason)
         return adversarial_divergence("sym_kl", adv, clean, mask)
+    no_triton = triton_unusable_reason(adv.device)
+    if no_triton is not None and adv.is_cuda:
+        warn_fallback_once("fused_symmetric_kl", f"{no_triton}; the PyTorch passes run")
     weight = row_weights(tuple(adv.shape[:-1]), mask, adv.device)
-    return FusedSymmetricKLFunction.apply(as_rows(adv), as_rows(clean), weight, True, True,
-                                          None)
+    return FusedSymmetricKLFunction.apply(as_rows(adv), as_rows(clean), weight,
+                                          no_triton is None, True, None)
 
 
 def fused_symmetric_kl(adv_logits: Union[torch.Tensor, Sequence[torch.Tensor]],
