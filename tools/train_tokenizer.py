@@ -64,17 +64,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train_wordpiece(texts, args, family):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+def _wordpiece(family, lowercase, vocab=None):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    tok = Tokenizer(models.WordPiece(unk_token=family.unk))
+    tok = Tokenizer(models.WordPiece(vocab, unk_token=family.unk) if vocab is not None
+                    else models.WordPiece(unk_token=family.unk))
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                strip_accents=None, lowercase=args.lowercase)
+                                                strip_accents=None, lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
+    return tok
+
+
+def _train_wordpiece(texts, args, family, first_pass_texts):
+    """WordPiece, the same vocabulary and ids for the same corpus in every process.
+
+    tokenizers' trainer numbers the continuing-subword characters (``##a``, ...) in
+    hash-map order, new in every process, and breaks ties between equally frequent merges
+    by those numbers, so one corpus gave different vocabularies run to run
+    (huggingface/tokenizers#1794). A first pass (``first_pass_texts``, no merges) lists
+    those tokens; the real training gets them sorted, as trainer special tokens, which
+    take ids before anything else. The result is rebuilt from the trained vocabulary so
+    that only the family's specials are special tokens.
+    """
+    from tokenizers import trainers
+
+    probe = _wordpiece(family, args.lowercase)
+    probe.train_from_iterator(first_pass_texts, trainers.WordPieceTrainer(vocab_size=0,
+                                                                          show_progress=False))
+    continuing = sorted(t for t in probe.get_vocab() if t.startswith("##") and len(t) == 3)
+    trained = _wordpiece(family, args.lowercase)
     trainer = trainers.WordPieceTrainer(vocab_size=args.vocab_size, min_frequency=args.min_frequency,
-                                        special_tokens=family.specials, show_progress=False)
-    tok.train_from_iterator(texts, trainer)
+                                        special_tokens=family.specials + continuing,
+                                        show_progress=False)
+    trained.train_from_iterator(texts, trainer)
+    tok = _wordpiece(family, args.lowercase, trained.get_vocab(with_added_tokens=False))
+    tok.add_special_tokens(family.specials)
     tok.post_processor = family.post_processor(tok, byte_level=False)
     return tok
 
@@ -133,7 +158,9 @@ def train(args):
     texts = iter_texts(args.input, args.format, args.json_key, args.hf_split, log)
     spm_model = None
     if args.type == "wordpiece":
-        tok = _train_wordpiece(texts, args, family)
+        first_pass = iter_texts(args.input, args.format, args.json_key, args.hf_split,
+                                SkipLog(strict=args.strict))  # its skips are counted below
+        tok = _train_wordpiece(texts, args, family, first_pass)
     elif args.type == "bpe":
         tok = _train_byte_level_bpe(texts, args, family)
     else:

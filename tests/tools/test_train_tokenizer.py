@@ -39,6 +39,14 @@ def test_type_loads_with_family_specials(tmp_path, kind, specials):
     assert decoded.replace(" ", "") == text.replace(" ", "")
 
 
+def test_wordpiece_training_is_deterministic(tmp_path):
+    """The same corpus gives the same vocabulary and ids every time: tokenizers numbers the
+    ``##`` tokens in hash-map order and breaks merge ties by those numbers."""
+    first = (_train(tmp_path / "a", "wordpiece") / "tokenizer.json").read_text()
+    for again in ("b", "c"):
+        assert (_train(tmp_path / again, "wordpiece") / "tokenizer.json").read_text() == first
+
+
 def test_bert_family_has_segment_ids(tmp_path):
     tok = AutoTokenizer.from_pretrained(_train(tmp_path, "wordpiece"))
     enc = tok("a b", "c d")
