@@ -128,8 +128,8 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
 
     start = capture_rng_state()
     with torch.no_grad():                                               # pass 1
-        embeds0, logits0 = runner.forward(clean, *args)
-    clean_rows = logits0  # the head ran at the KL's rows (masked) or everywhere (all)
+        # The head runs at the KL's rows (masked) or everywhere (all): these are the rows.
+        embeds0, clean_rows = runner.forward(clean, *args)
     layout = build_alum_layout(model, batch, embeds0, alum, rows.rows_mask, run_seed)
     pert = find_perturbation(perturbed_forward(model, batch, rows), embeds0, clean_rows,  # pass 2
                              alum, layout.delta_mask, layout.init_noise, loss_scale,
@@ -161,11 +161,12 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
                                       layout.delta_mask, layout.divergences)
             runner.backward(alum.alpha * term, False)
             adv_rows = adv_rows.detach()
+    del clean_rows  # pass 4 recomputes them with a graph (one [rows, V] less at its peak)
     after = capture_rng_state()
     restore_rng_state(start)
     _, logits = runner.forward(clean, *args)                            # pass 4
     c = clean_objective(model, logits, batch, rows)
-    del logits  # backward needs the selected rows only
+    del logits  # with `all` positions, backward needs only c's predicted rows and KL rows
     loss = c.mlm
     if adv_rows is not None:
         loss = c.mlm + alum.alpha * layout.divergences.final(adv_rows, c.kl_rows, None)
