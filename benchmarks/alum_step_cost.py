@@ -60,6 +60,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from memory_tracker import AllocatorPeak, LiveTensorTracker  # noqa: E402
+from pass_floors import measure_passes, print_floors  # noqa: E402
 
 RUN_SEED = 17
 VARIANTS = ("standard", "fast", "lean", "naive")
@@ -404,6 +405,10 @@ def parse_args(argv: Optional[List[str]] = None):
                         "peak then includes the gradients it creates)")
     p.add_argument("--breakdown", action="store_true",
                    help="CPU: print which ops' outputs are live at each variant's peak")
+    p.add_argument("--floors", action="store_true",
+                   help="also time each kind of pass (forward, backward, the ascent's, "
+                        "a forward without graph) and print this machine's floors for the "
+                        "two orders (benchmarks/pass_floors.py)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     if args.device is None:
@@ -467,10 +472,16 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
             row["cpu_ms"] = [x * 1e3 for x in cpus[row["variant"]]]
     if args.breakdown and not args.device.startswith("cuda"):
         print_breakdown(mems)
+    passes, machine_floors = {}, {}
+    if args.floors:
+        passes = measure_passes(model, batch, args.device, args.clock, args.repeats)
+        machine_floors = print_floors(passes)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "setup": describe(args, model), "rows": rows,
-                       "peak_by_op": {n: mems[n]["by_op"] for n in VARIANTS}}, f, indent=1)
+                       "peak_by_op": {n: mems[n]["by_op"] for n in VARIANTS},
+                       "passes_ms": {k: v * 1e3 for k, v in passes.items()},
+                       "floors": machine_floors}, f, indent=1)
     return rows
 
 

@@ -11,6 +11,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROW = re.compile(r"^\| \((?P<tag>[abcd])\) [^|]+\| (?P<ms>[\d.]+) \| (?P<ratio>[\d.]+)× \| "
                  r"(?P<mb>[\d.]+) \| (?P<mem>[\d.]+)× \|", re.M)
+PASS = re.compile(r"^\| (F|B|F_frozen|B_in|F_nograd) \| ([\d.]+) \|", re.M)
+FLOORS = re.compile(r"^floors: fast [\d.]+× \(cost model 2.67×\), lean [\d.]+×", re.M)
 
 
 def test_alum_step_cost_tiny():
@@ -20,7 +22,7 @@ def test_alum_step_cost_tiny():
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "alum_step_cost.py"),
          "--size", "tiny", "--vocab", "300", "--seq", "16", "--batch", "2", "--repeats", "1",
-         "--warmup", "0", "--check", "--device", "cpu", "--clock", "cpu", "--breakdown"],
+         "--warmup", "0", "--check", "--device", "cpu", "--clock", "cpu", "--breakdown", "--floors"],
         env=env, capture_output=True, text=True, timeout=600)
     out = done.stdout
     assert done.returncode == 0, out[-2000:] + done.stderr[-2000:]
@@ -29,3 +31,21 @@ def test_alum_step_cost_tiny():
     assert sorted(rows) == ["a", "b", "c", "d"], out[-2000:]
     assert rows["a"]["ratio"] == "1.00" and rows["a"]["mem"] == "1.00"
     assert all(float(r["ms"]) > 0 and float(r["mb"]) > 0 for r in rows.values())
+    passes = dict(PASS.findall(out))
+    assert sorted(passes) == sorted(["F", "B", "F_frozen", "B_in", "F_nograd"]), out[-2000:]
+    assert all(float(ms) >= 0 for ms in passes.values())
+    assert FLOORS.search(out), out[-2000:]
+
+
+def test_floors_of_the_cost_model_proportions():
+    """With ALUM.md's proportions (backward 2F, δ-only backward F) the floors are 8/3, 3."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        from pass_floors import floors
+    finally:
+        sys.path.pop(0)
+    f = floors({"F": 1.0, "B": 2.0, "F_frozen": 1.0, "B_in": 1.0, "F_nograd": 1.0})
+    assert abs(f["fast"] - 8 / 3) < 1e-12 and abs(f["lean"] - 3.0) < 1e-12
+    # A cheaper backward (1.5F) raises the lean order's floor: (1 + 1 + 0.75 + 5) / 2.5.
+    f = floors({"F": 1.0, "B": 1.5, "F_frozen": 1.0, "B_in": 0.75, "F_nograd": 1.0})
+    assert abs(f["lean"] - 7.75 / 2.5) < 1e-12 and abs(f["fast"] - 6.75 / 2.5) < 1e-12
