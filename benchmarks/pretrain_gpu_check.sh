@@ -4,6 +4,8 @@
 # indexes the sample corpus with a 30522-token WordPiece tokenizer, and pre-trains a
 # base-size BERT (768/12/12) in bf16 under DeepSpeed ZeRO-1 for STEPS steps, standard MLM
 # then ALUM (paper-pretrain, K=1) from half-way; prints tokens/s, TFLOP/s and MFU.
+# Then (unless ALUM_COST=0) issue 5's cost table: benchmarks/alum_step_cost.py in bf16 at
+# the base size, standard vs fast vs lean vs naive, with this GPU's pass floors.
 #   SIZE=base SEQ=512 MBS=32 STEPS=300 bash benchmarks/pretrain_gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,3 +42,11 @@ python3 "$REPO/pretrain/run_pretrain.py" --data-path /tmp/alum_data/kjv \
   --eval-batches 2 --log-interval 50 --save-at-end false --progress-bar false \
   --peak-tflops "$PEAK" --output-dir "$OUT/run" 2>&1 | tee "$OUT/pretrain.log" | \
   grep -v -E "^\[|Warning|warn" | tail -40
+if [ "${ALUM_COST:-1}" != "0" ]; then
+  echo "== ALUM step cost (issue 5): bf16, $SIZE, batch 8 x 128, then $MBS x $SEQ"
+  python3 "$REPO/benchmarks/alum_step_cost.py" --device cuda --dtype bf16 --size "$SIZE" \
+    --check --floors --json "$OUT/alum_cost_b8s128.json" 2>&1 | grep -v -E "Warning|warn" | tail -30
+  python3 "$REPO/benchmarks/alum_step_cost.py" --device cuda --dtype bf16 --size "$SIZE" \
+    --seq "$SEQ" --batch "$MBS" --repeats 10 --floors --json "$OUT/alum_cost_pretrain.json" \
+    2>&1 | grep -v -E "Warning|warn" | tail -30
+fi
