@@ -134,6 +134,20 @@ class MLMDatasetConfig(BlendedMegatronDatasetConfig):
         super().__post_init__()
 
 
+def stream_salt(indexed_dataset: IndexedDataset, dataset_path: Optional[str],
+                split_name: str) -> int:
+    """The key that separates the sample-order and masking RNG streams of one dataset
+    split from another's: the prefix's file name, the sequence, document and token
+    counts, and the split. Not the folder: the same data copied or moved elsewhere (another
+    mount, another cache directory) must give the same samples, or a run resumed there
+    would continue with another order and other masks."""
+    lengths = indexed_dataset.sequence_lengths
+    documents = indexed_dataset.document_indices.shape[0] - 1
+    key = (f"{os.path.basename(dataset_path or '')}|{len(lengths)}|{documents}|"
+           f"{int(np.asarray(lengths).sum(dtype=np.int64))}|{split_name}")
+    return zlib.crc32(key.encode())
+
+
 class MLMDataset(MegatronDataset):
     """Packed, dynamically masked MLM samples from one indexed dataset and one split.
 
@@ -143,11 +157,12 @@ class MLMDataset(MegatronDataset):
     ``dataset[idx]`` returns a dict of tensors: ``input_ids``, ``attention_mask``,
     ``token_type_ids`` (zeros), ``labels`` (-100 where not predicted) and
     ``loss_mask`` (float, 1.0 where predicted). It is a pure function of
-    (seed, dataset path, split, epoch, idx) and the masking step.
+    (seed, dataset identity, split, epoch, idx) and the masking step.
 
     Args (megatron's ``MegatronDataset`` signature):
         indexed_dataset: the ``IndexedDataset``.
-        dataset_path: its prefix (also keys the RNG streams).
+        dataset_path: its prefix (its file name, not its folder, keys the RNG streams:
+            ``stream_salt``).
         indexed_indices: the document ids of this split.
         num_samples: length of the dataset; None for one pass over the packed
             samples. A larger value loops over the data (each pass reshuffled;
@@ -176,7 +191,7 @@ class MLMDataset(MegatronDataset):
             self._length = int(num_samples)
         self.epoch = 0
         self.step: Optional[int] = None
-        self._salt = zlib.crc32(f"{dataset_path}|{index_split.name}".encode())
+        self._salt = stream_salt(indexed_dataset, dataset_path, index_split.name)
         self._orders: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
 
     # ---------------------------------------------------------------- megatron hooks

@@ -1,4 +1,6 @@
 """MLMDataset: framing, lengths, determinism, dynamic masking, document splits, DP slices."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -89,6 +91,29 @@ def test_new_epoch_new_masks_same_data(tokenizers, indexed):
     order0 = [sh.packed_position(i, 0) for i in range(len(sh))]
     order1 = [sh.packed_position(i, 1) for i in range(len(sh))]
     assert order0 != order1 and sorted(order0) == sorted(order1) == list(range(len(sh)))
+
+
+def test_moved_data_same_samples_other_data_other_streams(tokenizers, indexed, tmp_path):
+    """The RNG streams are keyed by what the dataset holds, not where it lies: a copy in
+    another folder gives the same order and masks (a run resumed from another mount
+    continues identically); another split of the same files does not share streams."""
+    import shutil
+
+    tok = tokenizers["wordpiece"]
+    prefix = indexed["wordpiece", "doc"]
+    moved = tmp_path / "elsewhere" / os.path.basename(prefix)
+    moved.parent.mkdir()
+    for ext in (".bin", ".idx"):
+        shutil.copyfile(prefix + ext, str(moved) + ext)
+    here = MLMDataset.from_prefix(prefix, tok, 64, split="1,0,0")
+    there = MLMDataset.from_prefix(str(moved), tok, 64, split="1,0,0")
+    assert len(here) == len(there) > 4
+    for i in range(len(here)):
+        a, b = here[i], there[i]
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+    train = MLMDataset.from_prefix(prefix, tok, 64, split="50,50,0", split_name="train")
+    valid = MLMDataset.from_prefix(prefix, tok, 64, split="50,50,0", split_name="valid")
+    assert train._salt != valid._salt != here._salt
 
 
 def documents_of(ds, low):
