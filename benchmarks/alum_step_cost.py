@@ -476,6 +476,9 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     if args.floors:
         passes = measure_passes(model, batch, args.device, args.clock, args.repeats)
         machine_floors = print_floors(passes)
+        if args.positions == "all":
+            print("(the passes above run the head at the predicted rows; with --positions all "
+                  "ALUM's passes run it at every position, so these floors are lower bounds)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "setup": describe(args, model), "rows": rows,
