@@ -86,9 +86,9 @@ def clean_head_rows(batch: Dict[str, torch.Tensor],
     """Where the clean pass runs the MLM head: at the predicted positions (``[b, s]``
     bool), unless ALUM's KL reads all positions (None). The ``[b, s, V]`` decoder output
     is most of the head's cost; the loss reads ≈15% of it (docs/alum_cost.md)."""
-    if rows is not None and rows.head_rows is None:
-        return None
-    return batch["labels"].ne(-100)
+    if rows is None:
+        return batch["labels"].ne(-100)
+    return rows.head_rows  # the predicted positions (masked) or None (all)
 
 
 @dataclass
@@ -111,7 +111,7 @@ def clean_objective(model: nn.Module, logits: torch.Tensor, batch: Dict[str, tor
     """
     labels = batch["labels"]
     selected = labels.ne(-100)
-    full = rows is not None and rows.head_rows is None
+    full = rows is not None and rows.head_rows is None  # clean_head_rows gave None
     picked = logits[selected] if full else logits
     target = labels[selected]
     mlm = model.mlm_loss(picked, target)
