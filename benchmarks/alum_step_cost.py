@@ -409,6 +409,10 @@ def parse_args(argv: Optional[List[str]] = None):
                    help="also time each kind of pass (forward, backward, the ascent's, "
                         "a forward without graph) and print this machine's floors for the "
                         "two orders (benchmarks/pass_floors.py)")
+    p.add_argument("--kl-block-bytes", type=int, default=None,
+                   help="bytes of one fp32 row-block buffer of the symmetric KL's PyTorch "
+                        "passes on this device (alum.kernels.sym_kl.CHUNK_BYTES; default: "
+                        "the library's, 2 MiB on CPU; 1099511627776: all rows in one block)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     if args.device is None:
@@ -426,6 +430,9 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.kl_block_bytes is not None:
+        from alum.kernels import sym_kl
+        sym_kl.CHUNK_BYTES[torch.device(args.device).type] = args.kl_block_bytes
     from alum import AlumConfig
 
     torch.manual_seed(args.seed)

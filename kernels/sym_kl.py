@@ -76,28 +76,49 @@ def _kernels():
 
 
 # ------------------------------------------------------------------ PyTorch statistics
-# The same statistics and gradients as the Triton kernels, in plain PyTorch. They make
-# fp32 [rows, vocab] temporaries; the vocab-parallel path uses them when Triton is absent
-# and the tests compare the kernels with them.
+# The same statistics and gradients as the Triton kernels, in plain PyTorch; the
+# vocab-parallel path uses them when Triton is absent and the tests compare the kernels
+# with them. They walk the rows in blocks, with two fp32 [block, vocab] temporaries
+# reused from block to block: no [rows, vocab] temporary is allocated (the gradient they
+# return is the only full-size tensor). On CPU a block stays in the cache, and a fresh
+# full-size tensor would cost page faults comparable to its arithmetic (docs/alum_cost.md);
+# on CUDA the blocks are large (few launches) and only bound the temporaries' memory.
+CHUNK_BYTES = {"cpu": 2 << 20, "cuda": 256 << 20}
+"""Bytes of one fp32 temporary block, per device type (others: the CUDA value)."""
+
+
+def block_rows(n_cols: int, device: torch.device) -> int:
+    """Rows per block of the PyTorch passes (at least one)."""
+    budget = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cuda"])
+    return max(1, budget // (4 * max(n_cols, 1)))
+
+
+def _blocks(n_rows: int, n_cols: int, device: torch.device):
+    step = block_rows(n_cols, device)
+    for i in range(0, n_rows, step):
+        yield i, min(i + step, n_rows)
+
+
 def sym_kl_stats_torch(adv: torch.Tensor, clean: torch.Tensor, weight: torch.Tensor,
                        use_shift: bool) -> torch.Tensor:
-    # Two fp32 [rows, vocab] temporaries, updated in place: on CPU every fresh tensor of
-    # this size costs page faults comparable to the arithmetic (docs/alum_cost.md).
     dtype = torch.promote_types(torch.promote_types(adv.dtype, clean.dtype), torch.float32)
-    a = adv.to(dtype)
-    c = clean.to(dtype)
-    diff = torch.sub(c, a)
-    if use_shift:
-        diff.sub_(diff[:, :1].clone())
-    m_a = a.amax(dim=-1)
-    m_c = c.amax(dim=-1)
-    e = torch.sub(a, m_a[:, None]).exp_()
-    z_a = e.sum(-1)
-    s_a = e.mul_(diff).sum(-1)
-    e = torch.sub(c, m_c[:, None], out=e).exp_()
-    z_c = e.sum(-1)
-    s_c = e.mul_(diff).sum(-1)
-    stats = torch.stack([m_a, z_a, s_a, m_c, z_c, s_c], dim=-1)
+    n, v = adv.shape
+    stats = torch.empty(n, N_STATS, dtype=dtype, device=adv.device)
+    diff = e = None
+    for i, j in _blocks(n, v, adv.device):
+        a, c = adv[i:j].to(dtype), clean[i:j].to(dtype)
+        if diff is None:
+            diff = torch.empty(j - i, v, dtype=dtype, device=adv.device)
+            e = torch.empty_like(diff)
+        d = torch.sub(c, a, out=diff[:j - i])
+        if use_shift:
+            d.sub_(d[:, :1].clone())
+        for col, x in ((0, a), (3, c)):
+            m = x.amax(dim=-1)
+            ex = torch.sub(x, m[:, None], out=e[:j - i]).exp_()
+            stats[i:j, col] = m
+            stats[i:j, col + 1] = ex.sum(-1)
+            stats[i:j, col + 2] = ex.mul_(d).sum(-1)
     return torch.where((weight == 0)[:, None], idle_stats(dtype, stats.device), stats)
 
 
@@ -110,14 +131,27 @@ def idle_stats(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 def sym_kl_grads_torch(adv: torch.Tensor, clean: torch.Tensor, lse: torch.Tensor,
                        scale: torch.Tensor, write_adv: bool, write_clean: bool):
     dtype = lse.dtype
-    g = torch.sub(adv.to(dtype), lse[:, :1]).exp_()                   # p_adv
-    g.sub_(torch.sub(clean.to(dtype), lse[:, 1:]).exp_())             # − p_clean
-    g.mul_(scale[:, None])
-    g.masked_fill_((scale == 0)[:, None], 0.0)  # idle rows: lse = -inf made them NaN
-    ga = g.to(adv.dtype) if write_adv else None
-    gc = None
-    if write_clean:
-        gc = (g.neg() if ga is g else g.neg_()).to(clean.dtype)
+    n, v = adv.shape
+    ga = torch.empty_like(adv, memory_format=torch.contiguous_format) if write_adv else None
+    gc = torch.empty_like(clean, memory_format=torch.contiguous_format) if write_clean else None
+    # The block's gradient is computed in ga itself when it has the compute dtype.
+    direct = ga is not None and ga.dtype == dtype
+    g = t = None
+    for i, j in _blocks(n, v, adv.device):
+        k = j - i
+        if t is None:
+            t = torch.empty(k, v, dtype=dtype, device=adv.device)
+            g = None if direct else torch.empty_like(t)
+        gi = ga[i:j] if direct else g[:k]
+        torch.sub(adv[i:j].to(dtype), lse[i:j, :1], out=gi).exp_()                # p_adv
+        gi.sub_(torch.sub(clean[i:j].to(dtype), lse[i:j, 1:], out=t[:k]).exp_())  # − p_clean
+        gi.mul_(scale[i:j, None])
+        gi.masked_fill_((scale[i:j] == 0)[:, None], 0.0)  # idle rows: lse = -inf gave NaN
+        if ga is not None and not direct:
+            ga[i:j] = gi
+        if gc is not None:
+            torch.neg(gi, out=t[:k])
+            gc[i:j] = t[:k]
     return ga, gc
 
 
@@ -145,6 +179,30 @@ def finish_stats(stats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 StatsReducer = Callable[[torch.Tensor], torch.Tensor]
 
 
+def sym_kl_forward(adv2d: torch.Tensor, clean2d: torch.Tensor, weight: torch.Tensor,
+                   use_triton: bool, use_shift: bool,
+                   reduce_stats: Optional[StatsReducer]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(the weighted loss, the [rows, 2] log-normalisers) from the forward pass."""
+    if use_triton:
+        stats = _kernels().sym_kl_stats(adv2d, clean2d, weight, use_shift)
+    else:
+        stats = sym_kl_stats_torch(adv2d, clean2d, weight, use_shift)
+    if reduce_stats is not None:
+        stats = reduce_stats(stats)
+    row_loss, lse = finish_stats(stats)
+    row_loss = torch.where(weight == 0, torch.zeros_like(row_loss), row_loss)
+    return (row_loss * weight).sum(), lse
+
+
+def sym_kl_backward(adv2d: torch.Tensor, clean2d: torch.Tensor, lse: torch.Tensor,
+                    scale: torch.Tensor, use_triton: bool, write_adv: bool, write_clean: bool):
+    """(∂/∂adv, ∂/∂clean) = (scale·(q − p), scale·(p − q)) per row, in the logits' dtypes."""
+    if use_triton:
+        return _kernels().sym_kl_grads(adv2d, clean2d, lse.contiguous(), scale.contiguous(),
+                                       write_adv, write_clean)
+    return sym_kl_grads_torch(adv2d, clean2d, lse, scale, write_adv, write_clean)
+
+
 class FusedSymmetricKLFunction(torch.autograd.Function):
     """Autograd wrapper of the two passes; ``reduce_stats`` combines vocab shards (TP).
 
@@ -155,29 +213,29 @@ class FusedSymmetricKLFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, adv2d, clean2d, weight, use_triton: bool, use_shift: bool,
                 reduce_stats: Optional[StatsReducer]):
-        if use_triton:
-            stats = _kernels().sym_kl_stats(adv2d, clean2d, weight, use_shift)
-        else:
-            stats = sym_kl_stats_torch(adv2d, clean2d, weight, use_shift)
-        if reduce_stats is not None:
-            stats = reduce_stats(stats)
-        row_loss, lse = finish_stats(stats)
-        row_loss = torch.where(weight == 0, torch.zeros_like(row_loss), row_loss)
+        loss, lse = sym_kl_forward(adv2d, clean2d, weight, use_triton, use_shift, reduce_stats)
         ctx.save_for_backward(adv2d, clean2d, lse, weight)
         ctx.use_triton = use_triton
-        return (row_loss * weight).sum()
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output):
         adv2d, clean2d, lse, weight = ctx.saved_tensors
-        scale = (grad_output.to(torch.float32) * weight).contiguous()
-        write_adv, write_clean = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if ctx.use_triton:
-            ga, gc = _kernels().sym_kl_grads(adv2d, clean2d, lse.contiguous(), scale,
-                                             write_adv, write_clean)
-        else:
-            ga, gc = sym_kl_grads_torch(adv2d, clean2d, lse, scale, write_adv, write_clean)
+        scale = grad_output.to(torch.float32) * weight
+        ga, gc = sym_kl_backward(adv2d, clean2d, lse, scale, ctx.use_triton,
+                                 ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         return ga, gc, None, None, None, None
+
+
+def sym_kl_value_and_grad_rows(adv2d: torch.Tensor, clean2d: torch.Tensor, weight: torch.Tensor,
+                               use_triton: bool, use_shift: bool,
+                               reduce_stats: Optional[StatsReducer]
+                               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(loss, ∂loss/∂adv) of 2-D logits without autograd; ∂loss/∂clean is −∂loss/∂adv."""
+    with torch.no_grad():
+        loss, lse = sym_kl_forward(adv2d, clean2d, weight, use_triton, use_shift, reduce_stats)
+        grad, _ = sym_kl_backward(adv2d, clean2d, lse, weight, use_triton, True, False)
+    return loss, grad
 
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -198,19 +256,53 @@ def unsupported_input_reason(adv: torch.Tensor, clean: torch.Tensor) -> Optional
     return None
 
 
-def _fused_one(adv: torch.Tensor, clean: torch.Tensor,
-               mask: Optional[torch.Tensor]) -> torch.Tensor:
+def _kernel_path(adv: torch.Tensor, clean: torch.Tensor) -> Optional[bool]:
+    """Whether the Triton kernels run (True), the PyTorch passes (False) or, for inputs the
+    passes do not take, the reference (None); one warning when CUDA tensors miss Triton."""
     reason = unsupported_input_reason(adv, clean)
     if reason is not None:
         if adv.is_cuda:
             warn_fallback_once("fused_symmetric_kl", reason)
-        return adversarial_divergence("sym_kl", adv, clean, mask)
+        return None
     no_triton = triton_unusable_reason(adv.device)
     if no_triton is not None and adv.is_cuda:
         warn_fallback_once("fused_symmetric_kl", f"{no_triton}; the PyTorch passes run")
+    return no_triton is None
+
+
+def _fused_one(adv: torch.Tensor, clean: torch.Tensor,
+               mask: Optional[torch.Tensor]) -> torch.Tensor:
+    use_triton = _kernel_path(adv, clean)
+    if use_triton is None:
+        return adversarial_divergence("sym_kl", adv, clean, mask)
     weight = row_weights(tuple(adv.shape[:-1]), mask, adv.device)
     return FusedSymmetricKLFunction.apply(as_rows(adv), as_rows(clean), weight,
-                                          no_triton is None, True, None)
+                                          use_triton, True, None)
+
+
+def symmetric_kl_value_and_grad(adv_logits: torch.Tensor, clean_logits: torch.Tensor,
+                                mask: Optional[torch.Tensor] = None
+                                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``fused_symmetric_kl``'s value and its gradient with respect to ``adv_logits``,
+    computed now, without a graph (the forward pass and the backward pass, one call).
+
+    The gradient with respect to ``clean_logits`` is its negative (the row weight times
+    p_clean − p_adv), so a caller that needs the term's gradient in both branches, at
+    different times (ALUM's lean order, alum.pretrain.split_term), computes it once.
+    The gradient has ``adv_logits``' shape and dtype.
+    """
+    adv, clean = adv_logits.detach(), clean_logits.detach()
+    use_triton = _kernel_path(adv, clean)
+    if use_triton is None:
+        leaf = adv.requires_grad_(True)
+        with torch.enable_grad():
+            value = adversarial_divergence("sym_kl", leaf, clean, mask)
+            (grad,) = torch.autograd.grad(value, leaf)
+        return value.detach(), grad
+    weight = row_weights(tuple(adv.shape[:-1]), mask, adv.device)
+    value, grad = sym_kl_value_and_grad_rows(as_rows(adv), as_rows(clean), weight,
+                                            use_triton, True, None)
+    return value, grad.view(adv.shape)
 
 
 def fused_symmetric_kl(adv_logits: Union[torch.Tensor, Sequence[torch.Tensor]],

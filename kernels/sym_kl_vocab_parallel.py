@@ -19,7 +19,8 @@ import torch
 import torch.distributed as dist
 
 from .sym_kl import (FusedSymmetricKLFunction, as_rows, idle_stats, row_weights,
-                     triton_unusable_reason, unsupported_input_reason)
+                     sym_kl_value_and_grad_rows, triton_unusable_reason,
+                     unsupported_input_reason)
 
 
 def _rescaled(stats: torch.Tensor, m_a: torch.Tensor, m_c: torch.Tensor) -> torch.Tensor:
@@ -55,6 +56,20 @@ def all_reduce_shard_stats(stats: torch.Tensor, group=None) -> torch.Tensor:
     return _assemble(m_a, m_c, sums)
 
 
+def _prepared(adv_shard: torch.Tensor, clean_shard: torch.Tensor,
+              mask: Optional[torch.Tensor], group):
+    """(the stats reducer, whether Triton runs, the row weights) of one call."""
+    reason = unsupported_input_reason(adv_shard, clean_shard)
+    if reason is not None:
+        raise ValueError(f"vocab_parallel_symmetric_kl: {reason}")
+    distributed = dist.is_available() and dist.is_initialized() \
+        and dist.get_world_size(group) > 1
+    reduce_stats = (lambda s: all_reduce_shard_stats(s, group)) if distributed else None
+    use_triton = triton_unusable_reason(adv_shard.device) is None
+    weight = row_weights(tuple(adv_shard.shape[:-1]), mask, adv_shard.device)
+    return reduce_stats, use_triton, weight
+
+
 def vocab_parallel_symmetric_kl(adv_shard: torch.Tensor, clean_shard: torch.Tensor,
                                 mask: Optional[torch.Tensor] = None,
                                 group=None) -> torch.Tensor:
@@ -66,13 +81,21 @@ def vocab_parallel_symmetric_kl(adv_shard: torch.Tensor, clean_shard: torch.Tens
     temporaries of the slice's size). Without an initialised process group (or with one
     rank) it is the single-device op.
     """
-    reason = unsupported_input_reason(adv_shard, clean_shard)
-    if reason is not None:
-        raise ValueError(f"vocab_parallel_symmetric_kl: {reason}")
-    distributed = dist.is_available() and dist.is_initialized() \
-        and dist.get_world_size(group) > 1
-    reduce_stats = (lambda s: all_reduce_shard_stats(s, group)) if distributed else None
-    use_triton = triton_unusable_reason(adv_shard.device) is None
-    weight = row_weights(tuple(adv_shard.shape[:-1]), mask, adv_shard.device)
+    reduce_stats, use_triton, weight = _prepared(adv_shard, clean_shard, mask, group)
     return FusedSymmetricKLFunction.apply(as_rows(adv_shard), as_rows(clean_shard), weight,
                                           use_triton, False, reduce_stats)
+
+
+def vocab_parallel_symmetric_kl_value_and_grad(adv_shard: torch.Tensor,
+                                               clean_shard: torch.Tensor,
+                                               mask: Optional[torch.Tensor] = None,
+                                               group=None):
+    """(value, ∂value/∂adv_shard) of ``vocab_parallel_symmetric_kl``, computed now without
+    a graph (alum.kernels.sym_kl.symmetric_kl_value_and_grad for vocabulary shards): the
+    value on every rank, each rank's gradient for its own slice; ∂/∂clean is its negative.
+    """
+    adv, clean = adv_shard.detach(), clean_shard.detach()
+    reduce_stats, use_triton, weight = _prepared(adv, clean, mask, group)
+    value, grad = sym_kl_value_and_grad_rows(as_rows(adv), as_rows(clean), weight,
+                                            use_triton, False, reduce_stats)
+    return value, grad.view(adv.shape)

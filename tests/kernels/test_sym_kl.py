@@ -14,7 +14,8 @@ import torch
 from alum.divergence import adversarial_divergence
 from alum.kernels import KernelFallbackWarning, fused_symmetric_kl
 from alum.kernels import sym_kl as sym_kl_module
-from alum.kernels.sym_kl import FusedSymmetricKLFunction, as_rows, row_weights
+from alum.kernels.sym_kl import (FusedSymmetricKLFunction, as_rows, block_rows, row_weights,
+                                 symmetric_kl_value_and_grad)
 
 from .cases import DTYPES, assert_sym_kl_close, make_logits, reference_sym_kl_float64
 from .conftest import fake_cuda
@@ -54,6 +55,49 @@ def test_pytorch_statistics_path_matches_float64(dtype, masked):
         got = run_fwd_bwd(_torch_path, adv, clean, mask)
         assert_sym_kl_close(*got, reference_sym_kl_float64(adv, clean, mask), dtype,
                             f"{shape} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pytorch_passes_in_row_blocks_match_float64(dtype, monkeypatch):
+    """The PyTorch passes walk the rows in blocks (two rows, then one, with a remainder
+    block and idle rows inside blocks): the same loss and gradients as the oracle."""
+    for cpu_bytes, shape, rows in ((4 * 97 * 2, (5, 97), 2), (64, (2, 3, 1021), 1)):
+        monkeypatch.setitem(sym_kl_module.CHUNK_BYTES, "cpu", cpu_bytes)
+        assert block_rows(shape[-1], torch.device("cpu")) == rows
+        adv, clean = make_logits(shape, dtype, seed=rows)
+        mask = mask_for(shape, rows)
+        got = run_fwd_bwd(_torch_path, adv, clean, mask)
+        assert_sym_kl_close(*got, reference_sym_kl_float64(adv, clean, mask), dtype,
+                            f"{shape} {dtype}, {rows} row(s) per block")
+        # One side's gradient only (the other branch detached): the same values.
+        a = adv.detach().clone().requires_grad_()
+        _torch_path(a, clean, mask).backward()
+        torch.testing.assert_close(a.grad, got[1], rtol=0, atol=0)
+        c = clean.detach().clone().requires_grad_()
+        _torch_path(adv, c, mask).backward()
+        torch.testing.assert_close(c.grad, got[2], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES + (torch.float64,))
+@pytest.mark.parametrize("masked", [False, True])
+def test_value_and_grad_is_the_op_and_its_gradient(dtype, masked):
+    """symmetric_kl_value_and_grad: the loss and ∂/∂adv without a graph; ∂/∂clean is its
+    negative (float64 takes the reference through autograd)."""
+    shape = (2, 3, 1021)
+    adv, clean = make_logits(shape, dtype, seed=21)
+    mask = mask_for(shape, 21) if masked else None
+    a = adv.clone().requires_grad_()  # a graph on the input must not matter
+    value, grad = symmetric_kl_value_and_grad(a, clean, mask)
+    assert value.grad_fn is None and grad.grad_fn is None
+    assert grad.shape == adv.shape and grad.dtype == adv.dtype
+    assert a.grad is None
+    expected = reference_sym_kl_float64(adv, clean, mask)
+    assert_sym_kl_close(value, grad, -grad, expected, torch.float32 if dtype == torch.float64
+                        else dtype, f"value_and_grad {dtype}")
+    if dtype != torch.float64:
+        op = run_fwd_bwd(fused_symmetric_kl, adv, clean, mask)
+        torch.testing.assert_close(value, op[0], rtol=1e-6, atol=0)
+        torch.testing.assert_close(grad, op[1], rtol=0, atol=0)
 
 
 def test_tuple_logits_sum_like_the_reference():

@@ -1,5 +1,6 @@
 """The vocab-parallel symmetric KL: two vocabulary shards simulated in one process (the
-statistics' combination and each shard's gradient), and a 2-process gloo group."""
+statistics' combination and each shard's gradient), and a 2-process gloo group (the
+autograd op and its value-and-gradient form)."""
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -77,9 +78,12 @@ def test_two_process_gloo_group(tmp_path):
     exp_loss, exp_ga, exp_gc = reference_sym_kl_float64(adv, clean, mask)
     ga = torch.cat([r["grad_adv"] for r in results], -1)
     gc = torch.cat([r["grad_clean"] for r in results], -1)
+    grad = torch.cat([r["grad"] for r in results], -1)
     for r in results:
         assert_sym_kl_close(r["loss"], ga, gc, (exp_loss, exp_ga, exp_gc), torch.float32,
                             f"gloo rank slice {r['slice']}")
+        assert_sym_kl_close(r["value"], grad, -grad, (exp_loss, exp_ga, exp_gc),
+                            torch.float32, f"value_and_grad, gloo rank slice {r['slice']}")
 
 
 def _spawn_entry(rank, world, init_file, out_dir):
