@@ -37,6 +37,7 @@ from alum.adversarial import all_finite_local
 from alum.divergence import Divergences, Logits
 from alum.perturbation import compute_dtype, embedding_scale
 
+from .split_term import ValueAndGrad
 from .tensor_parallel import predicted_ids, tensor_parallel_size
 
 NOISE_SEED_STRIDE = 1_000_003
@@ -132,6 +133,11 @@ class AlumLayout:
     all_finite: object
     delta_mask: torch.Tensor
     init_noise: Optional[torch.Tensor]
+    final_value_and_grad: Optional[ValueAndGrad] = None
+    """(adv, clean) → the final term's value and its gradient with respect to adv, without
+    a graph (the symmetric KL: its gradient with respect to clean is the negative); None
+    for other divergences. Used by the orders that back-propagate the two branches
+    separately (alum.pretrain.split_term)."""
 
 
 def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
@@ -165,13 +171,20 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
             ascent=lambda a, c, _m: base.ascent(a, c, rows_mask),
             final=lambda a, c, _m: final_fn(a, c, rows_mask),
             flips=None if base.flips is None else (lambda a, c, _m: base.flips(a, c, rows_mask)))
-        return AlumLayout(divergences, all_finite_local, mask, init)
+        split = None
+        if config.loss == "sym_kl":
+            from alum.kernels.sym_kl import symmetric_kl_value_and_grad
+
+            def split(a: torch.Tensor, c: torch.Tensor):
+                return symmetric_kl_value_and_grad(a, c, rows_mask)
+        return AlumLayout(divergences, all_finite_local, mask, init, split)
     if config.loss != "sym_kl":
         raise ValueError(f"AlumConfig.loss={config.loss!r}: under tensor parallelism the "
                          f"vocabulary-parallel divergence is the symmetric KL only")
     from megatron.core import parallel_state as ps
 
     from alum.kernels import vocab_parallel_symmetric_kl
+    from alum.kernels.sym_kl_vocab_parallel import vocab_parallel_symmetric_kl_value_and_grad
 
     group = ps.get_tensor_model_parallel_group()
 
@@ -188,5 +201,8 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
         w = _row_weights(rows_mask, a.numel(), a.device)
         return ((a != c).float() * w).sum()
 
+    def split(adv: torch.Tensor, clean: torch.Tensor):
+        return vocab_parallel_symmetric_kl_value_and_grad(adv, clean, rows_mask, group=group)
+
     return AlumLayout(Divergences(ascent, final, flips), all_finite_over_model_parallel,
-                      mask, init)
+                      mask, init, split)

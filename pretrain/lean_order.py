@@ -15,7 +15,9 @@ order runs, per micro-batch:
 Passes 3 and 4 split Algorithm 1's g_θ exactly: with the other branch detached, each
 pass's divergence has the gradient of one of the two KL terms (the symmetric KL of
 (adv, stopgrad clean) has ∇_adv = p_adv − p_clean, that of KL(p_clean ‖ p_adv)), so the
-sum of the two backward passes is the fast order's gradient; one forward more.
+sum of the two backward passes is the fast order's gradient; one forward more. The
+symmetric KL is evaluated once, in pass 3, value and gradient: pass 4's gradient into
+the clean logits is the negative of pass 3's (alum.pretrain.split_term).
 
 Randomness: pass 4 replays pass 1's generator state, so the clean logits whose gradient
 is taken are the ones the ascent aimed at (same dropout masks), and pass 3 replays it
@@ -38,6 +40,7 @@ from .alum_layout import build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
 from .mlm_step import (MicroBatchResult, call_through_hooks, clean_head_rows, clean_objective,
                        clean_pass, kl_rows, perturbed_forward)
+from .split_term import SplitTerm
 
 ORDERS = ("fast", "lean")
 
@@ -135,7 +138,7 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
                              alum, layout.delta_mask, layout.init_noise, loss_scale,
                              divergences=layout.divergences, all_finite=layout.all_finite,
                              freeze=model)
-    adv_rows = None
+    split = None
     term = torch.zeros((), device=embeds0.device)
     if pert.skipped:
         _, stats = skipped_term(embeds0, pert.skipped, pert.grad, alum)
@@ -152,25 +155,30 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
                                                  rows.head_rows)
 
         adv_rows = runner.forward(perturbed, *inputs)                  # pass 3
-        term = layout.divergences.final(adv_rows, clean_rows, None)
+        split = SplitTerm(layout.divergences.final, layout.final_value_and_grad, adv_rows,
+                          clean_rows)
+        term = split.value
         if not layout.all_finite(term):
             _, stats = skipped_term(embeds0, "the adversarial term", term, alum)
-            adv_rows = None
+            split = None
         else:
             stats = adversarial_stats(embeds0, pert, term, adv_rows, clean_rows, alum,
                                       layout.delta_mask, layout.divergences)
-            runner.backward(alum.alpha * term, False)
-            adv_rows = adv_rows.detach()
-    del clean_rows  # pass 4 recomputes them with a graph (one [rows, V] less at its peak)
+        # Neither backward reads the two [rows, V] logits (the split term keeps what it
+        # needs, pass 4 recomputes the clean ones with a graph): two fewer at the peaks.
+        del adv_rows
+    del clean_rows
+    if split is not None:
+        runner.backward(alum.alpha * split.perturbed(), False)          # pass 3's backward
     after = capture_rng_state()
     restore_rng_state(start)
     _, logits = runner.forward(clean, *args)                            # pass 4
     c = clean_objective(model, logits, batch, rows)
     del logits  # with `all` positions, backward needs only c's predicted rows and KL rows
     loss = c.mlm
-    if adv_rows is not None:
-        loss = c.mlm + alum.alpha * layout.divergences.final(adv_rows, c.kl_rows, None)
+    if split is not None:
+        loss = c.mlm + alum.alpha * split.clean(c.kl_rows)
     runner.backward(loss, True)
     restore_rng_state(after)
-    total = c.mlm.detach() + (alum.alpha * term.detach() if adv_rows is not None else 0.0)
+    total = c.mlm.detach() + (alum.alpha * term.detach() if split is not None else 0.0)
     return MicroBatchResult(total, c.mlm.detach(), c.correct, c.predicted, stats)

@@ -15,9 +15,11 @@ the M accumulation micro-batches runs the lean order of shared/ALUM.md's cost mo
    updates δ (adv_project); a NaN/Inf gradient is agreed over the model-parallel group;
 3. **perturbed, forward and backward** of α·KL(stopgrad p_clean ‖ p_adv): the embedding
    output is recomputed under the clean pass's generator state (same dropout), δ added;
-   the last stage keeps the perturbed rows (detached);
+   the last stage evaluates the symmetric KL once, value and gradient, and keeps the
+   gradient (alum.pretrain.split_term; other divergences keep the perturbed rows);
 4. **clean, forward and backward** of MLM + α·KL(stopgrad p_adv ‖ p_clean), replaying
-   pass 1's generator state on every stage (same dropout masks as the KL's target).
+   pass 1's generator state on every stage (same dropout masks as the KL's target); the
+   KL's gradient into the clean logits is the negative of pass 3's.
 
 Passes 3 and 4 accumulate Algorithm 1's g_θ exactly (see lean_order's docstring); the
 schedule divides each micro-batch's loss by M as DeepSpeed's accumulation does. The
@@ -41,6 +43,7 @@ from alum.perturbation import adv_project, embedding_scale, row_mask
 from .alum_layout import all_finite_over, build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
 from .mlm_step import clean_head_rows, clean_objective, kl_rows
+from .split_term import SplitTerm
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -65,7 +68,7 @@ class PipelineAlumStep:
         self.embeds: List[Optional[torch.Tensor]] = [None] * n
         self.embed_rng: List[Optional[Dict[str, Any]]] = [None] * n
         self.clean: List[Optional[torch.Tensor]] = [None] * n
-        self.adv: List[Optional[torch.Tensor]] = [None] * n
+        self.split: List[Optional[SplitTerm]] = [None] * n
         self.delta: List[Optional[torch.Tensor]] = [None] * n
         self.grad: List[Optional[torch.Tensor]] = [None] * n
         self.share: List[torch.Tensor] = [torch.zeros(())] * n
@@ -213,17 +216,19 @@ class PipelineAlumStep:
         def loss_func(adv):
             if not self._active(m):
                 return _zero_loss(adv), {}
-            divergences = self._divergences(m, batch)
-            term = divergences.final(adv, self.clean[m], None)
-            if not all_finite_over_tensor_parallel(term):
+            layout = self._layout(m, batch, None)
+            split = SplitTerm(layout.divergences.final, layout.final_value_and_grad, adv,
+                              self.clean[m])
+            if not all_finite_over_tensor_parallel(split.value):
                 self.skipped[m] = True
                 self.skip_reasons.append("the adversarial term")
                 return _zero_loss(adv), {}
-            self.adv[m] = adv.detach()
-            self.terms[m] = term.detach()
-            if divergences.flips is not None:
-                self.flips[m] = divergences.flips(adv.detach(), self.clean[m], None)
-            return self.alum.alpha * term, {}
+            self.terms[m] = split.value
+            if layout.divergences.flips is not None:
+                self.flips[m] = layout.divergences.flips(adv.detach(), self.clean[m], None)
+            self.clean[m] = None  # pass 4 recomputes the clean logits with a graph
+            self.split[m] = split
+            return self.alum.alpha * split.perturbed(), {}
         return out, loss_func
 
     # -- pass 4: clean, forward and backward ---------------------------------------
@@ -234,10 +239,9 @@ class PipelineAlumStep:
         def loss_func(logits):
             c = clean_objective(model, logits, batch, self.rows[m])
             loss = c.mlm
-            if self.last and self.adv[m] is not None:
-                layout = self._layout(m, batch, None)
-                loss = c.mlm + self.alum.alpha * layout.divergences.final(
-                    self.adv[m], c.kl_rows, None)
+            if self.last and self.split[m] is not None:
+                loss = c.mlm + self.alum.alpha * self.split[m].clean(c.kl_rows)
+                self.split[m] = None
             mean = c.mlm.detach().clone().float()
             n = c.predicted
             return loss, {"loss_sum": mean * n, "correct": c.correct.float(),

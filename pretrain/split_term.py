@@ -1,0 +1,95 @@
+"""ALUM's final term back-propagated in two passes: the perturbed branch, then the clean one.
+
+The lean order (alum.pretrain.lean_order) and the pipeline's four passes
+(alum.pretrain.pipeline_alum) split the gradient of α·D_sym(f(x+δ), f(x)) (shared/ALUM.md,
+Algorithm 1's g_θ) between two backward passes: pass 3 sends the term's gradient into the
+perturbed logits, pass 4 (which recomputes the clean graph) into the clean logits.
+
+For the symmetric KL with ALUM's stop-gradients, KL(sg p_clean ‖ p_adv) + KL(sg p_adv ‖
+p_clean), the two gradients are one tensor and its negative: w·(p_adv − p_clean) with
+respect to the perturbed logits and w·(p_clean − p_adv) with respect to the clean ones
+(w: the row weight). So the term is evaluated once, value and gradient
+(alum.kernels.symmetric_kl_value_and_grad, or its vocabulary-parallel variant), and each
+pass injects its gradient; the second evaluation of the divergence that the split used to
+cost (a forward and a backward over the [rows, vocab] logits) is gone. Pass 4's clean
+logits are pass 1's recomputed under the same generator state, so the gradient is the
+same one. Other divergences (``kl``, ``mse``) are evaluated in each pass with the other
+branch detached, as before.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+
+from alum.divergence import DivergenceFn
+
+ValueAndGrad = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+
+
+class _InjectGradient(torch.autograd.Function):
+    """A scalar equal to ``value`` whose gradient with respect to ``x`` is ``sign·grad``."""
+
+    @staticmethod
+    def forward(ctx, x, value, grad, sign: float, consume: bool):
+        ctx.save_for_backward(grad)
+        ctx.sign, ctx.consume = sign, consume
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        factor = grad_output * ctx.sign
+        # consume: the last use of ``grad``, scaled in place instead of copied.
+        out = grad.mul_(factor) if ctx.consume else grad * factor
+        return out, None, None, None, None
+
+
+def with_gradient(x: torch.Tensor, value: torch.Tensor, grad: torch.Tensor,
+                  sign: float = 1.0, consume: bool = False) -> torch.Tensor:
+    """``value`` (a scalar) as a function of ``x`` whose gradient is ``sign · grad``.
+
+    ``consume``: ``grad`` is not needed afterwards and may be overwritten by the backward.
+    """
+    return _InjectGradient.apply(x, value, grad, sign, consume)
+
+
+class SplitTerm:
+    """α's divergence between the perturbed and the clean logits, for two backward passes.
+
+    ``perturbed()`` is the term with gradient into the perturbed logits only; after its
+    backward, ``clean(clean_logits)`` is the term with gradient into the (recomputed)
+    clean logits only. Their gradients sum to the term's full gradient.
+    """
+
+    def __init__(self, final: DivergenceFn, value_and_grad: Optional[ValueAndGrad],
+                 adv: torch.Tensor, clean: torch.Tensor):
+        self._final = final
+        self._adv: Optional[torch.Tensor] = adv
+        self._grad: Optional[torch.Tensor] = None
+        if value_and_grad is not None:
+            self.value, self._grad = value_and_grad(adv, clean)
+            self._perturbed = with_gradient(adv, self.value, self._grad)
+        else:
+            self._perturbed = final(adv, clean.detach(), None)
+            self.value = self._perturbed.detach()
+
+    def perturbed(self) -> torch.Tensor:
+        """The term (to back-propagate once), gradient into the perturbed logits only.
+        Drops this object's reference to the perturbed graph."""
+        term, self._perturbed = self._perturbed, None
+        if self._grad is not None:
+            self._adv = None  # pass 4 needs only the gradient
+        else:
+            self._adv = self._adv.detach()
+        return term
+
+    def clean(self, clean: torch.Tensor) -> torch.Tensor:
+        """The term, gradient into ``clean`` (the clean logits, recomputed with a graph)."""
+        if self._grad is not None:
+            grad, self._grad = self._grad, None
+            if grad.shape != clean.shape:
+                raise ValueError(f"SplitTerm.clean: clean logits of shape {tuple(clean.shape)}"
+                                 f" for a gradient of shape {tuple(grad.shape)}")
+            return with_gradient(clean, self.value, grad, sign=-1.0, consume=True)
+        return self._final(self._adv, clean, None)
