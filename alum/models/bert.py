@@ -195,9 +195,9 @@ class MLMHead(nn.Module):
         # Megatron's padding columns are not words: give them no probability, so the
         # loss and the ALUM KL equal those of the unpadded HF model.
         start, end = spec.vocab_range(padded_vocab)
-        pad_cols = torch.arange(start, end) >= config.vocab_size
-        self.register_buffer("pad_columns", pad_cols, persistent=False)
-        self.has_pad_columns = bool(pad_cols.any())
+        # The padding columns are a suffix of every rank's vocabulary slice.
+        self.first_pad_column = max(0, min(end, config.vocab_size) - start)
+        self.has_pad_columns = self.first_pad_column < end - start
 
     def forward(self, x: torch.Tensor, decoder_weight: torch.Tensor,
                 rows: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -217,7 +217,11 @@ class MLMHead(nn.Module):
     def decode(self, x: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
         logits = self.decoder(x, decoder_weight)
         if self.has_pad_columns:
-            logits = logits.masked_fill(self.pad_columns, torch.finfo(logits.dtype).min)
+            # In place, on the suffix of padding columns only: no backward formula reads
+            # the decoder's output (the matmul's and the bias add's read their inputs),
+            # and a masked copy would write one more fresh [rows, V] tensor in every
+            # pass and mask it again in backward (docs/alum_cost.md).
+            logits[..., self.first_pad_column:].fill_(torch.finfo(logits.dtype).min)
         return logits
 
 
