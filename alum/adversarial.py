@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .config import AlumConfig
-from .divergence import DivergenceFn, Divergences, Logits, detach_logits
+from .divergence import DivergenceFn, Divergences, Logits, LogitsGradFn, detach_logits
 from .perturbation import (adv_project, ascent_step, compute_dtype, embedding_scale,
                            row_mask, row_norm)
 
@@ -111,7 +111,8 @@ def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tens
                     clean_logits: Logits, config: AlumConfig,
                     mask: Optional[torch.Tensor] = None,
                     loss_scale: float = 1.0,
-                    divergence: Optional[DivergenceFn] = None) -> Tuple[torch.Tensor, Logits]:
+                    divergence: Optional[DivergenceFn] = None,
+                    logits_grad: Optional[LogitsGradFn] = None) -> Tuple[torch.Tensor, Logits]:
     """g = ∇_δ D(f(base + δ), stopgrad f(x)) and the perturbed logits.
 
     The gradient is taken with respect to δ only: autograd never reaches a parameter's
@@ -120,15 +121,23 @@ def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tens
     linear layers do, measured: docs/alum_cost.md) unless the parameters are frozen, which
     ``find_perturbation(freeze=model)`` does for the ascent. ``loss_scale`` multiplies D before the backward pass and divides g after
     it: under fp16 the inner gradient would otherwise underflow (ALUM.md, known faults).
-    ``divergence`` defaults to the config's ``ascent_divergence``.
+    ``divergence`` defaults to the config's ``ascent_divergence``. ``logits_grad``
+    (single-tensor logits): ∂D/∂adv computed directly, where the backward pass then
+    starts (D's value is not needed; see ``Divergences.ascent_grad``).
     """
     if divergence is None:
         divergence = Divergences.for_loss(config.loss).ascent
     d = delta.detach().requires_grad_(True)
     with torch.enable_grad():
         adv = forward_fn(base.detach() + d)
-        div = divergence(adv, detach_logits(clean_logits), mask)
-        (g,) = torch.autograd.grad(div * loss_scale, d)
+        if logits_grad is not None and isinstance(adv, torch.Tensor):
+            start = logits_grad(adv, detach_logits(clean_logits), mask)
+            if loss_scale != 1.0:
+                start = start * loss_scale
+            (g,) = torch.autograd.grad(adv, d, grad_outputs=start)
+        else:
+            div = divergence(adv, detach_logits(clean_logits), mask)
+            (g,) = torch.autograd.grad(div * loss_scale, d)
     if loss_scale != 1.0:
         g = g / loss_scale
     return g, adv
@@ -209,7 +218,7 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
     for _ in range(config.steps):
         with frozen_parameters(freeze):
             grad, _ = ascent_gradient(forward_fn, base, delta, clean_detached, config, mask,
-                                      loss_scale, divergences.ascent)
+                                      loss_scale, divergences.ascent, divergences.ascent_grad)
         if not all_finite(grad):
             return Perturbation(delta, grad, share, skipped="the ascent gradient")
         share = gradient_share(delta, grad, config, m, scale)
