@@ -150,8 +150,10 @@ def sym_kl_grads_torch(adv: torch.Tensor, clean: torch.Tensor, lse: torch.Tensor
         if ga is not None and not direct:
             ga[i:j] = gi
         if gc is not None:
-            torch.neg(gi, out=t[:k])
-            gc[i:j] = t[:k]
+            if gc.dtype == dtype:
+                torch.neg(gi, out=gc[i:j])
+            else:
+                gc[i:j] = torch.neg(gi, out=t[:k])
     return ga, gc
 
 
