@@ -8,9 +8,9 @@ the parameter gradients of one micro-batch:
                  (alum.pretrain.mlm_step.mlm_micro_batch without ALUM, .backward()).
   (b) fast       our ALUM step, fast order (mlm_micro_batch with ALUM, .backward()): the
                  clean graph stays alive; the K ascent passes take ∇δ only
-                 (torch.autograd.grad w.r.t. δ; megatron's linears still compute their
-                 weight gradients there, see docs/alum_cost.md); one backward of
-                 MLM + α·symmetric KL at the end, through both graphs.
+                 (torch.autograd.grad w.r.t. δ, parameters frozen so that megatron's
+                 linears skip their weight gradients, see docs/alum_cost.md); one
+                 backward of MLM + α·symmetric KL at the end, through both graphs.
   (c) lean       our ALUM step, lean order (alum.pretrain.lean_order.lean_micro_batch):
                  one graph at a time: clean forward without a graph, the ascent with the
                  parameters frozen, the perturbed forward+backward of its KL term, then
