@@ -157,6 +157,40 @@ def sym_kl_grads_torch(adv: torch.Tensor, clean: torch.Tensor, lse: torch.Tensor
     return ga, gc
 
 
+def sym_kl_value_and_grad_torch(adv: torch.Tensor, clean: torch.Tensor,
+                                weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(loss, ∂loss/∂adv) of whole rows in PyTorch, one pass per branch and block.
+
+    With p = softmax(adv) and q = softmax(clean), the row's symmetric KL is
+    Σ (p − q)(adv − clean) (sym_kl_triton.py's identity) and its gradient with respect
+    to adv is w·(p − q): two fused softmax kernels, a difference and a dot product per
+    block, where the statistics and the gradients passes take four exponentials. Only
+    for whole rows (no vocabulary shards: those need the shards' statistics).
+    """
+    dtype = torch.promote_types(torch.promote_types(adv.dtype, clean.dtype), torch.float32)
+    n, v = adv.shape
+    grad = torch.empty((n, v), dtype=adv.dtype, device=adv.device)
+    rows = torch.empty(n, dtype=dtype, device=adv.device)
+    direct = grad.dtype == dtype
+    g = t = None
+    for i, j in _blocks(n, v, adv.device):
+        k = j - i
+        if t is None:
+            t = torch.empty((k, v), dtype=dtype, device=adv.device)
+            g = None if direct else torch.empty_like(t)
+        gi = grad[i:j] if direct else g[:k]
+        a, c = adv[i:j].to(dtype), clean[i:j].to(dtype)
+        torch.softmax(a, -1, out=gi)
+        gi.sub_(torch.softmax(c, -1, out=t[:k]))                          # p − q
+        rows[i:j] = torch.linalg.vecdot(gi, torch.sub(a, c, out=t[:k]))
+        gi.mul_(weight[i:j, None])
+        gi.masked_fill_((weight[i:j] == 0)[:, None], 0.0)  # skipped rows, as the kernel
+        if not direct:
+            grad[i:j] = gi
+    rows = torch.where(weight == 0, torch.zeros_like(rows), rows)
+    return (rows * weight).sum(), grad
+
+
 # ------------------------------------------------------------------ shared pieces
 def row_weights(rows_shape: Tuple[int, ...], mask: Optional[torch.Tensor],
                 device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -302,8 +336,11 @@ def symmetric_kl_value_and_grad(adv_logits: torch.Tensor, clean_logits: torch.Te
             (grad,) = torch.autograd.grad(value, leaf)
         return value.detach(), grad
     weight = row_weights(tuple(adv.shape[:-1]), mask, adv.device)
-    value, grad = sym_kl_value_and_grad_rows(as_rows(adv), as_rows(clean), weight,
-                                            use_triton, True, None)
+    if use_triton:
+        value, grad = sym_kl_value_and_grad_rows(as_rows(adv), as_rows(clean), weight,
+                                                True, True, None)
+    else:
+        value, grad = sym_kl_value_and_grad_torch(as_rows(adv), as_rows(clean), weight)
     return value, grad.view(adv.shape)
 
 
