@@ -8,11 +8,13 @@ weighted by it, when its shape is the rows' shape). The Triton kernels
 math and the gradient are explained there.
 
 Path selection: Triton on CUDA tensors, and on CPU tensors when the Triton interpreter
-is on (TRITON_INTERPRET=1, CI); otherwise the same two passes written in PyTorch
-(``sym_kl_stats_torch`` / ``sym_kl_grads_torch``: fp32 temporaries, but no softmax saved
-for backward, so less memory and time than the reference), with one
-KernelFallbackWarning when that happens on CUDA tensors. Inputs the passes do not take
-(float64, mismatched shapes) run the reference, ``adversarial_divergence``.
+is on (TRITON_INTERPRET=1, CI); otherwise passes written in PyTorch, in row blocks with
+no softmax saved for backward (less memory and time than the reference), with one
+KernelFallbackWarning when that happens on CUDA tensors: for whole rows one fused
+softmax per branch (``sym_kl_softmax_torch``), for vocabulary shards the kernels'
+statistics and gradients (``sym_kl_stats_torch`` / ``sym_kl_grads_torch``). Inputs the
+passes do not take (float64, mismatched shapes) run the reference,
+``adversarial_divergence``.
 """
 from __future__ import annotations
 
@@ -157,38 +159,52 @@ def sym_kl_grads_torch(adv: torch.Tensor, clean: torch.Tensor, lse: torch.Tensor
     return ga, gc
 
 
-def sym_kl_value_and_grad_torch(adv: torch.Tensor, clean: torch.Tensor,
-                                weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(loss, ∂loss/∂adv) of whole rows in PyTorch, one pass per branch and block.
+def sym_kl_softmax_torch(adv: torch.Tensor, clean: torch.Tensor, weight: torch.Tensor,
+                         want_value: bool = True, scale: Optional[torch.Tensor] = None,
+                         write_adv: bool = False, write_clean: bool = False):
+    """(loss or None, ∂/∂adv or None, ∂/∂clean or None) of whole rows, in PyTorch with one
+    fused softmax per branch and row block.
 
     With p = softmax(adv) and q = softmax(clean), the row's symmetric KL is
-    Σ (p − q)(adv − clean) (sym_kl_triton.py's identity) and its gradient with respect
-    to adv is w·(p − q): two fused softmax kernels, a difference and a dot product per
-    block, where the statistics and the gradients passes take four exponentials. Only
-    for whole rows (no vocabulary shards: those need the shards' statistics).
+    Σ (p − q)(adv − clean) (sym_kl_triton.py's identity) and the gradients are
+    scale·(p − q) and its negative: two softmax kernels, a difference and a dot product
+    per block, where the statistics and the gradients passes take four exponentials.
+    Only for whole rows (vocabulary shards need the shards' statistics). Skipped rows
+    (weight 0) give loss 0 and zero gradients, as the kernels do.
     """
     dtype = torch.promote_types(torch.promote_types(adv.dtype, clean.dtype), torch.float32)
     n, v = adv.shape
-    grad = torch.empty((n, v), dtype=adv.dtype, device=adv.device)
-    rows = torch.empty(n, dtype=dtype, device=adv.device)
-    direct = grad.dtype == dtype
+    rows = torch.empty(n, dtype=dtype, device=adv.device) if want_value else None
+    ga = torch.empty((n, v), dtype=adv.dtype, device=adv.device) if write_adv else None
+    gc = torch.empty((n, v), dtype=clean.dtype, device=adv.device) if write_clean else None
+    direct = ga is not None and ga.dtype == dtype  # the block's p − q computed in ga
     g = t = None
     for i, j in _blocks(n, v, adv.device):
         k = j - i
         if t is None:
             t = torch.empty((k, v), dtype=dtype, device=adv.device)
             g = None if direct else torch.empty_like(t)
-        gi = grad[i:j] if direct else g[:k]
+        gi = ga[i:j] if direct else g[:k]
         a, c = adv[i:j].to(dtype), clean[i:j].to(dtype)
         torch.softmax(a, -1, out=gi)
         gi.sub_(torch.softmax(c, -1, out=t[:k]))                          # p − q
-        rows[i:j] = torch.linalg.vecdot(gi, torch.sub(a, c, out=t[:k]))
-        gi.mul_(weight[i:j, None])
-        gi.masked_fill_((weight[i:j] == 0)[:, None], 0.0)  # skipped rows, as the kernel
-        if not direct:
-            grad[i:j] = gi
-    rows = torch.where(weight == 0, torch.zeros_like(rows), rows)
-    return (rows * weight).sum(), grad
+        if rows is not None:
+            rows[i:j] = torch.linalg.vecdot(gi, torch.sub(a, c, out=t[:k]))
+        if ga is None and gc is None:
+            continue
+        gi.mul_(scale[i:j, None])
+        gi.masked_fill_((weight[i:j] == 0)[:, None], 0.0)
+        if ga is not None and not direct:
+            ga[i:j] = gi
+        if gc is not None:
+            if gc.dtype == dtype:
+                torch.neg(gi, out=gc[i:j])
+            else:
+                gc[i:j] = torch.neg(gi, out=t[:k])
+    value = None
+    if rows is not None:
+        value = (torch.where(weight == 0, torch.zeros_like(rows), rows) * weight).sum()
+    return value, ga, gc
 
 
 # ------------------------------------------------------------------ shared pieces
@@ -243,13 +259,21 @@ class FusedSymmetricKLFunction(torch.autograd.Function):
     """Autograd wrapper of the two passes; ``reduce_stats`` combines vocab shards (TP).
 
     Forward saves the logits (already alive in the caller's graph), the [rows, 2]
-    log-normalisers and the row weights; no softmax tensor.
+    log-normalisers (none on the softmax path) and the row weights; no softmax tensor.
     """
 
     @staticmethod
     def forward(ctx, adv2d, clean2d, weight, use_triton: bool, use_shift: bool,
                 reduce_stats: Optional[StatsReducer]):
-        loss, lse = sym_kl_forward(adv2d, clean2d, weight, use_triton, use_shift, reduce_stats)
+        # Whole rows without Triton: the softmax passes (sym_kl_softmax_torch), which
+        # need no statistics saved; vocabulary shards and the kernels: the statistics.
+        ctx.softmax_path = not use_triton and reduce_stats is None
+        if ctx.softmax_path:
+            loss, _, _ = sym_kl_softmax_torch(adv2d, clean2d, weight)
+            lse = weight.new_empty(0)
+        else:
+            loss, lse = sym_kl_forward(adv2d, clean2d, weight, use_triton, use_shift,
+                                       reduce_stats)
         ctx.save_for_backward(adv2d, clean2d, lse, weight)
         ctx.use_triton = use_triton
         return loss
@@ -258,8 +282,13 @@ class FusedSymmetricKLFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         adv2d, clean2d, lse, weight = ctx.saved_tensors
         scale = grad_output.to(torch.float32) * weight
-        ga, gc = sym_kl_backward(adv2d, clean2d, lse, scale, ctx.use_triton,
-                                 ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        write_adv, write_clean = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if ctx.softmax_path:
+            _, ga, gc = sym_kl_softmax_torch(adv2d, clean2d, weight, False, scale,
+                                             write_adv, write_clean)
+        else:
+            ga, gc = sym_kl_backward(adv2d, clean2d, lse, scale, ctx.use_triton,
+                                     write_adv, write_clean)
         return ga, gc, None, None, None, None
 
 
@@ -340,7 +369,8 @@ def symmetric_kl_value_and_grad(adv_logits: torch.Tensor, clean_logits: torch.Te
         value, grad = sym_kl_value_and_grad_rows(as_rows(adv), as_rows(clean), weight,
                                                 True, True, None)
     else:
-        value, grad = sym_kl_value_and_grad_torch(as_rows(adv), as_rows(clean), weight)
+        value, grad, _ = sym_kl_softmax_torch(as_rows(adv), as_rows(clean), weight,
+                                              scale=weight, write_adv=True)
     return value, grad.view(adv.shape)
 
 

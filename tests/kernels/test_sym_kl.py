@@ -1,5 +1,6 @@
 """alum.kernels.fused_symmetric_kl against adversarial_divergence("sym_kl") in float64:
-the PyTorch statistics path, the fallback selection and its single warning, and (in a
+the PyTorch paths (softmax passes for whole rows, statistics passes for vocabulary
+shards; in one row block and in many), the fallback selection and its single warning, and (in a
 fresh process with TRITON_INTERPRET=1) the Triton kernels under the interpreter.
 Forward and backward, odd and prime vocabularies, every dtype, with and without a mask.
 """
@@ -41,24 +42,34 @@ def run_fwd_bwd(fn, adv, clean, mask):
     return loss.detach(), a.grad, c.grad
 
 
-def _torch_path(a, c, mask):
+def _torch_path(a, c, mask, statistics=False):
+    """The op without Triton. Whole rows take the softmax passes; a stats reducer (the
+    identity here: one vocabulary shard) takes the statistics and gradients passes that
+    vocabulary shards use."""
     weight = row_weights(tuple(a.shape[:-1]), mask, a.device)
-    return FusedSymmetricKLFunction.apply(as_rows(a), as_rows(c), weight, False, True, None)
+    reduce = (lambda stats: stats) if statistics else None
+    return FusedSymmetricKLFunction.apply(as_rows(a), as_rows(c), weight, False, True, reduce)
 
 
+TORCH_PATHS = pytest.mark.parametrize("statistics", [False, True],
+                                      ids=["softmax-passes", "statistics-passes"])
+
+
+@TORCH_PATHS
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("masked", [False, True])
-def test_pytorch_statistics_path_matches_float64(dtype, masked):
+def test_pytorch_paths_match_float64(dtype, masked, statistics):
     for i, shape in enumerate(SHAPES):
         adv, clean = make_logits(shape, dtype, seed=i)
         mask = mask_for(shape, i) if masked else None
-        got = run_fwd_bwd(_torch_path, adv, clean, mask)
+        got = run_fwd_bwd(lambda a, c, m: _torch_path(a, c, m, statistics), adv, clean, mask)
         assert_sym_kl_close(*got, reference_sym_kl_float64(adv, clean, mask), dtype,
                             f"{shape} {dtype}")
 
 
+@TORCH_PATHS
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_pytorch_passes_in_row_blocks_match_float64(dtype, monkeypatch):
+def test_pytorch_passes_in_row_blocks_match_float64(dtype, statistics, monkeypatch):
     """The PyTorch passes walk the rows in blocks (two rows, then one, with a remainder
     block and idle rows inside blocks): the same loss and gradients as the oracle."""
     for cpu_bytes, shape, rows in ((4 * 97 * 2, (5, 97), 2), (64, (2, 3, 1021), 1)):
@@ -66,15 +77,20 @@ def test_pytorch_passes_in_row_blocks_match_float64(dtype, monkeypatch):
         assert block_rows(shape[-1], torch.device("cpu")) == rows
         adv, clean = make_logits(shape, dtype, seed=rows)
         mask = mask_for(shape, rows)
-        got = run_fwd_bwd(_torch_path, adv, clean, mask)
+
+        def op(a, c, m):
+            return _torch_path(a, c, m, statistics)
+
+        got = run_fwd_bwd(op, adv, clean, mask)
         assert_sym_kl_close(*got, reference_sym_kl_float64(adv, clean, mask), dtype,
                             f"{shape} {dtype}, {rows} row(s) per block")
+        assert bool((got[1].reshape(-1, shape[-1])[mask.reshape(-1) == 0] == 0).all())
         # One side's gradient only (the other branch detached): the same values.
         a = adv.detach().clone().requires_grad_()
-        _torch_path(a, clean, mask).backward()
+        op(a, clean, mask).backward()
         torch.testing.assert_close(a.grad, got[1], rtol=0, atol=0)
         c = clean.detach().clone().requires_grad_()
-        _torch_path(adv, c, mask).backward()
+        op(adv, c, mask).backward()
         torch.testing.assert_close(c.grad, got[2], rtol=0, atol=0)
 
 
