@@ -130,6 +130,23 @@ def idle_stats(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
                         device=device)
 
 
+def _finish_block(g: torch.Tensor, scale: torch.Tensor, ga: Optional[torch.Tensor],
+                  gc: Optional[torch.Tensor], i: int, j: int, t: torch.Tensor,
+                  direct: bool) -> None:
+    """Scale the block's p − q (fp32, in ``g``: ``ga``'s own rows when ``direct``), zero
+    its skipped rows (scale 0, whatever NaN the passes left there), and write it to
+    ``ga`` and its negative to ``gc`` (``t``: a free fp32 buffer of the block's size)."""
+    g.mul_(scale[:, None])
+    g.masked_fill_((scale == 0)[:, None], 0.0)
+    if ga is not None and not direct:
+        ga[i:j] = g
+    if gc is not None:
+        if gc.dtype == g.dtype:
+            torch.neg(g, out=gc[i:j])
+        else:
+            gc[i:j] = torch.neg(g, out=t[:j - i])
+
+
 def sym_kl_grads_torch(adv: torch.Tensor, clean: torch.Tensor, lse: torch.Tensor,
                        scale: torch.Tensor, write_adv: bool, write_clean: bool):
     dtype = lse.dtype
@@ -147,15 +164,7 @@ def sym_kl_grads_torch(adv: torch.Tensor, clean: torch.Tensor, lse: torch.Tensor
         gi = ga[i:j] if direct else g[:k]
         torch.sub(adv[i:j].to(dtype), lse[i:j, :1], out=gi).exp_()                # p_adv
         gi.sub_(torch.sub(clean[i:j].to(dtype), lse[i:j, 1:], out=t[:k]).exp_())  # − p_clean
-        gi.mul_(scale[i:j, None])
-        gi.masked_fill_((scale[i:j] == 0)[:, None], 0.0)  # idle rows: lse = -inf gave NaN
-        if ga is not None and not direct:
-            ga[i:j] = gi
-        if gc is not None:
-            if gc.dtype == dtype:
-                torch.neg(gi, out=gc[i:j])
-            else:
-                gc[i:j] = torch.neg(gi, out=t[:k])
+        _finish_block(gi, scale[i:j], ga, gc, i, j, t, direct)  # idle rows: lse = -inf
     return ga, gc
 
 
@@ -190,17 +199,8 @@ def sym_kl_softmax_torch(adv: torch.Tensor, clean: torch.Tensor, weight: torch.T
         gi.sub_(torch.softmax(c, -1, out=t[:k]))                          # p − q
         if rows is not None:
             rows[i:j] = torch.linalg.vecdot(gi, torch.sub(a, c, out=t[:k]))
-        if ga is None and gc is None:
-            continue
-        gi.mul_(scale[i:j, None])
-        gi.masked_fill_((weight[i:j] == 0)[:, None], 0.0)
-        if ga is not None and not direct:
-            ga[i:j] = gi
-        if gc is not None:
-            if gc.dtype == dtype:
-                torch.neg(gi, out=gc[i:j])
-            else:
-                gc[i:j] = torch.neg(gi, out=t[:k])
+        if ga is not None or gc is not None:
+            _finish_block(gi, scale[i:j], ga, gc, i, j, t, direct)
     value = None
     if rows is not None:
         value = (torch.where(weight == 0, torch.zeros_like(rows), rows) * weight).sum()
