@@ -69,47 +69,6 @@ def ascent_divergence(kind: str, adv: Logits, clean: Logits,
     return total
 
 
-def kl_ascent_logits_grad(adv: torch.Tensor, clean: torch.Tensor,
-                          mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """∂D/∂adv of the ascent's D = KL(stopgrad p_clean ‖ p_adv) (``kl`` and ``sym_kl``),
-    computed directly: w · (softmax(adv) − softmax(clean)) per row, w the row weight of
-    ``_row_mean`` (1/rows, or the mask's share). In fp32 or wider, returned in ``adv``'s
-    dtype.
-
-    The ascent uses only this gradient (Algorithm 1's g_adv), never D's value, so it can
-    start its backward pass here instead of back-propagating through D: two softmaxes
-    and a difference instead of D's log-softmaxes, products and their backward
-    (docs/alum_cost.md). The rows are processed in blocks of about 2 MiB of fp32.
-    """
-    if adv.shape != clean.shape:
-        raise ValueError(f"kl_ascent_logits_grad: adv {tuple(adv.shape)} vs clean "
-                         f"{tuple(clean.shape)}")
-    dtype = compute_dtype(torch.promote_types(adv.dtype, clean.dtype))
-    a2 = adv.detach().reshape(-1, adv.shape[-1])
-    c2 = clean.detach().reshape(-1, clean.shape[-1])
-    n, v = a2.shape
-    if mask is not None and tuple(mask.shape) == tuple(adv.shape[:-1]):
-        w = mask.to(device=adv.device, dtype=dtype).reshape(-1)
-        w = w / w.sum().clamp_min(1.0)
-    else:
-        w = torch.full((n,), 1.0 / max(n, 1), dtype=dtype, device=adv.device)
-    out = torch.empty((n, v), dtype=adv.dtype, device=adv.device)
-    direct = out.dtype == dtype
-    step = max(1, (2 << 20) // (4 * max(v, 1))) if adv.device.type == "cpu" else max(n, 1)
-    g = t = None
-    for i in range(0, n, step):
-        j = min(i + step, n)
-        if t is None:
-            t = torch.empty((j - i, v), dtype=dtype, device=adv.device)
-            g = None if direct else torch.empty_like(t)
-        gi = out[i:j] if direct else g[:j - i]
-        torch.softmax(a2[i:j].to(dtype), -1, out=gi)
-        gi.sub_(torch.softmax(c2[i:j].to(dtype), -1, out=t[:j - i])).mul_(w[i:j, None])
-        if not direct:
-            out[i:j] = gi
-    return out.view(adv.shape)
-
-
 def adversarial_divergence(kind: str, adv: Logits, clean: Logits,
                            mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The final adversarial term (before α).
@@ -163,8 +122,8 @@ class Divergences:
     flips: Optional[DivergenceFn]
     """Share of predictions the perturbation flips (None: not a classification)."""
     ascent_grad: Optional[LogitsGradFn] = None
-    """∂ascent/∂adv computed directly (e.g. ``kl_ascent_logits_grad``), from which the
-    ascent starts its backward pass; None: autograd through ``ascent``."""
+    """∂ascent/∂adv computed directly (e.g. ``alum.kernels.sym_kl.symmetric_kl_adv_grad``),
+    from which the ascent starts its backward pass; None: autograd through ``ascent``."""
 
     @classmethod
     def for_loss(cls, kind: str) -> "Divergences":

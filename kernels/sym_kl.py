@@ -231,6 +231,13 @@ def finish_stats(stats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 StatsReducer = Callable[[torch.Tensor], torch.Tensor]
 
 
+def softmax_passes(use_triton: bool, reduce_stats: Optional[StatsReducer]) -> bool:
+    """Whether the PyTorch softmax passes run (whole rows without Triton) rather than the
+    statistics passes (the Triton kernels, or vocabulary shards, whose statistics are
+    combined across ranks)."""
+    return not use_triton and reduce_stats is None
+
+
 def sym_kl_forward(adv2d: torch.Tensor, clean2d: torch.Tensor, weight: torch.Tensor,
                    use_triton: bool, use_shift: bool,
                    reduce_stats: Optional[StatsReducer]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -265,9 +272,8 @@ class FusedSymmetricKLFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, adv2d, clean2d, weight, use_triton: bool, use_shift: bool,
                 reduce_stats: Optional[StatsReducer]):
-        # Whole rows without Triton: the softmax passes (sym_kl_softmax_torch), which
-        # need no statistics saved; vocabulary shards and the kernels: the statistics.
-        ctx.softmax_path = not use_triton and reduce_stats is None
+        # The softmax passes need no statistics saved (sym_kl_softmax_torch).
+        ctx.softmax_path = softmax_passes(use_triton, reduce_stats)
         if ctx.softmax_path:
             loss, _, _ = sym_kl_softmax_torch(adv2d, clean2d, weight)
             lse = weight.new_empty(0)
@@ -298,6 +304,10 @@ def sym_kl_value_and_grad_rows(adv2d: torch.Tensor, clean2d: torch.Tensor, weigh
                                ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(loss, ∂loss/∂adv) of 2-D logits without autograd; ∂loss/∂clean is −∂loss/∂adv."""
     with torch.no_grad():
+        if softmax_passes(use_triton, reduce_stats):
+            loss, grad, _ = sym_kl_softmax_torch(adv2d, clean2d, weight, scale=weight,
+                                                 write_adv=True)
+            return loss, grad
         loss, lse = sym_kl_forward(adv2d, clean2d, weight, use_triton, use_shift, reduce_stats)
         grad, _ = sym_kl_backward(adv2d, clean2d, lse, weight, use_triton, True, False)
     return loss, grad
@@ -345,6 +355,28 @@ def _fused_one(adv: torch.Tensor, clean: torch.Tensor,
                                           use_triton, True, None)
 
 
+def symmetric_kl_adv_grad(adv_logits: torch.Tensor, clean_logits: torch.Tensor,
+                          mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """∂/∂adv of ``fused_symmetric_kl`` with the clean logits detached, computed now
+    without a graph: w·(softmax(adv) − softmax(clean)) per row (w: the row weight).
+
+    It is also the gradient of ALUM's ascent divergence, KL(stopgrad p_clean ‖ p_adv)
+    (``kl`` and ``sym_kl``), whose value the ascent never uses: the ascent can start its
+    backward pass here (``Divergences.ascent_grad``) instead of back-propagating through
+    D's log-softmaxes. The PyTorch softmax passes in row blocks, on every device; in
+    ``adv_logits``' shape and dtype.
+    """
+    if adv_logits.shape != clean_logits.shape:
+        raise ValueError(f"symmetric_kl_adv_grad: adv {tuple(adv_logits.shape)} vs clean "
+                         f"{tuple(clean_logits.shape)}")
+    adv, clean = adv_logits.detach(), clean_logits.detach()
+    dtype = torch.promote_types(torch.promote_types(adv.dtype, clean.dtype), torch.float32)
+    weight = row_weights(tuple(adv.shape[:-1]), mask, adv.device, dtype)
+    _, grad, _ = sym_kl_softmax_torch(as_rows(adv), as_rows(clean), weight, want_value=False,
+                                      scale=weight, write_adv=True)
+    return grad.view(adv.shape)
+
+
 def symmetric_kl_value_and_grad(adv_logits: torch.Tensor, clean_logits: torch.Tensor,
                                 mask: Optional[torch.Tensor] = None
                                 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -365,12 +397,8 @@ def symmetric_kl_value_and_grad(adv_logits: torch.Tensor, clean_logits: torch.Te
             (grad,) = torch.autograd.grad(value, leaf)
         return value.detach(), grad
     weight = row_weights(tuple(adv.shape[:-1]), mask, adv.device)
-    if use_triton:
-        value, grad = sym_kl_value_and_grad_rows(as_rows(adv), as_rows(clean), weight,
-                                                True, True, None)
-    else:
-        value, grad, _ = sym_kl_softmax_torch(as_rows(adv), as_rows(clean), weight,
-                                              scale=weight, write_adv=True)
+    value, grad = sym_kl_value_and_grad_rows(as_rows(adv), as_rows(clean), weight,
+                                            use_triton, True, None)
     return value, grad.view(adv.shape)
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from alum import AlumConfig
 from alum.adversarial import all_finite_local
-from alum.divergence import Divergences, Logits, kl_ascent_logits_grad
+from alum.divergence import Divergences, Logits
 from alum.perturbation import compute_dtype, embedding_scale
 
 from .split_term import ValueAndGrad
@@ -169,10 +169,12 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
             final_fn = fused_symmetric_kl  # the Triton kernel on CUDA, the reference elsewhere
         ascent_grad = None
         if config.loss in ("kl", "sym_kl"):
+            from alum.kernels.sym_kl import symmetric_kl_adv_grad
+
             # The ascent's backward starts from ∂D/∂adv = w·(p_adv − p_clean), computed
             # directly over the [rows, V] logits (docs/alum_cost.md).
             def ascent_grad(a, c, _m):
-                return kl_ascent_logits_grad(a, c, rows_mask)
+                return symmetric_kl_adv_grad(a, c, rows_mask)
         divergences = Divergences(
             ascent=lambda a, c, _m: base.ascent(a, c, rows_mask),
             final=lambda a, c, _m: final_fn(a, c, rows_mask),

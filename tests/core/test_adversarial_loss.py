@@ -181,6 +181,23 @@ def test_delta_gradient_matches_finite_differences():
     assert torch.all(g[mask == 0] == 0)
 
 
+@pytest.mark.parametrize("loss_scale", [1.0, 1024.0])
+def test_ascent_gradient_started_from_logits_grad_equals_autograd_through_d(loss_scale):
+    from alum.kernels.sym_kl import symmetric_kl_adv_grad
+
+    embeds, mask = make_batch(31)
+    model = TinyEncoder(7, 5, per_token=True, seed=31)
+    clean = model(embeds).detach()
+    delta = torch.randn(embeds.shape, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(2)) * 0.3
+    cfg = AlumConfig()
+    through_d, _ = ascent_gradient(model, embeds, delta, clean, cfg, mask, loss_scale)
+    direct, _ = ascent_gradient(model, embeds, delta, clean, cfg, mask, loss_scale,
+                                logits_grad=symmetric_kl_adv_grad)
+    torch.testing.assert_close(direct, through_d, rtol=1e-10, atol=1e-14)
+    assert bool((direct[mask == 0] == 0).all())
+
+
 def test_ascent_gradient_computes_no_parameter_gradients():
     embeds, mask = make_batch(3)
     model = TinyEncoder(7, 4, per_token=True)

@@ -1,6 +1,7 @@
 """alum.kernels.fused_symmetric_kl against adversarial_divergence("sym_kl") in float64:
 the PyTorch paths (softmax passes for whole rows, statistics passes for vocabulary
-shards; in one row block and in many), the fallback selection and its single warning, and (in a
+shards; in one row block and in many), the ascent's gradient (symmetric_kl_adv_grad),
+the fallback selection and its single warning, and (in a
 fresh process with TRITON_INTERPRET=1) the Triton kernels under the interpreter.
 Forward and backward, odd and prime vocabularies, every dtype, with and without a mask.
 """
@@ -15,8 +16,9 @@ import torch
 from alum.divergence import adversarial_divergence
 from alum.kernels import KernelFallbackWarning, fused_symmetric_kl
 from alum.kernels import sym_kl as sym_kl_module
+from alum.divergence import ascent_divergence
 from alum.kernels.sym_kl import (FusedSymmetricKLFunction, as_rows, block_rows, row_weights,
-                                 symmetric_kl_value_and_grad)
+                                 symmetric_kl_adv_grad, symmetric_kl_value_and_grad)
 
 from .cases import DTYPES, assert_sym_kl_close, make_logits, reference_sym_kl_float64
 from .conftest import fake_cuda
@@ -120,6 +122,48 @@ def test_value_and_grad_is_the_op_and_its_gradient(dtype, masked, block_bytes, m
         op = run_fwd_bwd(fused_symmetric_kl, adv, clean, mask)
         assert_sym_kl_close(value, grad, -grad, (op[0].double(), op[1].double(),
                                                  op[2].double()), tol_dtype, "vs the op")
+
+
+# symmetric_kl_adv_grad against autograd through the ascent's divergence: error bound
+# relative to the largest gradient element (the fp32 softmaxes cost a few ulps; the result
+# is rounded to the logits' dtype, bf16: 2^-8, fp16: 2^-11).
+ADV_GRAD_RTOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.bfloat16: 1e-2,
+                 torch.float16: 2e-3}
+
+
+def _ascent_oracle(kind, adv, clean, mask):
+    a = adv.detach().double().requires_grad_()
+    d = ascent_divergence(kind, a, clean.detach().double(),
+                          None if mask is None else mask.double())
+    (g,) = torch.autograd.grad(d, a)
+    return g
+
+
+@pytest.mark.parametrize("dtype", list(ADV_GRAD_RTOL))
+@pytest.mark.parametrize("shape", [(5, 97), (2, 3, 1021), (40, 30011)],
+                         ids=["5x97", "2x3x1021", "40x30011-three-blocks"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_adv_grad_matches_autograd_through_the_ascent_divergence(dtype, shape, masked):
+    adv, clean = make_logits(shape, dtype, seed=shape[-1])
+    mask = None
+    if masked:
+        mask = (torch.rand(shape[:-1], generator=torch.Generator().manual_seed(1)) > 0.3)
+        mask = mask.to(torch.float32)
+        mask.view(-1)[0] = 1.0
+    got = symmetric_kl_adv_grad(adv, clean, mask)
+    assert got.shape == adv.shape and got.dtype == adv.dtype
+    for kind in ("kl", "sym_kl"):  # the ascent's D is KL(sg p_clean ‖ p_adv) for both
+        expected = _ascent_oracle(kind, adv, clean, mask)
+        err = (got.double() - expected).abs().max().item()
+        assert err <= ADV_GRAD_RTOL[dtype] * expected.abs().max().item(), (kind, err)
+    if masked:
+        assert bool((got.reshape(-1, shape[-1])[mask.reshape(-1) == 0] == 0).all())
+
+
+def test_adv_grad_shape_mismatch_is_rejected():
+    adv, clean = make_logits((3, 11), torch.float32)
+    with pytest.raises(ValueError, match=r"adv \(3, 11\) vs clean \(2, 11\)"):
+        symmetric_kl_adv_grad(adv, clean[:2])
 
 
 def test_tuple_logits_sum_like_the_reference():
