@@ -15,7 +15,7 @@ the parameter gradients of one micro-batch:
                  one graph at a time: clean forward without a graph, the ascent with the
                  parameters frozen, the perturbed forward+backward of its KL term, then
                  the clean forward+backward of MLM + the other KL term.
-  (d) naive      written here, the strawman of issue 5: the fast order's structure, but
+  (d) naive      written here, the cost model's strawman: the fast order's structure, but
                  the ascent backward is an ordinary ``.backward()`` that also fills the
                  parameters' .grad (thrown away: zeroed before the real backward),
                  and both graphs alive at the end.
@@ -36,7 +36,7 @@ step, as a training loop keeps them (DeepSpeed's ZeRO gradient buffers are persi
 the step then accumulates into them. ``--grads step`` sets them to None before each step
 instead, so the gradient tensors the step creates count in its peak.
 
-Targets (shared/ALUM.md, issue 5): fast ≤ 2.8× the standard step's time (floor ≈ 2.67×)
+Targets (the cost model of docs/algorithm.md plus a margin): fast ≤ 2.8× the standard step's time (floor ≈ 2.67×)
 at ≤ 2.1× its peak memory; lean ≤ 1.3× the peak memory at ≤ 3.1× the time.
 
     python benchmarks/alum_step_cost.py --check                      # CPU, fp32, small
@@ -330,7 +330,7 @@ def print_table(times: Dict[str, List[float]], mems: Dict[str, Dict], args) -> L
     unit = ("peak MB (allocator)" if args.device.startswith("cuda") or
             args.cpu_memory == "allocator" else "peak MB (live tensors)")
     clock = "ms/step" if args.clock == "wall" else "CPU ms/step"
-    print(f"\n| variant | {clock} | × standard | {unit} | × standard | target (ALUM.md) |")
+    print(f"\n| variant | {clock} | × standard | {unit} | × standard | target |")
     print("|---|---|---|---|---|---|")
     rows = []
     for name in VARIANTS:

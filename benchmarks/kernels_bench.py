@@ -1,4 +1,4 @@
-"""Benchmark of ALUM's fused ops against eager PyTorch and torch.compile (issue 8).
+"""Benchmark of ALUM's fused ops against eager PyTorch and torch.compile.
 
     python benchmarks/kernels_bench.py                 # on a CUDA machine: the full table
     python benchmarks/kernels_bench.py --json out.json # also save the rows
@@ -8,8 +8,8 @@ For every op and ALUM-shaped input (16k tokens x hidden 768/1024/4096 for adv_pr
 8k masked tokens x vocab 30522/50265 for the symmetric KL, forward + backward) it reports
 the median time, the achieved bandwidth over the bytes the op must move at least, that
 bandwidth as a fraction of this device's measured device-to-device copy bandwidth, the
-peak memory above the inputs, and the speed-up of the fused op over eager. Issue 8's
-targets: adv_project >= 80% of copy bandwidth and >= 3x eager; fused symmetric KL >= 2x
+peak memory above the inputs, and the speed-up of the fused op over eager. The
+targets (docs/kernels.md, "Targets"): adv_project >= 80% of copy bandwidth and >= 3x eager; fused symmetric KL >= 2x
 eager at <= half its peak memory. Without CUDA it prints a message and exits (0).
 """
 from __future__ import annotations
@@ -183,7 +183,7 @@ def _measure(op, name, dtype, impls, ideal_bytes, args, device) -> List[Row]:
 
 # ------------------------------------------------------------------ report
 def verdicts(rows: List[Row]) -> List[str]:
-    """Issue 8's targets, checked on every fused row."""
+    """The targets of docs/kernels.md, checked on every fused row."""
     lines = []
     for r in rows:
         if r.impl != "fused" or r.ms is None:
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
         args.warmup, args.repeat = 1, 2
     elif not torch.cuda.is_available():
         print("kernels_bench: no CUDA device here; the benchmark runs only on a GPU "
-              "(benchmarks/kernels_gpu_check.sh on the lent GPU machine). "
+              "(benchmarks/kernels_gpu_check.sh on a CUDA machine). "
               "Use --cpu-smoke to check the script on CPU.")
         return 0
     else:

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One prepared check of ALUM's fused kernels on a GPU machine (issue 8), a few minutes:
+# One prepared check of ALUM's fused kernels on a CUDA machine, a few minutes:
 #   1. environment (CUDA torch, nvcc, ninja, triton; installs alum editable, no deps, if needed)
 #   2. builds the adv_project CUDA extension just in time (alum-kernels --check --strict)
 #   3. runs the GPU tests:  pytest -m gpu tests/kernels
 #   4. runs benchmarks/kernels_bench.py and prints its table LAST, with PASS/MISS lines
-#      against issue 8's targets.
-# Usage (repository root, on the lent H100/H200):
+#      against the targets of docs/kernels.md.
+# Usage (repository root, on an H100/H200):
 #   bash benchmarks/kernels_gpu_check.sh            # full run (torch.compile baselines too)
 #   QUICK=1 bash benchmarks/kernels_gpu_check.sh    # no torch.compile baselines (faster)
 # Results are also written under ${OUT:-/tmp/alum_kernels_gpu} (build log, pytest log,

@@ -1,6 +1,6 @@
 """This machine's own time floors for ALUM's two orders, from the cost of each kind of pass.
 
-shared/ALUM.md's cost model counts a forward as F, a backward as 2F and the ascent's
+The cost model (docs/algorithm.md, "Cost model") counts a forward as F, a backward as 2F and the ascent's
 δ-only backward as F: a standard step is 3F, the fast order 8F (≈ 2.67×) and the lean
 order 9F (3.0×). On a real machine the passes do not keep those proportions: on CPU a
 backward costs less than 2F (its elementwise work is cheaper than its matmuls suggest) and

@@ -124,7 +124,7 @@ def build_ds_config(train: TrainConfig, optim: OptimConfig, dp_size: int) -> Dic
     params.setdefault("weight_decay", 0.0)
     if optim.torch_adam == "auto":
         # DeepSpeed's FusedAdam / DeepSpeedCPUAdam are compiled at start-up (40-85 s on
-        # a CPU machine, shared/DESIGN.md); torch's AdamW needs no build.
+        # a CPU machine); torch's AdamW needs no build.
         if not torch.cuda.is_available():
             params["torch_adam"] = True
     else:

@@ -2,7 +2,7 @@
 
 DeepSpeed's torch comm backend builds a shared-memory all-reduce op
 (``deepspeed.comm.torch.build_shm_op``) at construction: a hidden C++ build of
-40-85 s on a CPU machine (shared/DESIGN.md). gloo does the collectives without
+40-85 s on a CPU machine (measured on the 2-core development VM). gloo does the collectives without
 it, so CPU runs replace the builder by one that returns ``None`` (the value
 DeepSpeed itself uses when the op is unavailable).
 """

@@ -8,7 +8,8 @@ beyond ``ModelParallelConfig``), a ``model_type`` and ``set_input_tensor``. ``Sc
 around a ``BertMLM`` chunk, so the model file stays free of megatron's config.
 
 On CPU/gloo the interleaved schedule gives silently wrong results with batched
-p2p (shared/DESIGN.md), so ``schedule_config`` turns ``batch_p2p_comm`` off there.
+p2p (observed in this project's CPU runs), so ``schedule_config`` turns
+``batch_p2p_comm`` off there.
 
 ``PipelineChunks`` holds a rank's model chunks of the interleaved schedule as one
 module (what DeepSpeed wraps and checkpoints); ``model_chunks`` lists the chunks of

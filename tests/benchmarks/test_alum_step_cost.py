@@ -40,7 +40,7 @@ def test_alum_step_cost_tiny():
 
 
 def test_floors_of_the_cost_model_proportions():
-    """With ALUM.md's proportions (backward 2F, δ-only backward F) the floors are 8/3, 3."""
+    """With the cost model's proportions (backward 2F, δ-only backward F) the floors are 8/3, 3."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:
         from pass_floors import floors

@@ -1,4 +1,4 @@
-"""ALUM's two orders (shared/ALUM.md, cost model): the lean order (one graph at a time)
+"""ALUM's two orders (docs/algorithm.md, "Cost model"): the lean order (one graph at a time)
 gives the fast order's gradients, replays the clean pass's randomness, and trains to the
 same losses under ZeRO 1/2/3; the per-sample random start is layout-independent."""
 import pytest

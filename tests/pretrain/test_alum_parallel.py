@@ -1,4 +1,4 @@
-"""ALUM under the loop's parallel layouts (issue 5): with fixed per-sample initial noise and
+"""ALUM under the loop's parallel layouts (docs/alum_parallel.md): with fixed per-sample initial noise and
 dropout off, TP=2 (fast order), TP=2 with sequence parallel (lean order, ZeRO-2), DP=2
 (fast/ZeRO-1 and lean/ZeRO-2) and PP=2 (the pipeline's lean passes) give the adversarial
 losses, statistics and parameter updates (through the following losses) of the TP=1/DP=1

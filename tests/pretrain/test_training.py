@@ -10,8 +10,8 @@ from alum.pretrain import Trainer
 
 from .conftest import tiny_config
 
-# An adversarial term large enough to change the updates at this scale (ALUM.md's
-# "relative" preset); the paper's absolute 1e-5 barely moves a tiny model.
+# An adversarial term large enough to change the updates at this scale (the
+# "relative" preset, docs/algorithm.md "Update rules"); the paper's absolute 1e-5 barely moves a tiny model.
 RELATIVE = dict(alpha=10.0, noise_std=1e-3, step_size=0.1, epsilon=0.1, steps=1, norm="l2",
                 level="token", update="project", epsilon_scale="relative")
 
