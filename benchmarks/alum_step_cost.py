@@ -36,8 +36,9 @@ step, as a training loop keeps them (DeepSpeed's ZeRO gradient buffers are persi
 the step then accumulates into them. ``--grads step`` sets them to None before each step
 instead, so the gradient tensors the step creates count in its peak.
 
-Targets (the cost model of docs/algorithm.md plus a margin): fast ≤ 2.8× the standard step's time (floor ≈ 2.67×)
-at ≤ 2.1× its peak memory; lean ≤ 1.3× the peak memory at ≤ 3.1× the time.
+Targets (docs/alum_cost.md; the cost model of docs/algorithm.md plus a margin): fast
+≤ 2.8× the standard step's time (floor ≈ 2.67×) at ≤ 2.1× its peak memory; lean ≤ 1.3×
+the peak memory at ≤ 3.1× the time.
 
     python benchmarks/alum_step_cost.py --check                      # CPU, fp32, small
     python benchmarks/alum_step_cost.py --device cuda --dtype bf16 --size base --check
