@@ -17,6 +17,10 @@ with s this rank's sequence shard under sequence parallel); activations between
 layers and between pipeline stages are ``[s, b, h]`` (megatron-core's); logits are
 ``[b, s, V / tp]``, split over the vocabulary across tensor-parallel ranks, or
 ``[n, V / tp]`` at the ``n`` positions a ``rows`` mask picks (the head then runs there only).
+
+Attention takes no mask when the batch has no padding (packed pre-training sequences),
+so SDPA may use its flash kernel, and a boolean padding mask otherwise
+(``sdpa_attention_mask``).
 """
 from __future__ import annotations
 
@@ -81,6 +85,21 @@ def extended_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) ->
     return (1.0 - keep) * torch.finfo(dtype).min
 
 
+def sdpa_attention_mask(attention_mask: torch.Tensor) -> Optional[torch.Tensor]:
+    """``[b, s]`` keep(1)/pad(0) -> the ``attn_mask`` of ``scaled_dot_product_attention``.
+
+    None when no position is padded (packed pre-training sequences): SDPA may then pick
+    its flash kernel, which takes no mask. Otherwise a boolean ``[b, 1, 1, s]`` (True:
+    attend), which broadcasts over heads and queries like HF's additive mask and gives
+    the same softmax: a key at the dtype's minimum and a key at -inf both get weight 0
+    (a fully padded sequence, whose outputs nothing reads, is the one exception).
+    Deciding costs one device-to-host read of the ``[b, s]`` mask.
+    """
+    if bool(attention_mask.all()):
+        return None
+    return attention_mask[:, None, None, :].bool()
+
+
 class Embeddings(nn.Module):
     """Word (vocab-parallel) + position + token-type embeddings, LayerNorm, dropout."""
 
@@ -123,7 +142,7 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over this rank's heads, with an additive padding mask."""
+    """Multi-head self-attention over this rank's heads (SDPA; ``sdpa_attention_mask``)."""
 
     def __init__(self, config: ModelConfig, spec: ModelSpec):
         super().__init__()
@@ -140,7 +159,7 @@ class SelfAttention(nn.Module):
         self.out = spec.row_linear(config.hidden_size, config.hidden_size, init)
         self.dropout_p = config.attention_dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         qkv = self.qkv(x)                                             # [s, b, 3h/tp]
         s, b, _ = qkv.shape
         qkv = qkv.view(s, b, self.local_heads, 3, self.head_dim)
@@ -148,7 +167,7 @@ class SelfAttention(nn.Module):
         dropout_p = self.dropout_p if self.training else 0.0
         with self.spec.tensor_region_rng():
             ctx = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout_p,
+                q, k, v, attn_mask=mask, dropout_p=dropout_p,
                 scale=1.0 / math.sqrt(self.head_dim))
         ctx = ctx.permute(2, 0, 1, 3).reshape(s, b, self.local_heads * self.head_dim)
         return self.out(ctx)                                          # [s_local, b, h]
@@ -171,7 +190,7 @@ class EncoderLayer(nn.Module):
         self.ffn_norm = spec.layer_norm(config.hidden_size, config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         attn = self.attention(x, mask)
         with self.spec.sequence_region_rng():
             attn = self.dropout(attn)
@@ -208,11 +227,19 @@ class MLMHead(nn.Module):
         fairseq code does), and the ``[b, s, V]`` decoder output is most of the
         head's time and of a step's peak memory (docs/alum_cost.md).
         """
-        x = self.layer_norm(F.gelu(self.dense(x)))
-        x = self.spec.gather_from_sequence(x)                          # [s, b, h]
+        if rows is not None and not self.spec.sequence_parallel:
+            # dense, GELU and LayerNorm act on each row alone: pick the rows first, so
+            # the whole head runs at them (under SP the rows are gathered after the
+            # LayerNorm, whose parameters' gradients are summed over the shards).
+            return self.decode(self.transform(x.transpose(0, 1)[rows]), decoder_weight)
+        x = self.spec.gather_from_sequence(self.transform(x))           # [s, b, h]
         if rows is None:
             return self.decode(x, decoder_weight).transpose(0, 1)
         return self.decode(x.transpose(0, 1)[rows], decoder_weight)    # [n, h] -> [n, V/tp]
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """dense -> exact GELU -> LayerNorm (HF ``BertPredictionHeadTransform``)."""
+        return self.layer_norm(F.gelu(self.dense(x)))
 
     def decode(self, x: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
         logits = self.decoder(x, decoder_weight)
@@ -274,6 +301,7 @@ class BertMLM(nn.Module):
         for p in self.shared_embedding_parameters():
             p.shared_embedding = True
         self.input_tensor: Optional[torch.Tensor] = None
+        self._mask_decision: Optional[tuple] = None   # see attention_mask()
 
     # -- the tied embedding --------------------------------------------------
     def word_embedding_weight(self) -> torch.Tensor:
@@ -331,7 +359,7 @@ class BertMLM(nn.Module):
             if self.input_tensor is None:
                 raise RuntimeError("a later pipeline stage needs set_input_tensor() first")
             x = self.input_tensor
-        mask = extended_attention_mask(attention_mask, x.dtype)
+        mask = self.attention_mask(attention_mask)
         for layer in self.layers:
             x = layer(x, mask)
         if not self.post_process:
@@ -345,6 +373,18 @@ class BertMLM(nn.Module):
         """``forward_from_embeddings(embed(...), rows=rows)`` (the clean pass)."""
         embeds = self.embed(input_ids, token_type_ids, position_ids) if self.pre_process else None
         return self.forward_from_embeddings(embeds, attention_mask, rows)
+
+    def attention_mask(self, attention_mask: torch.Tensor) -> Optional[torch.Tensor]:
+        """``sdpa_attention_mask`` of the batch, decided once per batch: ALUM's passes
+        hand the same ``[b, s]`` tensor to every forward, and the decision (a host read
+        of the mask) is remembered for it while it is unmodified."""
+        cached = self._mask_decision
+        if cached is not None and cached[0] is attention_mask \
+                and cached[1] == attention_mask._version:
+            return cached[2]
+        mask = sdpa_attention_mask(attention_mask)
+        self._mask_decision = (attention_mask, attention_mask._version, mask)
+        return mask
 
     # -- loss -----------------------------------------------------------------
     def mlm_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
