@@ -114,7 +114,8 @@ class PipelineSteps:
                                "accuracy": sums[1] / max(sums[2], 1.0),
                                "lr": float(self.lr_scheduler.get_last_lr()[0]),
                                "grad_norm": norm if norm is not None
-                               else grad_norm(self.engine), "adv_skipped": 0.0}
+                               else grad_norm(self.engine), "adv_skipped": 0.0,
+                               "predicted": sums[2]}
         out.update({k: None for k in ADV_KEYS})
         if adv is not None:
             out.update(_alum_means(adv))
