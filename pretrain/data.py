@@ -52,8 +52,9 @@ def prepare_sample_corpus(cache_dir: Optional[str] = None) -> Tuple[str, str]:
 
     Rank 0 builds, the others wait. Each output is written by the tools' own safe
     commit (tokenizer files, then ``.bin``/``.idx``), and a ``READY`` file is written
-    last, so an interrupted preparation is redone rather than half-used.
+    last (atomically), so an interrupted preparation is redone rather than half-used.
     """
+    from alum.atomic_write import atomic_write_text
     from alum.data.sample import sample_corpus_path
 
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
@@ -61,20 +62,15 @@ def prepare_sample_corpus(cache_dir: Optional[str] = None) -> Tuple[str, str]:
     prefix = os.path.join(cache_dir, "wiki_text_document")
     ready = os.path.join(cache_dir, "READY")
     if _is_rank0() and not os.path.isfile(ready):
-        from alum.tools.preprocess import main as preprocess_main
-        from alum.tools.train_tokenizer import main as tokenizer_main
+        from alum.tools.preprocess import build_indexed_dataset
+        from alum.tools.train_tokenizer import train_tokenizer
 
         os.makedirs(cache_dir, exist_ok=True)
         corpus = sample_corpus_path("wiki")
         logger.info("preparing the sample corpus in %s (once)", cache_dir)
-        if tokenizer_main(["--input", corpus, "--type", "wordpiece", "--vocab-size",
-                           str(SAMPLE_VOCAB_SIZE), "--lowercase", "--output", tokenizer_dir]):
-            raise RuntimeError("training the sample corpus tokenizer failed")
-        if preprocess_main(["--input", corpus, "--tokenizer", tokenizer_dir, "--output-prefix",
-                            prefix, "--no-progress", "--no-resume"]):
-            raise RuntimeError("indexing the sample corpus failed")
-        with open(ready, "w") as f:
-            f.write("ok\n")
+        train_tokenizer([corpus], "wordpiece", SAMPLE_VOCAB_SIZE, tokenizer_dir, lowercase=True)
+        build_indexed_dataset([corpus], tokenizer_dir, prefix, no_progress=True, no_resume=True)
+        atomic_write_text(ready, "ok\n")
     _barrier()
     return prefix, tokenizer_dir
 

@@ -184,6 +184,22 @@ def train(args):
     return args.output
 
 
+def train_tokenizer(inputs, tokenizer_type: str, vocab_size: int, output: str, **options) -> str:
+    """alum-tokenizer as a library call: train on ``inputs`` (paths) and save to ``output``.
+
+    ``options`` are the command's other options by their argument names
+    (``lowercase``, ``family``, ``min_frequency``, ...), with the command's defaults.
+    Bad input raises ``BadInputError`` / ``FileNotFoundError``. Returns ``output``.
+    """
+    args = build_parser().parse_args(["--input", *inputs, "--type", tokenizer_type,
+                                      "--vocab-size", str(vocab_size), "--output", output])
+    for name, value in options.items():
+        if name in ("input", "type", "vocab_size", "output") or not hasattr(args, name):
+            raise TypeError(f"train_tokenizer: unknown option {name!r}")
+        setattr(args, name, value)
+    return train(args)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.vocab_size < 10:
