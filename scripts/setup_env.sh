@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what alum needs on a fresh machine, idempotently: torch first (the CPU wheel
-# that lies on this machine's disk; a plain `pip install torch` would fetch a multi-GB
-# CUDA build), then the project with its test and demo extras, pinned to that torch.
+# Installs what alum needs on a fresh machine, idempotently: torch first (the pinned
+# version, from the index pip is configured with; a plain `pip install torch` from PyPI
+# fetches a multi-GB CUDA build), then the project with its test and demo extras, pinned to that torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -20,7 +20,7 @@ from alum.pretrain.config import (CheckpointConfig, DataConfig, LoggingConfig,  
 
 @pytest.fixture(scope="session")
 def xdg_cache(tmp_path_factory):
-    """An ``XDG_CACHE_HOME`` whose sample-corpus cache is prepared once per session."""
+    """An ``XDG_CACHE_HOME`` whose sample-corpus cache is prepared once per test run."""
     from alum.pretrain.data import prepare_sample_corpus
 
     base = tmp_path_factory.mktemp("xdg_cache")
