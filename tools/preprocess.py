@@ -4,19 +4,21 @@
         --workers 8 --split-sentences
 
 Streams every input (memory stays bounded whatever the corpus size), tokenizes
-shards in parallel into PREFIX.work/, then merges them in input order into
-PREFIX.bin + PREFIX.idx with megatron-core's IndexedDatasetBuilder. See
-docs/data.md for formats, the bad-input policy and throughput.
+shards (and line-aligned byte ranges of large JSON lines files) in parallel
+into PREFIX.work/, then merges them in input order into PREFIX.bin +
+PREFIX.idx with megatron-core's IndexedDatasetBuilder. See docs/data.md for
+formats, the bad-input policy and throughput.
 """
 import argparse
 import json
 import os
 import shutil
 import sys
+import threading
 import time
 
-from .indexed_output import indexed_dataset_module, merge_datasets, smallest_dtype
-from .readers import FORMATS, REASONS, BadInputError, SkipLog, plan_shards
+from .indexed_output import indexed_dataset_module, merge_datasets, merge_parts, smallest_dtype
+from .readers import FORMATS, REASONS, BadInputError, SkipLog, plan_shards, split_for_workers
 
 DESCRIPTION = __doc__.split("\n\n")[0] + """
 
@@ -45,9 +47,10 @@ bad input policy:
 outputs:
   Files are written under temporary names and renamed only on success
   (index last), so a failed or interrupted run leaves no PREFIX.bin/.idx
-  pair. Finished shards stay in PREFIX.work/ and a rerun with the same
-  inputs, tokenizer and options resumes from them; a successful run removes
-  PREFIX.work/ and replaces any older PREFIX.bin/.idx.
+  pair. Finished pieces stay in PREFIX.work/ and a rerun with the same
+  inputs, tokenizer and options resumes from them (byte ranges of a large
+  file only with the same --workers, which decides the cut points); a
+  successful run removes PREFIX.work/ and replaces any older PREFIX.bin/.idx.
 """
 
 
@@ -64,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-prefix", required=True, metavar="PREFIX",
                    help="write PREFIX.bin and PREFIX.idx (and PREFIX.summary.json)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes, each tokenizing whole shards (files, archive "
-                        "members, row groups) on one thread; output bytes do not depend on N "
-                        "(default: 1)")
+                   help="worker processes, each tokenizing shards (files, archive members, "
+                        "row groups) on one thread; large uncompressed JSON lines files are cut "
+                        "into line-aligned byte ranges so that N workers share one file; output "
+                        "bytes do not depend on N (default: 1)")
     p.add_argument("--split-sentences", action="store_true",
                    help="one sequence per sentence (regex splitter, no download) instead of one "
                         "per document; document boundaries are kept in the index")
@@ -143,7 +147,7 @@ class Progress:
         self.bar.close()
 
 
-def _summary(args, shards, results, seconds, dtype, outputs) -> dict:
+def _summary(args, shards, pieces, results, seconds, dtype, outputs) -> dict:
     log = SkipLog()
     for r in results:
         log.merge(SkipLog.from_dict(r.skips))
@@ -151,7 +155,8 @@ def _summary(args, shards, results, seconds, dtype, outputs) -> dict:
               for k in ("documents", "sequences", "tokens", "text_bytes")}
     return {
         "inputs": list(args.input), "tokenizer": args.tokenizer, "shards": len(shards),
-        "resumed_shards": sum(r.resumed for r in results), "workers": args.workers,
+        "pieces": len(pieces), "resumed_pieces": sum(r.resumed for r in results),
+        "workers": args.workers,
         "split_sentences": args.split_sentences, "dtype": dtype.__name__, **totals,
         "seconds": seconds, "mb_per_s": totals["text_bytes"] / 1e6 / max(seconds, 1e-9),
         "tokens_per_s": totals["tokens"] / max(seconds, 1e-9),
@@ -166,7 +171,8 @@ def _print_summary(s: dict) -> None:
         f"documents {s['documents']:,}  sequences {s['sequences']:,}  tokens {s['tokens']:,}  "
         f"text {s['text_bytes'] / 1e6:.2f} MB  ({s['dtype']})",
         f"time {s['seconds']:.1f}s  {s['mb_per_s']:.2f} MB/s  {s['tokens_per_s']:,.0f} tokens/s  "
-        f"shards {s['shards']} (resumed {s['resumed_shards']})  workers {s['workers']}",
+        f"shards {s['shards']}, pieces {s['pieces']} (resumed {s['resumed_pieces']})  "
+        f"workers {s['workers']}",
         f"skipped documents: {skipped}",
     ]
     lines += [f"  e.g. {example}" for example in s["skipped_examples"]]
@@ -174,17 +180,23 @@ def _print_summary(s: dict) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
+def _import_megatron_in_background():
+    # The merge needs megatron-core (seconds to import, torch included); the
+    # workers never do. Importing it in a thread of the parent once the
+    # workers exist overlaps it with tokenizing instead of adding it at the end.
+    threading.Thread(target=indexed_dataset_module, name="import-megatron", daemon=True).start()
+
+
 def run(args) -> int:
-    from .preprocess_shard import ShardJob, fingerprint, load_tokenizer, tokenizer_digest
+    from .preprocess_shard import ShardJob, fingerprint, load_tokenizer, tokenizer_digest, vocab_size
     from .shard_pool import run_jobs
 
     started = time.perf_counter()
-    tokenizer = load_tokenizer(args.tokenizer)
-    dtype = smallest_dtype(len(tokenizer))
-    indexed_dataset_module()  # import once here: forked workers inherit it (seconds each)
+    dtype = smallest_dtype(vocab_size(load_tokenizer(args.tokenizer)))
     shards = plan_shards(args.input, args.format, args.json_key, args.hf_split)
     if not shards:
         raise BadInputError(f"no input documents found in {' '.join(args.input)}")
+    pieces = split_for_workers(shards, args.workers)
     work_dir = args.output_prefix + ".work"
     if args.no_resume and os.path.isdir(work_dir):
         shutil.rmtree(work_dir)
@@ -192,49 +204,33 @@ def run(args) -> int:
     digest = tokenizer_digest(args.tokenizer)
     options = {"json_key": args.json_key, "split_sentences": args.split_sentences,
                "strict": args.strict, "dtype": dtype.__name__}
-    jobs = [ShardJob(index=i, shard=shard, tokenizer_dir=args.tokenizer, json_key=args.json_key,
+    jobs = [ShardJob(index=i, shard=piece, tokenizer_dir=args.tokenizer, json_key=args.json_key,
                      split_sentences=args.split_sentences, strict=args.strict,
-                     dtype_name=dtype.__name__, out_prefix=os.path.join(work_dir, f"shard-{i:05d}"),
-                     fingerprint=fingerprint(shard, digest, options))
-             for i, shard in enumerate(shards)]
-    progress = Progress(len(jobs), enabled=not args.no_progress)
+                     dtype_name=dtype.__name__, out_prefix=os.path.join(work_dir, f"part-{i:05d}"),
+                     fingerprint=fingerprint(piece, digest, options))
+             for i, (_, piece) in enumerate(pieces)]
+    progress = Progress(len(shards), enabled=not args.no_progress)
     try:
-        results = run_jobs(jobs, args.workers, progress)
+        results = run_jobs(jobs, args.workers, progress, on_started=_import_megatron_in_background)
     finally:
         progress.close()
     if args.no_merge:
         outputs = []
-        for job in jobs:
-            final = f"{args.output_prefix}_{job.index:05d}"
-            merge_datasets([job.out_prefix], final)  # a copy through the same safe commit
+        for shard_index in range(len(shards)):
+            final = f"{args.output_prefix}_{shard_index:05d}"
+            merge_parts([job.out_prefix for job, (owner, _) in zip(jobs, pieces) if owner == shard_index],
+                        final, dtype)
             outputs.append(final)
     else:
-        merge_datasets([job.out_prefix for job in jobs], args.output_prefix)
+        merge_parts([job.out_prefix for job in jobs], args.output_prefix, dtype)
         outputs = [args.output_prefix]
-    summary = _summary(args, shards, results, time.perf_counter() - started, dtype,
+    summary = _summary(args, shards, pieces, results, time.perf_counter() - started, dtype,
                        [o + ext for o in outputs for ext in (".bin", ".idx")])
     with open(args.output_prefix + ".summary.json", "w") as f:
         json.dump(summary, f, indent=1)
     shutil.rmtree(work_dir, ignore_errors=True)
     _print_summary(summary)
     return 0
-
-
-def build_indexed_dataset(inputs, tokenizer: str, output_prefix: str, **options) -> str:
-    """alum-preprocess as a library call: ``inputs`` tokenized with ``tokenizer`` into
-    ``output_prefix``.bin/.idx. ``options`` are the command's other options by their
-    argument names (``workers``, ``split_sentences``, ``no_resume``, ...), with the
-    command's defaults. Bad input raises ``BadInputError`` / ``FileNotFoundError``."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")   # as main() does
-    args = build_parser().parse_args(["--input", *inputs, "--tokenizer", tokenizer,
-                                      "--output-prefix", output_prefix])
-    for name, value in options.items():
-        if name in ("input", "tokenizer", "output_prefix", "merge") or not hasattr(args, name):
-            raise TypeError(f"build_indexed_dataset: unknown option {name!r}")
-        setattr(args, name, value)
-    os.makedirs(os.path.dirname(os.path.abspath(output_prefix)), exist_ok=True)
-    run(args)
-    return output_prefix
 
 
 def main(argv=None) -> int:
@@ -259,7 +255,7 @@ def main(argv=None) -> int:
     except (BadInputError, FileNotFoundError) as e:
         print(f"alum-preprocess: error: {e}", file=sys.stderr)
         if os.path.isdir(args.output_prefix + ".work"):
-            print(f"alum-preprocess: finished shards kept in {args.output_prefix}.work/; "
+            print(f"alum-preprocess: finished pieces kept in {args.output_prefix}.work/; "
                   "rerunning resumes from them", file=sys.stderr)
         return 1
 

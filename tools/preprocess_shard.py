@@ -1,12 +1,17 @@
-"""Tokenizing one shard into its own indexed dataset (runs in a worker).
+"""Tokenizing one piece of the input into a part (runs in a worker).
 
-Each shard's output depends only on the shard's content, the tokenizer and
-the options, never on which worker ran it or when; merging shard outputs in
-shard order therefore gives the same bytes for any --workers.
+A piece is a shard (file, archive member, row group) or a line-aligned byte
+range of a large file. Each piece's output depends only on its content, the
+tokenizer and the options, never on which worker ran it or when; merging
+the parts in piece order therefore gives the same bytes for any --workers.
 
-A finished shard also gets a small JSON marker holding a fingerprint of its
-input files, tokenizer and options. An interrupted run can then be resumed:
-shards whose marker matches are not redone.
+A finished piece also gets a small JSON marker holding a fingerprint of its
+input files (and byte range), tokenizer and options. An interrupted run can
+then be resumed: pieces whose marker matches are not redone.
+
+Workers import numpy and the `tokenizers` library only (parts are written
+with numpy: indexed_output.PartWriter); torch and megatron-core are imported
+by the parent for the final merge.
 """
 import hashlib
 import json
@@ -16,14 +21,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .indexed_output import DatasetWriter, remove_quietly
+from .indexed_output import PART_INDEX, PartWriter, remove_quietly
 from .readers import Shard, SkipLog, iter_documents
 from .sentence_split import split_sentences
 
 BATCH_DOCS = 256
 BATCH_CHARS = 1 << 21  # bounds memory per batch whatever the documents' sizes
 PROGRESS_EVERY_S = 0.5
-FORMAT_VERSION = 1  # bump when the shard output for the same input changes
+FORMAT_VERSION = 2  # bump when the shard output for the same input changes
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,25 @@ _TOKENIZERS = {}
 
 
 def load_tokenizer(tokenizer_dir: str):
-    """AutoTokenizer for `tokenizer_dir`, cached per process."""
-    if tokenizer_dir not in _TOKENIZERS:
-        from transformers import AutoTokenizer
+    """The directory's tokenizer, cached per process.
 
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        backend = getattr(tokenizer, "backend_tokenizer", None)
+    A directory with a tokenizer.json (alum-tokenizer writes one, as does
+    save_pretrained of any fast tokenizer) is loaded with the `tokenizers`
+    library: that file is the whole fast tokenizer that AutoTokenizer would
+    wrap, and loading it needs neither transformers nor torch (seconds of
+    start-up per process). Other directories go through AutoTokenizer.
+    """
+    if tokenizer_dir not in _TOKENIZERS:
+        path = os.path.join(tokenizer_dir, "tokenizer.json")
+        if os.path.isfile(path):
+            from tokenizers import Tokenizer
+
+            tokenizer = backend = Tokenizer.from_file(path)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is not None:
             # A tokenizer.json saved for a model input (sentence-transformers ships them so)
             # carries truncation and fixed padding: documents would be cut to its length
@@ -71,16 +89,25 @@ def load_tokenizer(tokenizer_dir: str):
     return _TOKENIZERS[tokenizer_dir]
 
 
+def vocab_size(tokenizer) -> int:
+    """Number of ids, added tokens included (len() of the transformers tokenizer)."""
+    if hasattr(tokenizer, "get_vocab_size"):
+        return tokenizer.get_vocab_size(with_added_tokens=True)
+    return len(tokenizer)
+
+
 def encode_batch(tokenizer, texts):
     """Token ids without special tokens, as `tokenizer(text)` gives them.
 
-    The fast tokenizer's Rust backend is called directly: same ids, without
-    the wrapper's per-call overhead and its "longer than model_max_length"
-    warnings (documents are meant to be longer than a model input).
+    The Rust tokenizer is called directly: same ids, without the transformers
+    wrapper's per-call overhead and its "longer than model_max_length"
+    warnings (documents are meant to be longer than a model input); without
+    offsets when the library can skip them (they are not stored).
     """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = tokenizer if hasattr(tokenizer, "encode_batch") else getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
@@ -115,7 +142,7 @@ def finished_result(job: ShardJob):
     """The recorded result if this shard was already done with the same fingerprint."""
     path = marker_path(job)
     if not (os.path.exists(path) and os.path.exists(job.out_prefix + ".bin")
-            and os.path.exists(job.out_prefix + ".idx")):
+            and os.path.exists(job.out_prefix + PART_INDEX)):
         return None
     try:
         with open(path) as f:
@@ -164,7 +191,7 @@ def process_shard(job: ShardJob, progress=None) -> ShardResult:
     result = ShardResult(index=job.index)
     remove_quietly(marker_path(job))
     last_report, reported = time.perf_counter(), [0, 0, 0]
-    with DatasetWriter(job.out_prefix, dtype) as writer:
+    with PartWriter(job.out_prefix, dtype) as writer:
         for batch in _batches(iter_documents(job.shard, job.json_key, log)):
             pieces, owners = [], []  # texts to encode, and which document each belongs to
             for i, (where, text) in enumerate(batch):

@@ -40,7 +40,7 @@ def test_failed_run_leaves_no_dataset_and_resumes(tmp_path, tokenizer_dir, token
     assert not [n for n in leftovers if n.startswith("out.") and ".tmp-" in n]
     # the two finished wiki shards stay for a resume; the failed one left no pair
     work = sorted(os.listdir(f"{prefix}.work"))
-    assert work == sorted(f"shard-0000{i}{ext}" for i in (0, 1) for ext in (".bin", ".idx", ".done.json"))
+    assert work == sorted(f"part-0000{i}{ext}" for i in (0, 1) for ext in (".bin", ".part.npz", ".done.json"))
     # rerun without --strict: finished shards are reused, the result equals a fresh run
     code, summary = run_preprocess("--input", sample_corpus_path("wiki"), bad, "--tokenizer",
                                    tokenizer_dir, "--output-prefix", prefix, "--strict")
@@ -48,12 +48,12 @@ def test_failed_run_leaves_no_dataset_and_resumes(tmp_path, tokenizer_dir, token
     bad.write_bytes(b'{"text": "fine"}\n')
     code, summary = run_preprocess("--input", sample_corpus_path("wiki"), bad, "--tokenizer",
                                    tokenizer_dir, "--output-prefix", prefix, "--strict")
-    assert code == 0 and summary["resumed_shards"] == 2
+    assert code == 0 and summary["resumed_pieces"] == 2
     assert read_documents(prefix) == [[expected_ids(tokenizer, t)] for t in sample_texts + ["fine"]]
     assert not os.path.exists(f"{prefix}.work")
     code, fresh = run_preprocess("--input", sample_corpus_path("wiki"), bad, "--tokenizer",
                                  tokenizer_dir, "--output-prefix", tmp_path / "fresh", "--no-resume")
-    assert fresh["resumed_shards"] == 0 and _bytes(prefix) == _bytes(tmp_path / "fresh")
+    assert fresh["resumed_pieces"] == 0 and _bytes(prefix) == _bytes(tmp_path / "fresh")
 
 
 def test_changed_input_is_not_resumed(tmp_path, tokenizer_dir, tokenizer):
@@ -64,13 +64,13 @@ def test_changed_input_is_not_resumed(tmp_path, tokenizer_dir, tokenizer):
     os.makedirs(f"{prefix}.work")  # pretend an old run left state behind
     doc.write_text('{"text": "second version, longer"}\n')
     code, summary = run_preprocess("--input", doc, "--tokenizer", tokenizer_dir, "--output-prefix", prefix)
-    assert summary["resumed_shards"] == 0
+    assert summary["resumed_pieces"] == 0
     assert read_documents(prefix) == [[expected_ids(tokenizer, "second version, longer")]]
 
 
 def test_failure_while_merging_leaves_nothing(tmp_path, tokenizer_dir, monkeypatch):
     calls = []
-    original = indexed_output.DatasetWriter.add_dataset
+    original = indexed_output.DatasetWriter.add_part
 
     def failing(self, prefix):
         calls.append(prefix)
@@ -78,7 +78,7 @@ def test_failure_while_merging_leaves_nothing(tmp_path, tokenizer_dir, monkeypat
             raise KeyboardInterrupt  # as if interrupted halfway through the merge
         original(self, prefix)
 
-    monkeypatch.setattr(indexed_output.DatasetWriter, "add_dataset", failing)
+    monkeypatch.setattr(indexed_output.DatasetWriter, "add_part", failing)
     with pytest.raises(KeyboardInterrupt):
         run_preprocess("--input", sample_corpus_path("wiki"), "--tokenizer", tokenizer_dir,
                        "--output-prefix", tmp_path / "out")

@@ -2,7 +2,7 @@
 `alum-tokenizer` accept. `plan_shards` lists the work, `iter_documents`
 yields (where, text) for one shard; damaged input goes through a SkipLog."""
 from .bad_input import REASONS, BadInputError, SkipLog
-from .shards import FORMATS, Shard, plan_shards
+from .shards import FORMATS, Shard, plan_shards, split_for_workers
 
 
 def iter_documents(shard: Shard, json_key: str, log: SkipLog):
@@ -13,11 +13,13 @@ def iter_documents(shard: Shard, json_key: str, log: SkipLog):
     whether a document tokenizes to nothing).
     """
     from . import arrow, openwebtext, plaintext, wikiextractor
-    from .jsonl import iter_json_lines
+    from .jsonl import iter_json_line_range, iter_json_lines
 
     kind = shard.kind
     if kind == "jsonl":
         return iter_json_lines(shard.path, json_key, log)
+    if kind == "jsonl-range":
+        return iter_json_line_range(shard.path, shard.start, shard.stop, json_key, log)
     if kind == "wiki":
         return wikiextractor.iter_wiki_documents(shard.path, json_key, log)
     if kind == "text":
@@ -50,4 +52,4 @@ def iter_texts(paths, fmt="auto", json_key="text", hf_split=None, log=None):
 
 
 __all__ = ["FORMATS", "REASONS", "BadInputError", "Shard", "SkipLog", "iter_documents",
-           "iter_texts", "plan_shards"]
+           "iter_texts", "plan_shards", "split_for_workers"]

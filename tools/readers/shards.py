@@ -12,6 +12,10 @@ Formats are recognised by content and name (`--format` overrides):
   document per file, grouped into shards
 - anything else                                        -> plain text, blank-line-separated
 
+`split_for_workers` then cuts large uncompressed JSON lines files into
+line-aligned byte ranges (byte_ranges.py), so that several workers share
+one file.
+
 Directories are walked recursively in sorted order, so the document order of
 the output never depends on the file system or on the number of workers.
 """
@@ -20,7 +24,8 @@ import re
 from dataclasses import dataclass
 
 from . import arrow
-from .compression import read_head
+from .byte_ranges import cut_points, range_count
+from .compression import compression_of, read_head
 from .openwebtext import list_tar_members
 
 FORMATS = ("auto", "jsonl", "wikiextractor", "openwebtext", "text", "hf-disk", "parquet")
@@ -35,12 +40,12 @@ _OWT_TXT_NAME = re.compile(r"^\d+-[0-9a-f]+\.txt$")
 class Shard:
     """One unit of work; `kind` selects the reader in readers/__init__.py."""
 
-    kind: str  # jsonl | wiki | text | owt-subset | tar-members | txt-files | hf-disk | parquet | error
+    kind: str  # jsonl | jsonl-range | wiki | text | owt-subset | tar-members | txt-files | hf-disk | parquet | error
     path: str
     items: tuple = ()  # tar-members: ((name, offset, size), ...); txt-files: (path, ...)
     split: object = None  # hf-disk split name
-    start: int = 0  # hf-disk first row / parquet row group
-    stop: int = 0  # hf-disk end row / parquet first row number
+    start: int = 0  # hf-disk first row / parquet row group / jsonl-range first byte
+    stop: int = 0  # hf-disk end row / parquet first row number / jsonl-range end byte
     error: str = ""  # kind == "error": a problem found while listing, reported when processed
 
     def describe(self) -> str:
@@ -52,6 +57,8 @@ class Shard:
             return f"{self.path}[{self.split or ''}:{self.start}-{self.stop}]"
         if self.kind == "parquet":
             return f"{self.path} row group {self.start}"
+        if self.kind == "jsonl-range":
+            return f"{self.path}[bytes {self.start}:{self.stop}]"
         return self.path
 
 
@@ -153,3 +160,20 @@ def plan_shards(paths, fmt: str = "auto", json_key: str = "text", hf_split=None)
             shards += _file_shards(file, kind, json_key)
         flush()
     return shards
+
+
+def split_for_workers(shards, workers: int):
+    """[(shard index, piece)]: each shard, or the byte ranges of a large
+    uncompressed JSON lines file, in order. The pieces' documents in order are
+    the shards' documents in order, for any `workers`."""
+    pieces = []
+    for index, shard in enumerate(shards):
+        if shard.kind == "jsonl" and compression_of(shard.path) is None:
+            size = os.path.getsize(shard.path)
+            count = range_count(size, workers)
+            if count > 1:
+                pieces += [(index, Shard("jsonl-range", shard.path, start=a, stop=b))
+                           for a, b in cut_points(size, count)]
+                continue
+        pieces.append((index, shard))
+    return pieces
