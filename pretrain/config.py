@@ -242,6 +242,13 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute each layer's activations in backward (if the model supports it)."""
 
+    compile: bool = False
+    """torch.compile each encoder layer (alum.pretrain.compile): inductor fuses the bias
+    adds with GELU and dropout + residual + LayerNorm, forward and backward. The megatron
+    model at TP=1 and PP=1, without activation checkpointing or ZeRO-3; where
+    torch.compile does not work the layers stay eager, with a warning. Dropout masks
+    differ from an eager run's (inductor's random kernels)."""
+
     seed: int = 1234
     """Seed of the data order/masks, dropout and ALUM's random start."""
 
@@ -271,6 +278,8 @@ class TrainConfig:
                        "needs tensor_parallel_size > 1")
         _check_choice(self, "precision", PRECISIONS)
         _check_int(self, "pipeline_parallel_size", 1)
+        if self.compile:
+            self._check_compile()
         _check_int(self, "virtual_pipeline_size", 1)
         pp, vp = self.pipeline_parallel_size, self.virtual_pipeline_size
         if vp > 1:
@@ -302,6 +311,27 @@ class TrainConfig:
                 raise _bad("TrainConfig", "pipeline_parallel_size", pp,
                            "does not support fp16 (the schedule's backward has no loss "
                            "scaling); use fp32 or bf16")
+
+
+    def _check_compile(self) -> None:
+        """The runs ``compile`` is supported in (alum.pretrain.compile)."""
+        why = None
+        if self.activation_checkpointing:
+            why = ("cannot be combined with activation_checkpointing (its recompute replays "
+                   "megatron's RNG states around each layer, outside the compiled graph)")
+        elif self.tensor_parallel_size > 1 or self.pipeline_parallel_size > 1:
+            why = (f"needs tensor_parallel_size=1 and pipeline_parallel_size=1 (got "
+                   f"{self.tensor_parallel_size} and {self.pipeline_parallel_size}): the "
+                   f"compiled layers are not tested with megatron's communication")
+        else:
+            from .ds_config import load_ds_config, zero_stage
+
+            stage = zero_stage(load_ds_config(self.ds_config))
+            if stage == 3:
+                why = (f"cannot be combined with ZeRO-3 (ds_config={self.ds_config!r}), which "
+                       f"gathers each layer's parameters in hooks around its forward")
+        if why:
+            raise _bad("TrainConfig", "compile", True, why)
 
 
 @dataclass
@@ -423,6 +453,9 @@ class PretrainConfig:
         if self.checkpoint.export_hf and self.model.model_kind != "hf":
             raise _bad("CheckpointConfig", "export_hf", self.checkpoint.export_hf,
                        "needs model_kind='hf' (the megatron-core model has no HF export here)")
+        if self.train.compile and self.model.model_kind != "megatron":
+            raise _bad("TrainConfig", "compile", True,
+                       "needs model_kind='megatron' (it compiles alum.models' encoder layers)")
         tp = self.train.tensor_parallel_size
         if tp > 1 and self.model.model_kind != "megatron":
             raise _bad("TrainConfig", "tensor_parallel_size", tp,

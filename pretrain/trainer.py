@@ -37,8 +37,7 @@ from .config import PretrainConfig
 from .consolidate import LAYOUT_KEY, parallel_layout
 from .data import RunData, build_run_data, train_batches, valid_batches
 from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of
-from .flops import (device_peak_tflops, forward_flops_per_sequence, model_dims,
-                    step_flops_multiplier)
+from .flops import device_peak_tflops, model_dims, step_flops
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
 from .lean_order import engine_runner, lean_micro_batch
@@ -111,6 +110,10 @@ class Trainer(PipelineSteps):
         self._grad_hooks = register_sequence_parallel_grad_hooks(self.model)
         if tc.activation_checkpointing:
             enable_activation_checkpointing(self.model)
+        if tc.compile:
+            from .compile import compile_layers
+
+            compile_layers(self.model)
         self.ds_config = build_ds_config(tc, cfg.optim, self.dp_size)
         hp = optimizer_hyperparameters(self.ds_config)
         groups = weight_decay_groups(self.model, hp["weight_decay"])
@@ -136,8 +139,7 @@ class Trainer(PipelineSteps):
         self.adv_skipped = 0
         self.first_loss: Optional[float] = None
         self._throughput = Window()  # every logged window of this invocation
-        dims = model_dims(self.engine.module)
-        self.flops_per_sequence = forward_flops_per_sequence(cfg.data.seq_length, **dims)
+        self.model_dims = model_dims(self.engine.module)
         self.peak_tflops = cfg.logging.peak_tflops or device_peak_tflops()
         self._resume()
         self._write_run_config()
@@ -297,8 +299,7 @@ class Trainer(PipelineSteps):
                 for k in ADV_KEYS:
                     if step_stats.get(k) is not None:
                         adv_totals[k].append(step_stats[k])
-            flops = self.flops_per_sequence * self.global_batch * step_flops_multiplier(
-                alum_on, cfg.alum.steps if cfg.alum else 1)
+            flops = self.step_flops(alum_on, step_stats.pop("predicted", None))
             window.add(step_stats, dt, tokens_per_step, flops / self.world)
             if progress is not None:
                 progress.update(1)
@@ -407,12 +408,24 @@ class Trainer(PipelineSteps):
                                "accuracy": sums[1] / max(sums[2], 1.0),
                                "lr": float(self.lr_scheduler.get_last_lr()[0]),
                                "grad_norm": grad_norm(self.engine),
-                               "adv_skipped": sums[3]}
+                               "adv_skipped": sums[3], "predicted": sums[2]}
         k_count = len(ADV_KEYS)
         for i, k in enumerate(ADV_KEYS):
             count = sums[4 + k_count + i]
             out[k] = sums[4 + i] / count if count else None
         return out
+
+    def step_flops(self, alum_on: bool, predicted: Optional[float]) -> float:
+        """Model FLOPs of one optimizer step (alum.pretrain.flops): the MLM head at the
+        ``predicted`` rows of the global batch, or at every position when ALUM's KL reads
+        all of them (or the count is unknown)."""
+        cfg = self.cfg
+        tokens = self.global_batch * cfg.data.seq_length
+        every_row = predicted is None or (alum_on and cfg.alum_positions == "all")
+        return step_flops(self.global_batch, cfg.data.seq_length,
+                          tokens if every_row else predicted, self.model_dims, alum_on,
+                          cfg.alum.steps if cfg.alum else 1,
+                          dense_rows=tokens if cfg.train.sequence_parallel else None)
 
     def _log_window(self, window: "Window", progress, alum_on: bool) -> None:
         self._throughput.merge(window)
