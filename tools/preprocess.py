@@ -233,6 +233,23 @@ def run(args) -> int:
     return 0
 
 
+def build_indexed_dataset(inputs, tokenizer: str, output_prefix: str, **options) -> str:
+    """alum-preprocess as a library call: ``inputs`` tokenized with ``tokenizer`` into
+    ``output_prefix``.bin/.idx. ``options`` are the command's other options by their
+    argument names (``workers``, ``split_sentences``, ``no_resume``, ...), with the
+    command's defaults. Bad input raises ``BadInputError`` / ``FileNotFoundError``."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")   # as main() does
+    args = build_parser().parse_args(["--input", *inputs, "--tokenizer", tokenizer,
+                                      "--output-prefix", output_prefix])
+    for name, value in options.items():
+        if name in ("input", "tokenizer", "output_prefix", "merge") or not hasattr(args, name):
+            raise TypeError(f"build_indexed_dataset: unknown option {name!r}")
+        setattr(args, name, value)
+    os.makedirs(os.path.dirname(os.path.abspath(output_prefix)), exist_ok=True)
+    run(args)
+    return output_prefix
+
+
 def main(argv=None) -> int:
     # One Rust thread per worker: scaling comes from --workers, and per-worker
     # throughput stays measurable. The user's own setting wins.
