@@ -25,9 +25,9 @@ RANGES_PER_WORKER = 4  # several per worker, so a slow range does not idle the o
 
 def range_count(size: int, workers: int) -> int:
     """How many ranges a file of `size` bytes is cut into for `workers` workers."""
-    if workers <= 1 and size <= MAX_RANGE_BYTES:
-        return 1
-    wanted = max(workers * RANGES_PER_WORKER, math.ceil(size / MAX_RANGE_BYTES))
+    wanted = math.ceil(size / MAX_RANGE_BYTES)
+    if workers > 1:
+        wanted = max(wanted, workers * RANGES_PER_WORKER)
     return max(1, min(wanted, size // MIN_RANGE_BYTES))
 
 
