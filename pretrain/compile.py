@@ -25,6 +25,7 @@ model at TP = 1, PP = 1, without activation checkpointing and without ZeRO-3.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Optional
 
 import torch
@@ -71,6 +72,18 @@ def compile_layers(model: nn.Module, device: Optional[torch.device] = None) -> b
         logger.warning("TrainConfig.compile: torch.compile does not work here (%s); the "
                        "layers run eagerly (unfused)", reason)
         return False
+    import torch._dynamo
+
+    # megatron-core's RowParallelLinear calls warnings.warn (a DeprecationWarning about
+    # its tp_group argument) in every forward, which would split each layer's graph at
+    # every row-parallel linear; inside compiled code it is dropped instead.
+    ignored = getattr(torch._dynamo.config, "ignore_logging_functions", None)
+    if ignored is not None:  # where dynamo has it; elsewhere the graph breaks there
+        ignored.add(warnings.warn)
+    # One compiled variant per kind of pass: training with and without parameter
+    # gradients (ALUM's ascent freezes them), without a graph, evaluation, each with
+    # and without a padding mask: more than dynamo's default of 8.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     for layer in layers:
         layer.compile(dynamic=False)
     return True

@@ -165,7 +165,10 @@ class SelfAttention(nn.Module):
         qkv = qkv.view(s, b, self.local_heads, 3, self.head_dim)
         q, k, v = (qkv[:, :, :, i].permute(1, 2, 0, 3) for i in range(3))  # [b, nh, s, d]
         dropout_p = self.dropout_p if self.training else 0.0
-        with self.spec.tensor_region_rng():
+        # The per-rank RNG stream only when the attention draws random numbers: the
+        # fork swaps generator states, which torch.compile cannot trace (a graph break).
+        rng = self.spec.tensor_region_rng() if dropout_p > 0 else contextlib.nullcontext()
+        with rng:
             ctx = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout_p,
                 scale=1.0 / math.sqrt(self.head_dim))

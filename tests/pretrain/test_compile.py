@@ -88,8 +88,11 @@ def test_compiled_layers_equal_eager_loss_and_grads(parallel):
     reason = compile_mod.compile_unavailable_reason(torch.device("cpu"))
     if reason is not None:
         pytest.skip(f"torch.compile does not work on this machine: {reason}")
+    from torch._dynamo.utils import counters
+
     eager, compiled = build(), build()
     assert compile_mod.compile_layers(compiled, torch.device("cpu")) is True
+    counters.clear()
     assert list(compiled.state_dict()) == list(eager.state_dict())
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, 211, (3, 19), generator=g)
@@ -109,6 +112,9 @@ def test_compiled_layers_equal_eager_loss_and_grads(parallel):
             torch.testing.assert_close(grads[name] / scale, ref / scale, rtol=1e-4,
                                        atol=1e-4, msg=name)
         assert all(layer._compiled_call_impl is not None for layer in compiled.layers)
+    # Each layer is one graph (no break at megatron's linears or the attention), which
+    # is what lets inductor fuse across the bias adds, GELU, residuals and LayerNorms.
+    assert not counters["graph_break"], dict(counters["graph_break"])
 
 
 @pytest.mark.slow
