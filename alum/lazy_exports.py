@@ -1,7 +1,10 @@
 """Lazy package exports (PEP 562): a name's module is imported on first access.
 
-alum.data and alum.pretrain re-export names whose modules pull in megatron-core or
-DeepSpeed (seconds to import); a plain ``import alum.data`` must stay cheap.
+A package (``alum.data``, ``alum.pretrain``) re-exports names whose modules pull in
+megatron-core or DeepSpeed (seconds to import); a plain ``import alum.data`` must stay
+cheap. The module imported is always a submodule of the package that calls
+``lazy_getattr``, so the import is that package's own: this core module names no other
+package (tests/test_import_layering.py counts the exports as the caller's imports).
 """
 from __future__ import annotations
 

@@ -4,17 +4,13 @@ DeepSpeed's ``save_checkpoint`` writes the ``latest`` file after its own files
 but before the closing barrier, with a plain ``open(..., "w")``: with several
 data-parallel ranks, ``latest`` can name a tag whose other shards are still
 being written, and a crash during that write leaves an empty ``latest``. So we
-save with ``save_latest=False`` and, after every rank has finished (barrier):
+save with ``save_latest=False`` and, after every rank has finished (barrier),
+rank 0 declares the tag complete (``alum.checkpoint_tags.mark_complete``: a
+marker with every file's size, then ``latest``, both written atomically).
 
-1. rank 0 writes ``<tag>/alum_complete.json``: the step and every file's size,
-   via a temporary file and ``os.replace`` (atomic on POSIX);
-2. rank 0 points ``latest`` at the tag the same way.
-
-On resume, a tag is *complete* when its marker exists and every listed file has
-its recorded size. ``latest`` naming a missing or incomplete tag (a crash between
-the two writes, a truncated file, a half-deleted directory) is answered with a
-warning and the newest complete tag. ``latest`` keeps DeepSpeed's format, so
-``deepspeed.utils.zero_to_fp32`` reads our directories as its own.
+On resume, ``latest`` naming a missing or incomplete tag (a crash between the
+two writes, a truncated file, a half-deleted directory) is answered with a
+warning and the newest complete tag.
 
 Per-rank RNG states (python, numpy, torch CPU/CUDA, megatron's tracker) go into
 ``<tag>/rng_state_rank<k>.pt``; the loop's own state (step, consumed samples,
@@ -22,33 +18,21 @@ config, tokenizer) goes into DeepSpeed's ``client_state``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
-import re
 import shutil
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from alum.atomic_write import atomic_write_text  # noqa: F401  (the trainer's import of it)
+from alum.checkpoint_tags import (LATEST, complete_tags, incomplete_reason, mark_complete,
+                                  step_of_tag, tag_for_step)
+
 logger = logging.getLogger("alum.pretrain")
-
-MARKER = "alum_complete.json"
-LATEST = "latest"
-TAG_PATTERN = re.compile(r"^global_step(\d+)$")
-
-
-def tag_for_step(step: int) -> str:
-    """DeepSpeed's own tag naming (``global_step<N>``)."""
-    return f"global_step{step}"
-
-
-def step_of_tag(tag: str) -> Optional[int]:
-    match = TAG_PATTERN.match(tag)
-    return int(match.group(1)) if match else None
 
 
 def _rank() -> int:
@@ -58,30 +42,6 @@ def _rank() -> int:
 def _barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new content, never part."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- RNG -----------------------------------------------------------------------
@@ -123,60 +83,7 @@ def _megatron_tracker():
     return tracker if tracker.is_initialized() else None
 
 
-# -- completeness --------------------------------------------------------------
-def _file_sizes(tag_dir: str) -> Dict[str, int]:
-    sizes = {}
-    for root, _, files in os.walk(tag_dir):
-        for name in files:
-            if name == MARKER or ".tmp." in name:
-                continue
-            path = os.path.join(root, name)
-            sizes[os.path.relpath(path, tag_dir)] = os.path.getsize(path)
-    return sizes
-
-
-def incomplete_reason(save_dir: str, tag: str) -> Optional[str]:
-    """None when ``tag`` is a complete checkpoint, else why not."""
-    tag_dir = os.path.join(save_dir, tag)
-    marker = os.path.join(tag_dir, MARKER)
-    if not os.path.isdir(tag_dir):
-        return "its directory does not exist"
-    if not os.path.isfile(marker):
-        return f"it has no {MARKER} (the save did not finish)"
-    try:
-        with open(marker) as f:
-            recorded = json.load(f)["files"]
-    except (OSError, ValueError, KeyError) as err:
-        return f"its {MARKER} is unreadable ({err})"
-    for name, size in recorded.items():
-        path = os.path.join(tag_dir, name)
-        if not os.path.isfile(path):
-            return f"{name} is missing"
-        if os.path.getsize(path) != size:
-            return f"{name} has {os.path.getsize(path)} bytes, {size} were written"
-    return None
-
-
-def mark_complete(save_dir: str, tag: str, step: int) -> None:
-    """Declare a written tag complete: its marker (every file's size), then ``latest``."""
-    tag_dir = os.path.join(save_dir, tag)
-    marker = {"step": step, "files": _file_sizes(tag_dir)}
-    atomic_write_text(os.path.join(tag_dir, MARKER), json.dumps(marker, indent=1))
-    atomic_write_text(os.path.join(save_dir, LATEST), tag)
-
-
-def complete_tags(save_dir: str) -> List[Tuple[int, str]]:
-    """(step, tag) of every complete ``global_step<N>`` checkpoint, oldest first."""
-    if not os.path.isdir(save_dir):
-        return []
-    found = []
-    for name in os.listdir(save_dir):
-        step = step_of_tag(name)
-        if step is not None and incomplete_reason(save_dir, name) is None:
-            found.append((step, name))
-    return sorted(found)
-
-
+# -- resume ----------------------------------------------------------------------
 def any_checkpoint(save_dir: str) -> bool:
     """Whether ``save_dir`` holds checkpoint directories or a ``latest`` file."""
     if not os.path.isdir(save_dir):

@@ -16,7 +16,7 @@ implementation of reading our checkpoints:
    full fp32 ones, else the fp32 master weights that DeepSpeed's own ``zero_to_fp32``
    rebuilds from that rank's ZeRO partitions (16-bit ZeRO-0 runs keep no named
    masters: their module weights are taken, in fp32);
-3. the ranks are put together with the name map (``alum.tools.convert.name_map``,
+3. the ranks are put together with the name map (``alum.models.hf_state_dict``,
    ``sharding``): a stage's layers get their global indices (interleaved chunks
    ``chunks.<v>.`` unwrapped), tensor-parallel shards are concatenated along their
    split dimension, replicated tensors are taken from TP rank 0, and the last

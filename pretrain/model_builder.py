@@ -16,35 +16,11 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from alum.models.run_config import megatron_model_config
+
 from .config import ModelChoice
 
 logger = logging.getLogger("alum.pretrain")
-
-
-def megatron_model_config(choice: ModelChoice, vocab_size: int, pad_token_id: int,
-                          seq_length: int):
-    """The alum.models.ModelConfig a run builds from its ``ModelChoice`` and tokenizer."""
-    from alum.models import ModelConfig
-
-    overrides: dict = dict(vocab_size=vocab_size, pad_token_id=pad_token_id,
-                           hidden_dropout=choice.dropout, attention_dropout=choice.dropout,
-                           init_seed=choice.init_seed)
-    if choice.hidden_size is not None:
-        overrides["hidden_size"] = choice.hidden_size
-    if choice.num_layers is not None:
-        overrides["num_layers"] = choice.num_layers
-    offset = pad_token_id + 1 if choice.family == "roberta" else 0
-    # Short runs use short position tables: fewer parameters, same model otherwise.
-    overrides["max_position_embeddings"] = max(seq_length + offset, 8)
-    if choice.family == "roberta":
-        overrides["type_vocab_size"] = 1
-    config = ModelConfig.named(choice.model_size, family=choice.family, **overrides)
-    if config.hidden_size % config.num_attention_heads:
-        raise ValueError(f"ModelChoice.hidden_size={config.hidden_size} is not divisible by "
-                         f"the {config.num_attention_heads} heads of size {choice.model_size!r}")
-    if choice.hidden_size is not None:
-        config = config.replace(ffn_hidden_size=4 * config.hidden_size)
-    return config
 
 
 def build_megatron_bert(choice: ModelChoice, vocab_size: int, pad_token_id: int,

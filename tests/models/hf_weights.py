@@ -1,7 +1,7 @@
 """Copy a TP=1 ``BertMLM``'s weights into a Hugging Face BertForMaskedLM / RobertaForMaskedLM.
 
 A test helper proving the layouts match. The mapping itself is alum-convert's one
-name map (``alum.tools.convert.name_map``: per-head fused QKV, vocabulary padding,
+name map (``alum.models.hf_state_dict``: per-head fused QKV, vocabulary padding,
 names); this file only applies it to a live model.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Dict
 
 import torch
 
+from alum.models.hf_state_dict import tied_hf_names, to_hf_state_dict as canonical_to_hf
 from alum.tools.convert.hf_model import hf_config_for
-from alum.tools.convert.name_map import tied_hf_names, to_hf_state_dict as canonical_to_hf
 from alum.tools.convert.sharding import canonical_from_ranks
 
 

@@ -7,8 +7,8 @@ import torch
 
 from alum import AlumConfig
 from alum.pretrain import Trainer
-from alum.pretrain.checkpoint import (LATEST, MARKER, complete_tags, incomplete_reason,
-                                      resumable_tag)
+from alum.checkpoint_tags import LATEST, MARKER, complete_tags, incomplete_reason
+from alum.pretrain.checkpoint import resumable_tag
 
 from .conftest import tiny_config
 from .test_training import RELATIVE

@@ -26,7 +26,11 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 
-from .name_map import NAME_MAP_VERSION, Entry
+from alum.atomic_write import atomic_write_text
+from alum.checkpoint_tags import mark_complete
+from alum.models.hf_state_dict import NAME_MAP_VERSION, Entry
+
+from .hf_model import tokenizer_files
 from .sharding import ShardWriter, check_layout, mp_rank
 from .staging import staging_dir
 
@@ -42,10 +46,6 @@ def write_checkpoint(dst: str, cfg, tp: int, pp: int,
 
     ``record`` is added to ``config.json`` (provenance). Returns ``dst``.
     """
-    from alum.pretrain.checkpoint import atomic_write_text, mark_complete
-
-    from .hf_model import tokenizer_files
-
     check_layout(cfg, tp, pp)
     torch_dtype = DTYPES[dtype]
     with staging_dir(dst, overwrite) as tmp:

@@ -24,9 +24,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
+from alum.models.hf_state_dict import (FAMILY_NAMES, HF_ARCHITECTURES, Entry, canonical_shape,
+                                       entries, hf_shapes, hf_to_canonical, tied_hf_names)
+
 from .errors import ConvertError
-from .name_map import (FAMILY_NAMES, HF_ARCHITECTURES, Entry, canonical_shape, entries,
-                       hf_shapes, hf_to_canonical, tied_hf_names)
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 IGNORED_SUFFIXES = ("position_ids", "token_type_ids")

@@ -42,9 +42,12 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+
+from alum.checkpoint_tags import LATEST, MARKER, complete_tags, incomplete_reason
 
 from .errors import ConvertError
 from .hf_model import note
@@ -68,8 +71,6 @@ def _torch_load(path: str) -> Dict[str, Any]:
 
 def find_tag_dir(path: str, tag: Optional[str] = None) -> Tuple[str, Optional[str]]:
     """(tag directory, run directory or None) for a run, checkpoints or tag path."""
-    from alum.pretrain.checkpoint import incomplete_reason
-
     path = os.path.abspath(path)
     if not os.path.isdir(path):
         raise ConvertError(f"{path}: no such checkpoint directory")
@@ -79,7 +80,7 @@ def find_tag_dir(path: str, tag: Optional[str] = None) -> Tuple[str, Optional[st
         parent = os.path.dirname(path)
         run = os.path.dirname(parent)
         reason = incomplete_reason(parent, os.path.basename(path)) \
-            if os.path.isfile(os.path.join(path, "alum_complete.json")) else None
+            if os.path.isfile(os.path.join(path, MARKER)) else None
         if reason is not None:
             raise ConvertError(f"{path} is incomplete: {reason}")
         return path, run if os.path.isfile(os.path.join(run, "config.json")) else None
@@ -94,7 +95,7 @@ def find_tag_dir(path: str, tag: Optional[str] = None) -> Tuple[str, Optional[st
     tag_dir = os.path.join(save_dir, tag)
     if not os.path.isdir(tag_dir):
         raise ConvertError(f"{tag_dir}: no such checkpoint tag")
-    if os.path.isfile(os.path.join(tag_dir, "alum_complete.json")):
+    if os.path.isfile(os.path.join(tag_dir, MARKER)):
         reason = incomplete_reason(save_dir, tag)
         if reason is not None:
             raise ConvertError(f"{tag_dir} is incomplete: {reason}")
@@ -103,9 +104,7 @@ def find_tag_dir(path: str, tag: Optional[str] = None) -> Tuple[str, Optional[st
 
 def _latest_complete_tag(save_dir: str) -> str:
     """The tag ``latest`` names if complete, else the newest complete one (said on stderr)."""
-    from alum.pretrain.checkpoint import complete_tags, incomplete_reason
-
-    latest = os.path.join(save_dir, "latest")
+    latest = os.path.join(save_dir, LATEST)
     named = open(latest).read().strip() if os.path.isfile(latest) else ""
     reason = incomplete_reason(save_dir, named) if named else "there is no 'latest' file"
     if reason is None:
@@ -128,8 +127,7 @@ def _read_json(path: str) -> Dict[str, Any]:
 
 def _model_config_from_run(record: Dict[str, Any], tokenizer_dir: Optional[str], where: str):
     """ModelConfig of a run that did not record it: rebuilt as alum-pretrain builds it."""
-    from alum.pretrain.config import ModelChoice
-    from alum.pretrain.model_builder import megatron_model_config
+    from alum.models.run_config import megatron_model_config
 
     pretrain = record.get("pretrain") or record.get("config")
     if not pretrain:
@@ -145,8 +143,12 @@ def _model_config_from_run(record: Dict[str, Any], tokenizer_dir: Optional[str],
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    return megatron_model_config(ModelChoice(**pretrain["model"]), len(tok), tok.pad_token_id,
-                                 int(pretrain["data"]["seq_length"]))
+    try:
+        return megatron_model_config(SimpleNamespace(**pretrain["model"]), len(tok),
+                                     tok.pad_token_id, int(pretrain["data"]["seq_length"]))
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise ConvertError(f"{where}: the run's model choice cannot be rebuilt "
+                           f"({type(err).__name__}: {err})") from None
 
 
 @dataclass

@@ -6,7 +6,7 @@ layers ``chunk_layer_range(num_layers, p, pp)`` under *local* indices
 (``layers.0`` is its first layer), the first stage the embeddings, the last
 the MLM head and, when ``pp > 1``, its own copy of the tied word embedding.
 Within a stage, tensor-parallel rank ``t`` of ``tp`` holds slice ``t`` of every
-split parameter (``name_map.Param.split``) and a full copy of the others.
+split parameter (``alum.models.hf_state_dict.Param.split``) and a full copy of the others.
 
 DeepSpeed names each rank's file by its rank in megatron's *model-parallel*
 group (TP x PP): ``mp_rank_XX``. megatron-core orders ranks tp fastest, then
@@ -20,8 +20,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
+from alum.models.hf_state_dict import OUTPUT_EMBEDDING, Entry, canonical_shape, entries, pad_vocab
+
 from .errors import ConvertError
-from .name_map import OUTPUT_EMBEDDING, Entry, canonical_shape, entries, pad_vocab
 
 
 def mp_rank(tp_rank: int, pp_rank: int, tp: int) -> int:

@@ -1,4 +1,4 @@
-"""Write a destination directory all or nothing: a temporary sibling, renamed at the end.
+"""Write a destination directory all or nothing (``alum.atomic_write.atomic_path``).
 
 A failed conversion (bad input found half-way, a crash, Ctrl-C) leaves no
 directory at the destination; only a complete one is ever renamed into place.
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from typing import Iterator
+
+from alum.atomic_write import atomic_path
 
 from .errors import ConvertError
 
@@ -22,19 +23,6 @@ def staging_dir(dst: str, overwrite: bool = False) -> Iterator[str]:
     if os.path.lexists(dst) and not overwrite:
         raise ConvertError(f"{dst} exists; choose another destination or pass --overwrite")
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = f"{dst}.tmp-{os.getpid()}"
-    if os.path.lexists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
-    try:
+    with atomic_path(dst) as tmp:
+        os.makedirs(tmp)
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if os.path.lexists(dst):
-        old = f"{dst}.old-{os.getpid()}"
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -18,9 +18,11 @@ import os
 import shutil
 from typing import Optional
 
+from alum.models.hf_state_dict import (HF_ARCHITECTURES, NAME_MAP_VERSION, canonical_to_hf,
+                                       entries, hf_shapes)
+
 from .checkpoint_writer import DTYPES
 from .hf_model import hf_config_for, note, tokenizer_files
-from .name_map import HF_ARCHITECTURES, NAME_MAP_VERSION, canonical_to_hf, entries, hf_shapes
 from .our_checkpoint import OurCheckpoint
 from .safetensors_stream import StreamingSafetensorsWriter
 from .staging import staging_dir

@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from alum.tools.convert.name_map import (NAME_MAP_VERSION, entries, markdown_table, merge_qkv,
-                                         split_qkv)
+from alum.models.hf_state_dict import (NAME_MAP_VERSION, entries, markdown_table, merge_qkv,
+                                       split_qkv)
 from alum.tools.convert.sharding import local_name, shard_shape, stage_entries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))

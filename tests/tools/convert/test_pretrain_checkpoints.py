@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from alum.models.hf_state_dict import canonical_to_hf, entries
 from alum.tools.convert.from_hf import from_hf
-from alum.tools.convert.name_map import canonical_to_hf, entries
 from alum.tools.convert.sharding import unshard
 from alum.tools.convert.to_hf import to_hf
 from tests.pretrain.conftest import alum_from, tiny_config

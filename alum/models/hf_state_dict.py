@@ -1,7 +1,10 @@
-"""The one name map between our BERT/RoBERTa parameters and Hugging Face's, with its transforms.
+"""The one state-dict adapter between our BERT/RoBERTa (``BertMLM``) and Hugging Face's.
 
-Everything alum-convert does (to-hf, from-hf, reshape) and the test helper
-``tests/models/hf_weights.py`` go through this table; bump ``NAME_MAP_VERSION``
+The name map and its transforms, both ways: ``canonical_to_hf`` / ``hf_to_canonical``
+per parameter, ``to_hf_state_dict`` for a whole model. alum-convert (to-hf,
+from-hf, reshape), its checkpoint reader behind ``alum-pretrain --init-from`` and
+``alum.pretrain.consolidate``, and the tests comparing ``BertMLM`` with
+transformers' models all go through this table; bump ``NAME_MAP_VERSION``
 whenever a row or a transform changes (it is recorded in every converted
 directory, so an old conversion can be told apart).
 
@@ -10,7 +13,7 @@ Three forms of a parameter appear:
 * **canonical**: ours, unsplit, with *global* layer indices and the vocabulary
   *unpadded* (exactly ``vocab_size`` rows): what ``alum.models.BertMLM`` holds at
   TP=1, PP=1 minus Megatron's padding rows;
-* **shard**: one tensor/pipeline rank's piece (``tools/convert/sharding.py``):
+* **shard**: one tensor/pipeline rank's piece (``alum.tools.convert.sharding``):
   layer indices local to the stage, the vocabulary padded to a multiple of
   ``make_vocab_size_divisible_by × tp`` and split;
 * **HF**: ``BertForMaskedLM`` / ``RobertaForMaskedLM`` names and layouts.
