@@ -127,10 +127,9 @@ class Study:
         self.minilm = demo_model_dir()
 
     def save(self) -> None:
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.state, fh, indent=1)
-        os.replace(tmp, self.state_path)
+        from alum.atomic_write import atomic_write_text
+
+        atomic_write_text(self.state_path, json.dumps(self.state, indent=1))
 
     def sh(self, cmd: List[str], log_name: str) -> None:
         text = " ".join(cmd)
@@ -247,11 +246,12 @@ class Study:
         # so the validation documents are news articles.
         docs += ["\n".join(x for x in (r.get("title"), r.get("subtitle"), r.get("text")) if x)
                  for r in articles]
-        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        from alum.atomic_write import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             for d in docs:
                 if d.strip():
                     fh.write(json.dumps({"text": d}) + "\n")
-        os.replace(path + ".tmp", path)
         self.state["cpt_corpus"] = {"tweets": n_tweets, "news_articles": len(articles),
                                     "zip": zpath}
         self.save()
@@ -386,19 +386,19 @@ def graft_pooler(original: str, exported: str, target: str) -> None:
 
     from safetensors.torch import load_file, save_file
 
-    tmp = target + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(exported, tmp)
-    files = glob.glob(os.path.join(tmp, "*.safetensors"))
-    if len(files) != 1:
-        raise SystemExit(f"robustness_study: expected one safetensors file in {exported}")
-    weights = load_file(files[0])
-    orig = load_file(glob.glob(os.path.join(original, "*.safetensors"))[0])
-    for name, value in orig.items():
-        if name.startswith("pooler."):
-            weights["bert." + name] = value.contiguous()
-    save_file(weights, files[0], metadata={"format": "pt"})
-    os.replace(tmp, target)
+    from alum.atomic_write import atomic_path
+
+    with atomic_path(target) as tmp:
+        shutil.copytree(exported, tmp)
+        files = glob.glob(os.path.join(tmp, "*.safetensors"))
+        if len(files) != 1:
+            raise SystemExit(f"robustness_study: expected one safetensors file in {exported}")
+        weights = load_file(files[0])
+        orig = load_file(glob.glob(os.path.join(original, "*.safetensors"))[0])
+        for name, value in orig.items():
+            if name.startswith("pooler."):
+                weights["bert." + name] = value.contiguous()
+        save_file(weights, files[0], metadata={"format": "pt"})
 
 
 def main(argv: Optional[List[str]] = None) -> int:

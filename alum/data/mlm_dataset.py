@@ -41,6 +41,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.megatron_dataset import MegatronDataset
 from megatron.core.datasets.utils import Split
 
+from ..atomic_write import atomic_path
 from .masking import IGNORE_INDEX, MaskingConfig, mask_tokens, sample_rng
 from .packing import PACKING_MODES, PackedIndex, assemble, pack_sequences
 from .schedule import describe_schedule, make_masking_schedule
@@ -249,14 +250,14 @@ class MLMDataset(MegatronDataset):
                                 self.indices, capacity, self.config.packing)
         if cache:
             os.makedirs(self.config.path_to_cache, exist_ok=True)
-            tmp = f"{cache}.{os.getpid()}.tmp.npz"
-            np.savez(tmp, segment_sequence=packed.segment_sequence,
-                     segment_offset=packed.segment_offset, segment_length=packed.segment_length,
-                     sample_pointer=packed.sample_pointer)
             with open(os.path.join(self.config.path_to_cache, f"{self.unique_description_hash}"
                                    f"-{type(self).__name__}-description.txt"), "w") as f:
                 f.write(self.unique_description)
-            os.replace(tmp, cache)
+            with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+                np.savez(f, segment_sequence=packed.segment_sequence,
+                         segment_offset=packed.segment_offset,
+                         segment_length=packed.segment_length,
+                         sample_pointer=packed.sample_pointer)
         return packed
 
     # ---------------------------------------------------------------- epoch / step
