@@ -16,8 +16,8 @@ output's leading dimensions (see alum.pretrain.mlm_step.embedding_mask).
 ``HFMaskedLMAdapter`` gives these to a ``BertForMaskedLM`` / ``RobertaForMaskedLM``
 (continual pre-training of a released model at TP=1). The embedding output is fed to
 the encoder directly, never back through ``inputs_embeds`` (that would add the
-position/type embeddings and LayerNorm a second time: a known fault of the reference
-fine-tuning code, shared/ALUM.md).
+position/type embeddings and LayerNorm a second time, so the perturbed input would
+not be the embedding output that ALUM perturbs).
 """
 from __future__ import annotations
 
