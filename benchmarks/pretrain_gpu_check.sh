@@ -4,8 +4,15 @@
 # indexes the sample corpus with a 30522-token WordPiece tokenizer, and pre-trains a
 # base-size BERT (768/12/12) in bf16 under DeepSpeed ZeRO-1 for STEPS steps, standard MLM
 # then ALUM (paper-pretrain, K=1) from half-way; prints tokens/s, TFLOP/s and MFU.
-# Then (unless ALUM_COST=0) issue 5's cost table: benchmarks/alum_step_cost.py in bf16 at
+# COMPILE=true trains with --compile true (compiled encoder layers).
+# Then (unless ALUM_COST=0) the ALUM cost table: benchmarks/alum_step_cost.py in bf16 at
 # the base size, standard vs fast vs lean vs naive, with this GPU's pass floors.
+# Then (unless THROUGHPUT=0) benchmarks/step_throughput.py: tokens/s, MFU and peak memory
+# of our standard, ALUM fast and lean steps (eager and compiled) and HF's BertForMaskedLM
+# (SDPA), BERT-base and -large at 128 and 512 tokens, bf16, and adv_project against copy
+# bandwidth (THROUGHPUT_ARGS adds options, e.g. "--compile on --size large --seq 512").
+# PRETRAIN=0 skips the training run (the throughput table alone:
+#   PRETRAIN=0 ALUM_COST=0 bash benchmarks/pretrain_gpu_check.sh).
 #   SIZE=base SEQ=512 MBS=32 STEPS=300 bash benchmarks/pretrain_gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +38,7 @@ mkdir -p "$OUT" /tmp/alum_work
 # Run from outside the repository: with `python -c` the current directory comes first on
 # sys.path, and the repo's own alum/ (without the mapped folders) would shadow the layout.
 cd /tmp/alum_work
+if [ "${PRETRAIN:-1}" != "0" ]; then
 SAMPLE=$(python3 -c "from alum.data.sample import sample_corpus_path; print(sample_corpus_path('wiki'))")
 python3 -c "import sys; from alum.tools.preprocess import main; sys.exit(main(sys.argv[1:]))" \
   --input "$SAMPLE" --tokenizer "$REPO/.gpu_carry/tokenizer" --output-prefix /tmp/alum_data/kjv \
@@ -40,13 +48,21 @@ python3 "$REPO/pretrain/run_pretrain.py" --data-path /tmp/alum_data/kjv \
   --seq-length "$SEQ" --model-size "$SIZE" --micro-batch-size "$MBS" --train-steps "$STEPS" \
   --warmup-steps 20 --lr 1e-4 --precision bf16 --ds-config zero1 --eval-interval "$STEPS" \
   --eval-batches 2 --log-interval 50 --save-at-end false --progress-bar false \
-  --peak-tflops "$PEAK" --output-dir "$OUT/run" 2>&1 | tee "$OUT/pretrain.log" | \
-  grep -v -E "^\[|Warning|warn" | tail -40
+  --peak-tflops "$PEAK" --compile "${COMPILE:-false}" --output-dir "$OUT/run" 2>&1 | \
+  tee "$OUT/pretrain.log" | grep -v -E "^\[|Warning|warn" | tail -40
+fi
 if [ "${ALUM_COST:-1}" != "0" ]; then
-  echo "== ALUM step cost (issue 5): bf16, $SIZE, batch 8 x 128, then $MBS x $SEQ"
+  echo "== ALUM step cost: bf16, $SIZE, batch 8 x 128, then $MBS x $SEQ"
   python3 "$REPO/benchmarks/alum_step_cost.py" --device cuda --dtype bf16 --size "$SIZE" \
     --check --floors --json "$OUT/alum_cost_b8s128.json" 2>&1 | grep -v -E "Warning|warn" | tail -30
   python3 "$REPO/benchmarks/alum_step_cost.py" --device cuda --dtype bf16 --size "$SIZE" \
     --seq "$SEQ" --batch "$MBS" --repeats 10 --floors --json "$OUT/alum_cost_pretrain.json" \
     2>&1 | grep -v -E "Warning|warn" | tail -30
+fi
+if [ "${THROUGHPUT:-1}" != "0" ]; then
+  echo "== step throughput: ours (eager, compiled) vs HF BertForMaskedLM (SDPA), bf16; adv_project"
+  # shellcheck disable=SC2086
+  python3 "$REPO/benchmarks/step_throughput.py" --device cuda --dtype bf16 \
+    --peak-tflops "$PEAK" --json "$OUT/step_throughput.json" ${THROUGHPUT_ARGS:-} 2>&1 | \
+    tee "$OUT/step_throughput.log" | grep -v -E "Warning|warn" | tail -60
 fi
