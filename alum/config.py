@@ -1,4 +1,4 @@
-"""Typed configuration of ALUM's adversarial term (spec: shared/ALUM.md).
+"""Typed configuration of ALUM's adversarial term (spec: docs/algorithm.md).
 
 Every field has one docstring and is validated in ``__post_init__``; an
 invalid value raises ``ValueError`` naming the field, so a bad combination is
@@ -40,7 +40,7 @@ class AlumConfig(ConfigMixin):
     epsilon_scale: str = "absolute"
     """``"absolute"``: σ, η and ε are in embedding units. ``"relative"``: each is multiplied
     by the norm (``norm``, over the ``level``'s reduction) of the clean embedding of that
-    token or sequence, so a radius means the same across models (ALUM.md, measured warning)."""
+    token or sequence, so a radius means the same across models (docs/algorithm.md, "A measured warning")."""
 
     steps: int = 1
     """Number K of ascent steps (the paper uses K = 1)."""
@@ -53,14 +53,12 @@ class AlumConfig(ConfigMixin):
     ``"sequence"`` (over tokens × hidden, per sequence)."""
 
     update: str = "project"
-    """``"project"``: δ ← Π_ε(δ + η·g/(‖g‖+γ)), the default. ``"normalize"``:
-    δ ← r·(δ + η·g)/(‖δ + η·g‖+γ), what the authors' released code does."""
+    """``"project"``: δ ← Π_ε(δ + η·g/‖g‖), the default. ``"normalize"``:
+    δ ← r·(δ + η·g)/‖δ + η·g‖, what the authors' released code does. Both divisions are
+    scale-free: only a zero norm is guarded (that row then gets a zero step)."""
 
     normalize_radius: float = 1.0
     """Radius r of the ``normalize`` rule (the released code uses 1)."""
-
-    grad_eps: float = 1e-6
-    """γ guarding the divisions by a norm in both update rules."""
 
     loss: str = "sym_kl"
     """Adversarial term: ``"sym_kl"`` (symmetric KL, the paper), ``"kl"``
@@ -79,7 +77,6 @@ class AlumConfig(ConfigMixin):
         _check_number("step_size", self.step_size, minimum=0.0)
         _check_number("epsilon", self.epsilon, minimum=0.0)
         _check_number("normalize_radius", self.normalize_radius, minimum=0.0, strict=True)
-        _check_number("grad_eps", self.grad_eps, minimum=0.0, strict=True)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("level", self.level, LEVELS)
         _check_choice("update", self.update, UPDATES)
@@ -148,7 +145,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                               norm="inf", level="token", update="normalize",
                               normalize_radius=1.0, loss="sym_kl"),
     # A perturbation that is actually adversarial at any model scale: an L2 ball of 10% of
-    # each token's embedding norm, reached in one normalised step (ALUM.md, measured warning).
+    # each token's embedding norm, reached in one normalised step (docs/algorithm.md, "A measured warning").
     "relative": dict(alpha=1.0, noise_std=1e-3, step_size=0.1, epsilon=0.1, steps=1,
                      norm="l2", level="token", update="project", epsilon_scale="relative",
                      loss="sym_kl"),

@@ -1,4 +1,4 @@
-"""The perturbation update of ALUM (shared/ALUM.md, "Update rules").
+"""The perturbation update of ALUM (docs/algorithm.md, "Update rules").
 
 ``adv_project`` is the pure-PyTorch reference of the fused kernel: the fused op
 must compute exactly this arithmetic. Rows are tokens (``level="token"``, the
@@ -78,24 +78,43 @@ def embedding_scale(embeds: torch.Tensor, config: AlumConfig,
     return row_norm(x, scale_norm(config), config.level)
 
 
+def unit_rows(x: torch.Tensor, norm: str, level: str) -> torch.Tensor:
+    """x / ‖x‖ for each row, scale-free: a row whose norm is 0 stays 0.
+
+    The zero guard is the only one: no additive γ in the denominator. An absolute γ
+    would shrink the step of a row whose ‖g‖ is comparable to it (per-token gradients of
+    a mean-reduced KL are ≈ 1e-6 early in fine-tuning) and make δ depend on the batch
+    size that the mean divides by. Each row is divided by its largest magnitude first,
+    so the L2 sum of squares neither underflows for tiny gradients nor overflows for
+    large ones. Non-finite rows stay non-finite (the caller skips the step).
+    """
+    peak = row_norm(x, "inf", level)
+    y = x / torch.where(peak > 0, peak, torch.ones_like(peak))
+    if norm == "inf":
+        return y  # every non-zero row now has max-norm exactly 1
+    n = row_norm(y, norm, level)  # >= 1 on every non-zero row
+    return y / torch.where(n > 0, n, torch.ones_like(n))
+
+
 def ascent_step(grad: torch.Tensor, config: AlumConfig,
                 scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The vector added to δ before the projection/normalisation, in the compute dtype.
 
-    ``project``: η·g/(‖g‖+γ), the normalised PGD step. ``normalize``: η·g, the raw
-    gradient step of the released code. ``grad`` must already be masked.
+    ``project``: η·g/‖g‖, the normalised PGD step (every row with a non-zero gradient
+    moves by exactly η in the config's norm, whatever ‖g‖ is). ``normalize``: η·g, the
+    raw gradient step of the released code. ``grad`` must already be masked.
     """
     g = grad.to(compute_dtype(grad.dtype))
     eta = config.step_size if scale is None else config.step_size * scale
     if config.update == "project":
-        return eta * g / (row_norm(g, config.norm, config.level) + config.grad_eps)
+        return eta * unit_rows(g, config.norm, config.level)
     return eta * g
 
 
 def adv_project(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
                 mask: Optional[torch.Tensor] = None,
                 scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """One perturbation update (ALUM.md, update rules 1 and 2); returns the new δ.
+    """One perturbation update (docs/algorithm.md, update rules 1 and 2); returns the new δ.
 
     Args:
         delta: current perturbation, ``[..., hidden]`` (``[batch, ..., hidden]`` for
@@ -136,7 +155,7 @@ def adv_project(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
             # The released code's "l1" is the sign of the step (mt_dnn/perturbation.py).
             new = radius * torch.sign(u)
         else:
-            new = radius * u / (row_norm(u, config.norm, config.level) + config.grad_eps)
+            new = radius * unit_rows(u, config.norm, config.level)
     if m is not None:
         new = new * m
     return new.to(delta.dtype)

@@ -23,8 +23,7 @@ from alum.perturbation import adv_project as reference_adv_project
 
 OP_NAME = "alum::adv_project"
 SCHEMA = ("adv_project(Tensor delta, Tensor grad, Tensor? mask, Tensor? scale, str update, "
-          "str norm, str level, float step_size, float epsilon, float radius, "
-          "float grad_eps) -> (Tensor, Tensor)")
+          "str norm, str level, float step_size, float epsilon, float radius) -> (Tensor, Tensor)")
 
 # FRAGMENT: other parts of alum may add ops to the same namespace.
 _LIBRARY = torch.library.Library("alum", "FRAGMENT")
@@ -41,7 +40,6 @@ class UpdateFields:
     step_size: float
     epsilon: float
     normalize_radius: float
-    grad_eps: float
 
 
 def norm_shape(delta: torch.Tensor, level: str) -> Tuple[int, ...]:
@@ -61,8 +59,8 @@ def nonfinite_rows(grad: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Te
 
 @torch.library.impl(_LIBRARY, "adv_project", "CompositeExplicitAutograd")
 def _adv_project_reference(delta, grad, mask, scale, update, norm, level, step_size, epsilon,
-                           radius, grad_eps):
-    fields = UpdateFields(update, norm, level, step_size, epsilon, radius, grad_eps)
+                           radius):
+    fields = UpdateFields(update, norm, level, step_size, epsilon, radius)
     if scale is not None:
         scale = scale.reshape(norm_shape(delta, level))
     new = reference_adv_project(delta, grad, fields, mask, scale)
@@ -71,7 +69,7 @@ def _adv_project_reference(delta, grad, mask, scale, update, norm, level, step_s
 
 @torch.library.register_fake(OP_NAME)
 def _adv_project_fake(delta, grad, mask, scale, update, norm, level, step_size, epsilon,
-                      radius, grad_eps):
+                      radius):
     torch._check(delta.shape == grad.shape, lambda: "delta and grad must have one shape")
     return (torch.empty(delta.shape, dtype=delta.dtype, device=delta.device),
             torch.empty((), dtype=torch.bool, device=delta.device))
@@ -89,5 +87,4 @@ def adv_project_op(delta: torch.Tensor, grad: torch.Tensor, config,
         scale = scale.expand(norm_shape(delta, config.level)).reshape(-1)
     return torch.ops.alum.adv_project(
         delta, grad, mask, scale, config.update, config.norm, config.level,
-        float(config.step_size), float(config.epsilon), float(config.normalize_radius),
-        float(config.grad_eps))
+        float(config.step_size), float(config.epsilon), float(config.normalize_radius))

@@ -7,8 +7,8 @@
 // built. This file only adds the CUDA kernel for that schema:
 //
 //   alum::adv_project(Tensor delta, Tensor grad, Tensor? mask, Tensor? scale, str update,
-//                     str norm, str level, float step_size, float epsilon, float radius,
-//                     float grad_eps) -> (Tensor new_delta, Tensor nonfinite)
+//                     str norm, str level, float step_size, float epsilon, float radius)
+//                     -> (Tensor new_delta, Tensor nonfinite)
 //
 // It is loaded with torch.ops.load_library (no Python module), built just in time by
 // torch.utils.cpp_extension.load or ahead of time by setup.py.
@@ -79,7 +79,7 @@ AdvNorm norm_of(c10::string_view s) {
 std::tuple<at::Tensor, at::Tensor> adv_project_cuda(
     const at::Tensor& delta, const at::Tensor& grad, const c10::optional<at::Tensor>& mask,
     const c10::optional<at::Tensor>& scale, c10::string_view update, c10::string_view norm,
-    c10::string_view level, double step_size, double epsilon, double radius, double grad_eps) {
+    c10::string_view level, double step_size, double epsilon, double radius) {
   TORCH_CHECK(delta.is_cuda() && grad.is_cuda(), "alum::adv_project (CUDA) needs CUDA tensors");
   TORCH_CHECK(delta.sizes() == grad.sizes(), "delta shape ", delta.sizes(), " != grad shape ",
               grad.sizes());
@@ -132,7 +132,6 @@ std::tuple<at::Tensor, at::Tensor> adv_project_cuda(
   p.step_size = static_cast<float>(step_size);
   p.epsilon = static_cast<float>(epsilon);
   p.radius = static_cast<float>(radius);
-  p.grad_eps = static_cast<float>(grad_eps);
 
   at::Tensor workspace;
   const int64_t workspace_floats = alum_kernels::adv_project_workspace_floats(p);

@@ -13,10 +13,14 @@
 //   reads grad twice and delta once; project/l2 and normalize re-read delta and grad once
 //   more for the second norm ||u||. The extra reads hit L2 for moderate sequences.
 //
-// ALUM.md rules (gamma = grad_eps, s = per-group scale or 1):
-//   project:   u = d + (eta s) g / (||g|| + gamma);   inf: clamp(u, +-eps s);
+// The rules of docs/algorithm.md (s = per-group scale or 1; x / ||x|| is 0 when ||x|| = 0,
+// the only guard: the step is scale-free, so a row with a non-zero gradient moves by eta):
+//   project:   u = d + (eta s) g / ||g||;   inf: clamp(u, +-eps s);
 //              l2: u * (eps s / ||u||) when ||u|| > eps s, else u.
-//   normalize: u = d + (eta s) g;   l1: r s sign(u);   inf/l2: (r s) u / (||u|| + gamma).
+//   normalize: u = d + (eta s) g;   l1: r s sign(u);   inf/l2: (r s) u / ||u||.
+// The norms are fp32 reductions: scale-free while the row's sum of squares (L2) is a normal
+// float, i.e. for gradient elements down to about 1e-18; the reference also prescales by
+// the row's max magnitude and has no such floor.
 // d and g are multiplied by the padding mask before any reduction (padding rows never enter
 // a sequence norm) and the result is multiplied by it again (padding rows get delta = 0).
 #include "adv_project_kernel.cuh"
@@ -135,8 +139,12 @@ __device__ __forceinline__ GroupCoeffs group_coeffs(const AdvProjectParams& p, i
   return GroupCoeffs{p.step_size * s, p.epsilon * s, p.radius * s};
 }
 
-// u = d + ascent step (alum.perturbation.ascent_step): (eta g)/(||g|| + gamma) for project,
-// eta g for normalize. `g_denominator` is ||g|| + gamma (unused for normalize).
+// The divisor of x / ||x||: ||x||, or 1 for a zero row (whose elements are all 0, so the
+// quotient is 0). No additive guard: it would shrink steps of rows with small gradients.
+__device__ __forceinline__ float safe_norm(float n) { return n > 0.f ? n : 1.f; }
+
+// u = d + ascent step (alum.perturbation.ascent_step): (eta g)/||g|| for project, eta g for
+// normalize. `g_denominator` is safe_norm(||g||) (unused for normalize).
 __device__ __forceinline__ float ascent(const AdvProjectParams& p, const GroupCoeffs& c,
                                         float d, float g, float g_denominator) {
   return p.update == AdvUpdate::kProject ? d + (c.eta * g) / g_denominator : d + c.eta * g;
@@ -155,7 +163,7 @@ __device__ __forceinline__ float finish(const AdvProjectParams& p, const GroupCo
     const float sign = u > 0.f ? 1.f : (u < 0.f ? -1.f : 0.f);  // torch.sign
     return c.radius * sign;
   }
-  return (c.radius * u) / (u_norm + p.grad_eps);
+  return (c.radius * u) / safe_norm(u_norm);
 }
 
 // Whether the rule needs ||u|| (a second reduction after the ascent step).
@@ -214,7 +222,7 @@ adv_project_single_pass_kernel(const AdvProjectParams p) {
     const GroupCoeffs c = group_coeffs(p, row);
     float g_denominator = 1.f;
     if (p.update == AdvUpdate::kProject) {
-      g_denominator = norm_finish(p.norm, block_reduce(p.norm, g_acc, scratch)) + p.grad_eps;
+      g_denominator = safe_norm(norm_finish(p.norm, block_reduce(p.norm, g_acc, scratch)));
     }
     // u overwrites d in registers.
     const AdvNorm u_norm_kind = p.update == AdvUpdate::kProject ? AdvNorm::kL2 : p.norm;
@@ -265,7 +273,7 @@ adv_project_partial_kernel(const AdvProjectParams p, PartialStage stage, const f
     }
     const int64_t group = row / p.group_rows;
     const GroupCoeffs c = group_coeffs(p, group);
-    const float g_denominator = stage == PartialStage::kProjectL2 ? g_norm[group] + p.grad_eps : 1.f;
+    const float g_denominator = stage == PartialStage::kProjectL2 ? safe_norm(g_norm[group]) : 1.f;
     const T* dp = row_ptr<T>(p.delta, row, p.delta_row_stride);
     const T* gp = row_ptr<T>(p.grad, row, p.grad_row_stride);
     float acc = 0.f;
@@ -315,7 +323,7 @@ adv_project_write_kernel(const AdvProjectParams p, const float* g_norm, const fl
     }
     const int64_t group = row / p.group_rows;
     const GroupCoeffs c = group_coeffs(p, group);
-    const float g_denominator = g_norm != nullptr ? g_norm[group] + p.grad_eps : 1.f;
+    const float g_denominator = g_norm != nullptr ? safe_norm(g_norm[group]) : 1.f;
     const float un = u_norm != nullptr ? u_norm[group] : 0.f;
     const T* dp = row_ptr<T>(p.delta, row, p.delta_row_stride);
     const T* gp = row_ptr<T>(p.grad, row, p.grad_row_stride);

@@ -47,9 +47,8 @@ struct AdvProjectParams {
   float step_size = 0.f;  // eta
   float epsilon = 0.f;    // radius of the project rule
   float radius = 1.f;     // r of the normalize rule
-  float grad_eps = 1e-6f; // gamma, guards every division by a norm
   // Set to 1 (one byte) when a non-padding row of grad holds NaN or Inf; the caller zeroes
-  // it first (adv_project_launch does, with cudaMemsetAsync). ALUM.md: skip such a step.
+  // it first (adv_project_launch does, with cudaMemsetAsync). docs/algorithm.md: skip such a step.
   uint8_t* nonfinite = nullptr;
   // fp32 scratch of adv_project_workspace_floats(p) elements (grouped path only).
   float* workspace = nullptr;

@@ -1,6 +1,6 @@
 """An independent float64 implementation of ALUM's Algorithm 1, the tests' oracle.
 
-Written from shared/ALUM.md alone, row by row with plain Python loops and NumPy,
+Written from docs/algorithm.md alone, row by row with plain Python loops and NumPy,
 sharing no code with ``alum``: softmax, KL, the update rules and the projection
 are all spelled out here again.
 """
@@ -54,9 +54,9 @@ def update(delta, grad, cfg, mask=None, scale=None):
         g = np.stack([grad[b, t] for b, t in rows])
         s = 1.0 if scale is None else scale[rows[0]]
         eta = cfg["step_size"] * s
-        gamma = cfg["grad_eps"]
         if cfg["update"] == "project":
-            u = d + eta * g / (_norm(g, cfg["norm"]) + gamma)
+            gn = _norm(g, cfg["norm"])
+            u = d + (eta * g / gn if gn > 0 else 0.0)
             eps = cfg["epsilon"] * s
             if cfg["norm"] == "inf":
                 new = np.clip(u, -eps, eps)
@@ -69,7 +69,8 @@ def update(delta, grad, cfg, mask=None, scale=None):
             if cfg["norm"] == "l1":
                 new = r * np.sign(u)
             else:
-                new = r * u / (_norm(u, cfg["norm"]) + gamma)
+                un = _norm(u, cfg["norm"])
+                new = r * u / un if un > 0 else np.zeros_like(u)
         for i, (b, t) in enumerate(rows):
             out[b, t] = new[i]
     return out

@@ -6,7 +6,7 @@ from alum import PRESETS, AlumConfig
 BAD = [("alpha", -1.0), ("alpha", float("nan")), ("noise_std", -1e-5), ("step_size", "big"),
        ("epsilon", float("inf")), ("steps", 0), ("steps", 1.5), ("steps", True),
        ("norm", "l3"), ("level", "word"), ("update", "pgd"), ("loss", "js"),
-       ("start_step", -1), ("detach_embeddings", "yes"), ("grad_eps", 0.0),
+       ("start_step", -1), ("detach_embeddings", "yes"),
        ("normalize_radius", 0.0), ("epsilon_scale", "percent")]
 
 

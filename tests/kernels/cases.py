@@ -38,12 +38,12 @@ LEVELS = ("token", "sequence")
 def config_for(update: str, norm: str, level: str) -> AlumConfig:
     # epsilon well inside the step so that the projection both clips and keeps elements.
     return AlumConfig(update=update, norm=norm, level=level, step_size=1e-2, epsilon=3e-3,
-                      normalize_radius=0.5, grad_eps=1e-6)
+                      normalize_radius=0.5)
 
 
 def config_dict(cfg: AlumConfig) -> Dict[str, object]:
     return {k: getattr(cfg, k) for k in ("update", "norm", "level", "step_size", "epsilon",
-                                         "normalize_radius", "grad_eps")}
+                                         "normalize_radius")}
 
 
 @dataclass

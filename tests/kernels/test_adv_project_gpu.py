@@ -118,3 +118,23 @@ def test_sequence_level_with_long_sequences_is_deterministic():
     second = adv_project_op(case.delta, case.grad, case.config, case.mask, case.scale)[0]
     assert torch.equal(first, second)
     assert_close_to_oracle(first, oracle_update(case), torch.bfloat16, "long sequences")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("norm", ["inf", "l2"])
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("magnitude", [1e-12, 1e-6, 1.0, 1e6])
+def test_kernel_step_is_scale_free(dtype, norm, level, magnitude):
+    # A row with a non-zero gradient moves by exactly eta whatever the gradient's size
+    # (epsilon far above eta: no clipping), as in the reference.
+    cfg = alum.AlumConfig(update="project", norm=norm, level=level, step_size=0.25,
+                          epsilon=10.0)
+    g = torch.Generator().manual_seed(7)
+    grad = (torch.randn(3, 5, 768, generator=g, dtype=torch.float64) * magnitude).to(dtype)
+    new, _ = adv_project_op(torch.zeros_like(grad).cuda(), grad.cuda(), cfg)
+    x = new.double().cpu()
+    if level == "sequence":
+        x = x.reshape(3, -1)
+    got = x.abs().amax(-1) if norm == "inf" else x.pow(2).sum(-1).sqrt()
+    rtol = 1e-6 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(got, torch.full_like(got, 0.25), rtol=rtol, atol=0)
