@@ -10,7 +10,8 @@ the median time, the achieved bandwidth over the bytes the op must move at least
 bandwidth as a fraction of this device's measured device-to-device copy bandwidth, the
 peak memory above the inputs, and the speed-up of the fused op over eager. The
 targets (docs/kernels.md, "Targets and measured figures"): adv_project >= 80% of copy
-bandwidth and >= 3x eager; fused symmetric KL >= 2x eager at <= half its peak memory. Without CUDA it prints a message and exits (0).
+bandwidth and >= 3x eager; fused symmetric KL >= 2x eager at <= half its peak memory.
+Without CUDA it prints a message and exits (0).
 """
 from __future__ import annotations
 
