@@ -427,7 +427,7 @@ class PretrainConfig:
     """Where the adversarial KL is taken: ``masked`` (the predicted positions, as the
     authors' pre-training code) or ``all`` (every non-padding position)."""
     alum_order: str = "auto"
-    """The order of ALUM's passes (shared/ALUM.md, cost model): ``fast`` keeps the clean
+    """The order of ALUM's passes (docs/algorithm.md, cost model): ``fast`` keeps the clean
     and perturbed graphs alive together (≈2× activation memory, (6+2K)F); ``lean`` runs
     one graph at a time (≈1× activation memory, one forward more). Same gradients.
     ``auto``: fast, or lean under pipeline parallelism (the only order there)."""

@@ -7,7 +7,7 @@ exact (erf) GELU, an embedding LayerNorm, and the MLM head
 ``RobertaLMHead``). megatron-core's ``TransformerLayer`` is pre-LN, hence this
 module (docs/model.md).
 
-ALUM (shared/ALUM.md) perturbs the embedding output, so the forward pass is split:
+ALUM (docs/algorithm.md) perturbs the embedding output, so the forward pass is split:
 ``embed`` (word + position + type embeddings, LayerNorm, dropout) and
 ``forward_from_embeddings`` (encoder + head). ``forward`` is exactly the two
 composed, so with δ = 0 the perturbed and clean passes are the same computation.

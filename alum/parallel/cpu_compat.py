@@ -1,7 +1,7 @@
 """The CPU compatibility megatron-core needs: active only when CUDA is absent.
 
 megatron-core 0.16 assumes a GPU in a few places that the CPU/gloo runs (CI,
-the equivalence tests) go through (facts in shared/DESIGN.md):
+the equivalence tests) go through (docs/model.md):
 
 * ``torch.cuda.current_device()`` as the device of new buffers
   (``GlobalMemoryBuffer`` for the sequence-parallel all-gather, the gather /

@@ -5,7 +5,7 @@ Builds the ``alum.models.spec.ModelSpec`` the model is made of, from megatron-co
 ``vocab_parallel_cross_entropy``. Call ``initialize_parallel`` first: the layers
 read the TP group from megatron's parallel state.
 
-Choices that matter for exactness (shared/DESIGN.md):
+Choices that matter for exactness (docs/model.md):
 
 * ``use_cpu_initialization=True``: megatron then draws the *full* weight on every
   rank and keeps its slice (``_initialize_affine_weight_cpu``), so TP=2 shards are
