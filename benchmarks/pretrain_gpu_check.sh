@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run ON THE GPU MACHINE (device tool, carry [".whl", ".gpu_carry"]), after
-# benchmarks/prepare_gpu_carry.sh here. Installs the carried wheels and alum into /tmp,
+# Run on a machine with a CUDA GPU, from a copy of the repository that holds the .whl/ and
+# .gpu_carry/ folders made by benchmarks/prepare_gpu_carry.sh (run where the package
+# registry is reachable, then copied over). Installs those wheels and alum into /tmp,
 # indexes the sample corpus with a 30522-token WordPiece tokenizer, and pre-trains a
 # base-size BERT (768/12/12) in bf16 under DeepSpeed ZeRO-1 for STEPS steps, standard MLM
 # then ALUM (paper-pretrain, K=1) from half-way; prints tokens/s, TFLOP/s and MFU.

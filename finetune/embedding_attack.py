@@ -1,10 +1,10 @@
 """PGD in the embedding space: the attack that matches ALUM's threat model.
 
 ALUM trains against perturbations δ of the embedding output (after word + position +
-type embeddings, LayerNorm and dropout), one δ per token, in a norm ball (ALUM.md). The
-attack here searches the same space, but with the gold label: it maximises the task
-loss (cross-entropy over classes or choices; start + end cross-entropy for span QA)
-with projected gradient ascent (Madry et al., 2018):
+type embeddings, LayerNorm and dropout), one δ per token, in a norm ball
+(docs/algorithm.md, "Objective"). The attack here searches the same space, but with the
+gold label: it maximises the task loss (cross-entropy over classes or choices; start +
+end cross-entropy for span QA) with projected gradient ascent (Madry et al., 2018):
 
     δ ← Π_ε( δ + η · sign(g) )          (L∞)
     δ ← Π_ε( δ + η · g / ‖g‖₂ )         (L2, per token)

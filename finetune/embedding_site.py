@@ -1,7 +1,7 @@
 """Where ALUM perturbs a Hugging Face encoder: the output of its embeddings module.
 
 δ must be added after word + position + type embeddings, their LayerNorm and
-dropout (shared/ALUM.md). The authors' fine-tuning code instead fed normalised
+dropout (docs/algorithm.md). The authors' fine-tuning code instead fed normalised
 embeddings back in as ``inputs_embeds``, so HF added position/type embeddings
 and LayerNorm a second time and the perturbed branch differed from the clean
 one even at δ = 0. Here the clean pass records the embedding output once, and

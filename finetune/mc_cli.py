@@ -2,8 +2,8 @@
 
 Each example is ``num_choices`` (context, continuation) pairs scored by one head; the
 softmax runs over the choices, and ALUM's term is the KL over that distribution
-(ALUM.md). The embedding output is ``[B·C, T, H]``; ``trainer.embedding_mask``
-reshapes the padding mask to match.
+(docs/algorithm.md, "Divergences"). The embedding output is ``[B·C, T, H]``;
+``trainer.embedding_mask`` reshapes the padding mask to match.
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def training_arguments(args: argparse.Namespace, work_dir: str, evaluate: bool):
         from alum.parallel import skip_shm_comm_build
 
         # On CPU, DeepSpeed would otherwise compile a shared-memory comm op (40-85 s)
-        # when the Trainer initialises it; gloo needs none (shared/DESIGN.md).
+        # when the Trainer initialises it; gloo needs none.
         skip_shm_comm_build()
         extra["deepspeed"] = args.deepspeed
     return TrainingArguments(

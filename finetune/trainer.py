@@ -1,4 +1,4 @@
-"""ALUM fine-tuning as a Hugging Face ``Trainer``: the task loss plus α·D_sym (ALUM.md).
+"""ALUM fine-tuning as a Hugging Face ``Trainer``: the task loss plus α·D_sym.
 
 Only ``compute_loss`` changes. The clean pass records the embedding output
 (``EmbeddingSite``), ``alum.adversarial_loss`` runs the ascent on δ and the
@@ -41,7 +41,8 @@ def embedding_mask(attention_mask: Optional[torch.Tensor],
 
 
 def head_logits(outputs: Any, mask: Optional[torch.Tensor]) -> Logits:
-    """The distributions ALUM's divergence compares, per head type (ALUM.md).
+    """The distributions ALUM's divergence compares, per head type (docs/algorithm.md,
+    "Divergences").
 
     Span QA: the (start, end) pair; the divergences are summed by ``adversarial_loss``.
     Padding positions are set to ``MASKED_LOGIT`` (in fp32) so that they hold no
@@ -77,7 +78,8 @@ class AlumTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.alum_config = alum_config
         self.adv_skipped = 0
-        """Steps whose adversarial term was dropped for a NaN/Inf gradient (ALUM.md)."""
+        """Steps whose adversarial term was dropped for a NaN/Inf gradient
+        (docs/algorithm.md, "Algorithm 1")."""
         self.adv_steps = 0
         self._adv_window: Dict[str, list] = defaultdict(list)
 
@@ -123,7 +125,8 @@ class AlumTrainer(Trainer):
 
     def _loss_scale(self) -> float:
         """The fp16 grad scaler's current scale, so the inner gradient does not underflow
-        (ALUM.md: the reference code ran it outside the scaler); 1 without fp16."""
+        (the reference code ran it outside the scaler: docs/algorithm.md, "Known faults of
+        the reference code"); 1 without fp16."""
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is None or not scaler.is_enabled():
             return 1.0

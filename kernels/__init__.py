@@ -1,7 +1,7 @@
-"""Fused kernels of ALUM (issue 8), installed as ``alum.kernels``.
+"""Fused kernels of ALUM, installed as ``alum.kernels``.
 
-* ``adv_project``: the perturbation update (shared/ALUM.md, update rules), a CUDA kernel
-  (csrc/) registered as the custom op ``alum::adv_project``; the PyTorch reference
+* ``adv_project``: the perturbation update (docs/algorithm.md, "Update rules"), a CUDA
+  kernel (csrc/) registered as the custom op ``alum::adv_project``; the PyTorch reference
   ``alum.adv_project`` runs wherever the kernel is absent.
 * ``fused_symmetric_kl``: ALUM's final symmetric KL over large vocabularies in Triton,
   forward and backward without materialising a softmax; ``vocab_parallel_symmetric_kl``

@@ -70,8 +70,9 @@ def adv_project_with_flag(delta: torch.Tensor, grad: torch.Tensor, config,
                           ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The new δ and a 0-dim bool tensor: True if a non-padding row of g is not finite.
 
-    The flag comes out of the kernel's own pass on CUDA (no extra read of g); ALUM.md:
-    when it is set, skip the adversarial term of the step and count it.
+    The flag comes out of the kernel's own pass on CUDA (no extra read of g); when it is
+    set, skip the adversarial term of the step and count it (docs/algorithm.md,
+    "Algorithm 1").
     """
     if delta.is_cuda:
         reason = _kernel_reason(delta, grad, config, mask, scale)
@@ -85,7 +86,7 @@ def adv_project_with_flag(delta: torch.Tensor, grad: torch.Tensor, config,
 def adv_project(delta: torch.Tensor, grad: torch.Tensor, config,
                 mask: Optional[torch.Tensor] = None,
                 scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """One perturbation update (ALUM.md, update rules 1 and 2); returns the new δ.
+    """One perturbation update (docs/algorithm.md, "Update rules"); returns the new δ.
 
     Drop-in for ``alum.adv_project``: the fused CUDA kernel on CUDA tensors when built,
     the PyTorch reference elsewhere (see the module docstring).

@@ -8,9 +8,10 @@ registered here is the PyTorch reference (``alum.perturbation.adv_project``) und
 the dispatcher prefers for CUDA tensors.
 
 The op returns ``(new_delta, nonfinite)``: the new δ (contiguous, δ's dtype) and a 0-dim
-bool tensor that is True when a non-padding row of ``grad`` holds NaN or Inf (ALUM.md:
-skip the adversarial term of such a step). ``scale`` is flattened to one value per norm
-group: per token row for ``level="token"``, per sequence for ``level="sequence"``.
+bool tensor that is True when a non-padding row of ``grad`` holds NaN or Inf (skip the
+adversarial term of such a step: docs/algorithm.md, "Algorithm 1"). ``scale`` is
+flattened to one value per norm group: per token row for ``level="token"``, per sequence
+for ``level="sequence"``.
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ install ...``) next to this file; else a just-in-time build with
 ``torch.utils.cpp_extension.load`` (ninja, cached under ``TORCH_EXTENSIONS_DIR`` or
 ``~/.cache/torch_extensions``, so only the first process pays the build, about a minute).
 Every way this can fail is a reason string, never an exception: the caller falls back to
-the PyTorch reference (ALUM.md: the reference is the fallback everywhere the compiled
-kernel is absent).
+the PyTorch reference (the reference is the fallback everywhere the compiled kernel is
+absent).
 
 Environment:
     ALUM_KERNELS_DISABLE=1   never load the extension (the reference runs everywhere).

@@ -1,8 +1,9 @@
 """One clear warning the first time a fused op falls back to its reference on CUDA tensors.
 
 On CPU tensors the PyTorch reference is the expected path and stays silent; on CUDA
-tensors a fallback costs speed (issue 8's targets), so the user hears about it once per
-op and process, with the reason, and ``python -m alum.kernels --check`` says more.
+tensors a fallback costs speed (docs/kernels.md, "Targets and measured figures"), so the
+user hears about it once per op and process, with the reason, and
+``python -m alum.kernels --check`` says more.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ when a kernel is defined, so the interpreter (CPU tensors, CI) must be switched 
 before the first import (alum/kernels/sym_kl.py imports it lazily).
 
 The identity that makes one pass enough (p = softmax(clean), q = softmax(adv), and
-c, a their logits; ALUM.md: KL(p‖q) = Σ p (log p − log q)):
+c, a their logits; KL(p‖q) = Σ p (log p − log q), docs/algorithm.md, "Divergences"):
 
     KL(p‖q) + KL(q‖p) = Σ_v (p_v − q_v)(log p_v − log q_v) = Σ_v (p_v − q_v)(c_v − a_v)
 
@@ -42,7 +42,7 @@ def _sym_kl_stats_kernel(adv_ptr, clean_ptr, adv_row_stride, clean_row_stride, w
     weight = tl.load(weight_ptr + row)
     if weight == 0.0:
         # A masked-out row contributes nothing: skip its logits (most rows when the KL is
-        # taken at the masked positions of an MLM batch, ALUM.md pre-training).
+        # taken at the masked positions of an MLM batch, as in pre-training).
         tl.store(out + 0, -float("inf"))
         tl.store(out + 1, 1.0)
         tl.store(out + 2, 0.0)

@@ -1,4 +1,5 @@
-"""ALUM's core hooks realised for the loop's parallel layout (shared/ALUM.md; issue 5, item 1-2).
+"""ALUM's core hooks realised for the loop's parallel layout (docs/algorithm.md,
+docs/alum_parallel.md).
 
 The core (alum.adversarial) works on one process's tensors. Under the loop's layouts:
 

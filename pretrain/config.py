@@ -221,8 +221,8 @@ class TrainConfig:
     tensor_parallel_size: int = 1
     """Ranks that split each layer (megatron-core TP; ``model_kind=megatron``; combines
     with pipeline_parallel_size). Data parallel is what is left of the world
-    (world = TP x PP x DP). ALUM needs TP=1 here (its KL over a vocabulary-parallel
-    softmax is the next issue's)."""
+    (world = TP x PP x DP). ALUM at TP > 1 takes its KL over the vocabulary-parallel
+    logits, with the symmetric KL only (``loss='sym_kl'``)."""
 
     sequence_parallel: bool = False
     """Split LayerNorm/dropout activations along the sequence over the TP ranks (needs

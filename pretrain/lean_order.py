@@ -1,4 +1,4 @@
-"""ALUM's lean order: one activation graph alive at a time (shared/ALUM.md, cost model).
+"""ALUM's lean order: one activation graph alive at a time (docs/algorithm.md).
 
 The fast order (alum.pretrain.mlm_step) keeps the clean graph alive through the
 ascent and the final perturbed pass: ≈ 2× a standard step's activations. The lean

@@ -3,7 +3,7 @@
 The clean forward runs in two halves (``embed``, then ``forward_from_embeddings``)
 so that ALUM gets the embedding output that produced the clean logits; the
 adversarial term (alum.adversarial_loss, Algorithm 1) then perturbs that output.
-This is the *fast* order of shared/ALUM.md's cost model: the clean graph stays alive
+This is the *fast* order of docs/algorithm.md's cost model: the clean graph stays alive
 through the ascent and the final perturbed pass, and one backward runs at the end.
 The *lean* order (one graph at a time) is alum.pretrain.lean_order.
 

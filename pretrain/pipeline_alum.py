@@ -1,8 +1,8 @@
-"""ALUM through the pipeline (issue 5, item 3): the lean order as separate schedule passes.
+"""ALUM through the pipeline: the lean order as separate schedule passes.
 
 Under pipeline parallelism megatron-core's schedule owns forward and backward, and δ
 lives on the first stage while the logits live on the last. One optimizer step over
-the M accumulation micro-batches runs the lean order of shared/ALUM.md's cost model
+the M accumulation micro-batches runs the lean order of docs/algorithm.md's cost model
 (alum.pretrain.lean_order) as whole-pipeline passes, each through the schedule:
 
 1. **clean, forward only**: the first stage keeps each micro-batch's embedding output

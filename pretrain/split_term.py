@@ -1,9 +1,10 @@
 """ALUM's final term back-propagated in two passes: the perturbed branch, then the clean one.
 
 The lean order (alum.pretrain.lean_order) and the pipeline's four passes
-(alum.pretrain.pipeline_alum) split the gradient of α·D_sym(f(x+δ), f(x)) (shared/ALUM.md,
-Algorithm 1's g_θ) between two backward passes: pass 3 sends the term's gradient into the
-perturbed logits, pass 4 (which recomputes the clean graph) into the clean logits.
+(alum.pretrain.pipeline_alum) split the gradient of α·D_sym(f(x+δ), f(x))
+(docs/algorithm.md, "Algorithm 1": the term in g_θ) between two backward passes: pass 3
+sends the term's gradient into the perturbed logits, pass 4 (which recomputes the clean
+graph) into the clean logits.
 
 For the symmetric KL with ALUM's stop-gradients, KL(sg p_clean ‖ p_adv) + KL(sg p_adv ‖
 p_clean), the two gradients are one tensor and its negative: w·(p_adv − p_clean) with

@@ -1,4 +1,4 @@
-// The fused ALUM perturbation update (shared/ALUM.md, "Update rules"), plain CUDA C++.
+// The fused ALUM perturbation update (docs/algorithm.md, "Update rules"), plain CUDA C++.
 //
 // No torch header is included here or in adv_project_kernel.cu, so `nvcc -c` compiles the
 // kernel body on a machine without a CUDA build of torch (the CI compile check); the torch
@@ -16,9 +16,9 @@
 
 namespace alum_kernels {
 
-// ALUM.md rule 1 (`project`) or rule 2 (`normalize`).
+// Update rule 1 (`project`) or rule 2 (`normalize`) of docs/algorithm.md.
 enum class AdvUpdate : int { kProject = 0, kNormalize = 1 };
-// `l1` means the sign of the step and exists for `normalize` only (ALUM.md rule 2).
+// `l1` means the sign of the step and exists for `normalize` only (rule 2).
 enum class AdvNorm : int { kInf = 0, kL2 = 1, kL1 = 2 };
 // Storage dtype of delta, grad and the output (they share it); compute is always fp32.
 enum class AdvDType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };

@@ -361,7 +361,8 @@ def test_stats_report_how_adversarial_the_step_was():
                             epsilon=1.0, norm="l2"), mask=mask)
     assert s.cos_delta_grad.item() > 0.99 and s.grad_share.item() > 0.99
     # The released code's rule at its settings: η·g is far below the random start, so δ is
-    # the rescaled noise, uncorrelated with the gradient (ALUM.md, measured warning).
+    # the rescaled noise, uncorrelated with the gradient (docs/algorithm.md, "A measured
+    # warning about the authors' settings").
     _, s = adversarial_loss(model, embeds, clean, AlumConfig.from_preset("released-finetune"),
                             mask=mask)
     d = s.to_dict()

@@ -1,7 +1,7 @@
 """Shared inputs and tolerances of the fused-op tests (CPU reference/op and GPU kernels).
 
 The oracle of ``adv_project`` is tests/core/reference64.py, an independent float64
-implementation written from shared/ALUM.md; the oracle of the symmetric KL is
+implementation written from docs/algorithm.md; the oracle of the symmetric KL is
 ``alum.adversarial_divergence`` evaluated in float64.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ SYM_KL_GRAD_RTOL = {torch.float32: 2e-5, torch.bfloat16: 1e-2, torch.float16: 2e
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 HIDDEN_SIZES = (7, 13, 769)  # odd and prime: no power-of-two assumption anywhere
 
-# Every valid (update, norm) pair of ALUM.md's rules, at both levels.
+# Every valid (update, norm) pair of the update rules (docs/algorithm.md), at both levels.
 RULES = (("project", "inf"), ("project", "l2"), ("normalize", "inf"), ("normalize", "l2"),
          ("normalize", "l1"))
 LEVELS = ("token", "sequence")

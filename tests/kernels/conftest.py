@@ -47,4 +47,4 @@ def fake_cuda(t):
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA device (run benchmarks/kernels_gpu_check.sh "
-                                       "on the GPU machine)")
+                                       "on a CUDA machine)")

@@ -2,7 +2,7 @@
 against the float64 oracle over odd shapes, every dtype, rule, norm and level, strided
 rows, the grouped path, the non-finite flag, and torch.compile through the op.
 
-Run on the GPU machine by benchmarks/kernels_gpu_check.sh (``pytest -m gpu tests/kernels``).
+Run on a CUDA machine by benchmarks/kernels_gpu_check.sh (``pytest -m gpu tests/kernels``).
 """
 import warnings
 

@@ -21,7 +21,7 @@ def test_op_matches_float64_oracle_over_odd_shapes_rules_and_levels(dtype):
         assert new.dtype == dtype and new.shape == case.delta.shape and new.is_contiguous()
         assert not bool(nonfinite), name
         assert_close_to_oracle(new, oracle_update(case), dtype, name)
-        # Padding rows come out as exactly zero (ALUM.md: padding gets delta = 0).
+        # Padding rows come out as exactly zero (docs/algorithm.md: padding gets delta = 0).
         assert bool((new[case.mask == 0] == 0).all()), name
 
 

@@ -1,5 +1,6 @@
 """benchmarks/kernels_bench.py on CPU: the no-GPU message, a smoke run of every code path
-(tiny shapes), and the verdicts against issue 8's targets; the GPU script's syntax."""
+(tiny shapes), and the verdicts against the targets of docs/kernels.md; the GPU script's
+syntax."""
 import importlib.util
 import os
 import subprocess

@@ -1,9 +1,9 @@
 """The compiled Triton kernels of the fused symmetric KL on a GPU (skipped without one):
 against the float64 reference over odd and ALUM-sized vocabularies and every dtype,
-forward and backward; the vocab-parallel simulation; and the memory claim of issue 8
+forward and backward; the vocab-parallel simulation; and the memory target
 (at most half the eager reference's peak) on one ALUM-shaped case.
 
-Run on the GPU machine by benchmarks/kernels_gpu_check.sh (``pytest -m gpu tests/kernels``).
+Run on a CUDA machine by benchmarks/kernels_gpu_check.sh (``pytest -m gpu tests/kernels``).
 """
 import warnings
 
