@@ -8,6 +8,8 @@ import shutil
 import sys
 from typing import Any, Dict, NoReturn
 
+from alum.atomic_write import atomic_path
+
 
 def fail(message: str, prog: str = "alum-finetune") -> NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr)
@@ -85,14 +87,23 @@ def adversarial_summary(trainer) -> Dict[str, Any]:
 
 
 def save_atomically(trainer, tokenizer, output: str, summary: dict, overwrite: bool) -> None:
-    """Writes the model directory under a temporary name, then renames it into place."""
+    """Writes the model directory under a temporary name, then renames it into place.
+
+    Every rank calls ``save_model`` (its gathers are collective, and under ZeRO-3
+    without a 16-bit gather every rank writes its shard), so the ranks first share one
+    staging directory, ``<output>.partial``. Rank 0 then moves it into
+    ``alum.atomic_write.atomic_path``, completes it (tokenizer, summary) and lets that
+    replace ``output`` in one step; an error on the way leaves ``output`` as it was.
+    """
     partial = output.rstrip("/") + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     trainer.save_model(partial)
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(partial)
-        with open(os.path.join(partial, "alum_finetune.json"), "w") as fh:
-            json.dump(summary, fh, indent=2, default=str)
-        if os.path.exists(output) and overwrite:
-            shutil.rmtree(output)
-        os.replace(partial, output)
+        if os.path.lexists(output) and not overwrite:
+            raise FileExistsError(f"{output} appeared during the run; the model is in "
+                                  f"{partial} (pass --overwrite to replace {output})")
+        with atomic_path(output) as tmp:
+            os.replace(partial, tmp)
+            tokenizer.save_pretrained(tmp)
+            with open(os.path.join(tmp, "alum_finetune.json"), "w") as fh:
+                json.dump(summary, fh, indent=2, default=str)

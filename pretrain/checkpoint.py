@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from alum.atomic_write import atomic_write_text  # noqa: F401  (the trainer's import of it)
 from alum.checkpoint_tags import (LATEST, complete_tags, incomplete_reason, mark_complete,
                                   step_of_tag, tag_for_step)
 

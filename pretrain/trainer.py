@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from typing import Any, Dict, List, Optional
 
@@ -32,7 +31,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import CheckpointManager, any_checkpoint, atomic_write_text, resumable_tag
+from alum.atomic_write import atomic_path, atomic_write_text
+
+from .checkpoint import CheckpointManager, any_checkpoint, resumable_tag
 from .config import PretrainConfig
 from .consolidate import LAYOUT_KEY, parallel_layout
 from .data import RunData, build_run_data, train_batches, valid_batches
@@ -211,8 +212,8 @@ class Trainer(PipelineSteps):
         # original directory (e.g. the sample-corpus cache) is gone.
         tokenizer_copy = os.path.join(out, "tokenizer")
         if not os.path.isdir(tokenizer_copy):
-            self.data.tokenizer.save_pretrained(tokenizer_copy + ".tmp")
-            os.replace(tokenizer_copy + ".tmp", tokenizer_copy)
+            with atomic_path(tokenizer_copy) as tmp:
+                self.data.tokenizer.save_pretrained(tmp)
         record = {"pretrain": self.cfg.to_dict(), "deepspeed": self.ds_config,
                   "model_config": model_config_of(self.model),
                   "world_size": self.world, "tokenizer": self.data.tokenizer_path,
@@ -345,9 +346,9 @@ class Trainer(PipelineSteps):
 
         Every rank calls it: under ZeRO-3 each rank holds a shard, and
         ``GatheredParameters`` assembles the full tensors on all ranks for the duration
-        (a no-op for parameters that are not partitioned). Rank 0 writes a temporary
-        sibling directory and renames it once complete, so ``directory`` is never a
-        half-written model.
+        (a no-op for parameters that are not partitioned). Rank 0 writes it through
+        ``alum.atomic_write.atomic_path`` (a temporary sibling renamed into place once
+        complete), so ``directory`` is never a half-written model.
         """
         import deepspeed
 
@@ -358,12 +359,9 @@ class Trainer(PipelineSteps):
         directory = os.path.abspath(directory)
         with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
             if self.rank == 0:
-                tmp = f"{directory}.tmp"
-                if os.path.isdir(tmp):
-                    shutil.rmtree(tmp)
-                module.save_pretrained(tmp)
-                self.data.tokenizer.save_pretrained(tmp)
-                _replace_directory(tmp, directory)
+                with atomic_path(directory) as tmp:
+                    module.save_pretrained(tmp)
+                    self.data.tokenizer.save_pretrained(tmp)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.barrier()
         self.log.line(f"exported the model in Hugging Face format to {directory}")
@@ -452,17 +450,3 @@ class Trainer(PipelineSteps):
                          self.step)
         self.log.line(f"validation at step {self.step}: loss {result['loss']:.4f} | "
                       f"MLM accuracy {result['accuracy']:.4f}", progress)
-
-
-def _replace_directory(src: str, dst: str) -> None:
-    """Renames ``src`` to ``dst``, replacing an existing ``dst`` (moved aside, then deleted)."""
-    old = None
-    if os.path.lexists(dst):
-        old = f"{dst}.old"
-        if os.path.lexists(old):
-            shutil.rmtree(old)
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old)
-
