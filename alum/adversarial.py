@@ -31,6 +31,10 @@ from .perturbation import (adv_project, ascent_step, compute_dtype, embedding_sc
 logger = logging.getLogger("alum")
 
 ForwardFn = Callable[[torch.Tensor], Logits]
+# (delta, grad, config, mask, scale) -> new delta: ``alum.adv_project`` (the reference) or
+# a drop-in with the same result, such as ``alum.kernels.adv_project`` (the fused kernel
+# on CUDA), which the training paths pass.
+UpdateFn = Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -192,13 +196,14 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
                       generator: Optional[torch.Generator] = None,
                       divergences: Optional[Divergences] = None,
                       all_finite: AllFinite = all_finite_local,
-                      freeze: Optional[nn.Module] = None) -> Perturbation:
+                      freeze: Optional[nn.Module] = None,
+                      update: UpdateFn = adv_project) -> Perturbation:
     """The random start and the K ascent steps of Algorithm 1 (δ only, no weight gradients).
 
     ``all_finite`` decides whether a gradient is usable; a layout whose ranks hold
     shards of δ passes one that agrees across them, so that every rank skips together.
     ``freeze``: the model whose parameters are frozen during the ascent (see
-    ``ascent_gradient``).
+    ``ascent_gradient``). ``update``: the perturbation update (``UpdateFn``).
     """
     divergences = divergences or Divergences.for_loss(config.loss)
     scale = embedding_scale(embeds, config, mask)
@@ -224,7 +229,8 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
         if not all_finite(grad):
             return Perturbation(delta, grad, share, skipped="the ascent gradient")
         share = gradient_share(delta, grad, config, m, scale)
-        delta = adv_project(delta, grad, config, mask, scale)
+        with torch.no_grad():
+            delta = update(delta, grad, config, mask, scale)
     return Perturbation(delta.detach(), grad, share)
 
 
@@ -236,6 +242,7 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
                      divergences: Optional[Divergences] = None,
                      all_finite: AllFinite = all_finite_local,
                      freeze: Optional[nn.Module] = None,
+                     update: UpdateFn = adv_project,
                      ) -> Tuple[torch.Tensor, AdversarialStats]:
     """α · D_sym(f(x+δ), f(x)) after K ascent steps on δ (Algorithm 1); returns (loss, stats).
 
@@ -255,13 +262,15 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
         all_finite: the NaN/Inf test (see ``find_perturbation``).
         freeze: the model whose parameters are frozen during the ascent (recommended
             for models with custom autograd functions, e.g. megatron-core's layers).
+        update: the perturbation update; the reference by default, the training paths
+            pass ``alum.kernels.adv_project`` (the fused kernel on CUDA when built).
 
     A NaN/Inf gradient or term does not crash: the term is 0 for that step, the stats
     say ``skipped=True`` and a warning is logged; the caller counts these.
     """
     divergences = divergences or Divergences.for_loss(config.loss)
     pert = find_perturbation(forward_fn, embeds, clean_logits, config, mask, init_noise,
-                             loss_scale, generator, divergences, all_finite, freeze)
+                             loss_scale, generator, divergences, all_finite, freeze, update)
     if pert.skipped:
         return skipped_term(embeds, pert.skipped, pert.grad, config)
 

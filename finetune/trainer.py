@@ -15,6 +15,7 @@ import torch
 from transformers import Trainer
 
 from alum import AlumConfig, adversarial_loss
+from alum.kernels import adv_project_dispatch
 from alum.divergence import Logits
 
 from .embedding_site import EmbeddingSite
@@ -112,7 +113,8 @@ class AlumTrainer(Trainer):
                 return head_logits(perturbed_model(**model_inputs), mask)
 
         adv, stats = adversarial_loss(forward_fn, site.output, head_logits(outputs, mask), cfg,
-                                      mask=mask, loss_scale=self._loss_scale())
+                                      mask=mask, loss_scale=self._loss_scale(),
+                                      update=adv_project_dispatch.adv_project)
         self.adv_steps += 1
         if stats.skipped:
             self.adv_skipped += 1

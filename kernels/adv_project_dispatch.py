@@ -4,7 +4,9 @@ Same signature and result as ``alum.adv_project`` (alum/perturbation.py, the ora
 On CUDA tensors it calls the CUDA kernel of ``alum::adv_project`` when the extension is
 loaded and the inputs suit it (fp32/bf16/fp16, one dtype and device); otherwise the
 reference runs, with one KernelFallbackWarning naming the reason. On CPU tensors the
-reference runs silently: there is no CPU kernel to miss.
+reference runs too (there is no CPU kernel), with one warning per process that says so.
+Every ALUM training path (fine-tuning, the fast and lean orders, the pipeline's passes)
+calls this dispatcher.
 """
 from __future__ import annotations
 
@@ -64,6 +66,9 @@ def _kernel_reason(delta, grad, config, mask, scale) -> Optional[str]:
     return None
 
 
+CPU_REASON = "there is no CPU kernel: the inputs are CPU tensors"
+
+
 def adv_project_with_flag(delta: torch.Tensor, grad: torch.Tensor, config,
                           mask: Optional[torch.Tensor] = None,
                           scale: Optional[torch.Tensor] = None
@@ -79,6 +84,8 @@ def adv_project_with_flag(delta: torch.Tensor, grad: torch.Tensor, config,
         if reason is None:
             return adv_project_op(delta, grad, config, mask, scale)
         warn_fallback_once("adv_project", reason)
+    else:
+        warn_fallback_once("adv_project", CPU_REASON)
     new = reference_adv_project(delta, grad, config, mask, scale)
     return new, nonfinite_rows(grad, mask)
 
@@ -96,4 +103,6 @@ def adv_project(delta: torch.Tensor, grad: torch.Tensor, config,
         if reason is None:
             return adv_project_op(delta, grad, config, mask, scale)[0]
         warn_fallback_once("adv_project", reason)
+    else:
+        warn_fallback_once("adv_project", CPU_REASON)
     return reference_adv_project(delta, grad, config, mask, scale)

@@ -1,8 +1,8 @@
-"""One clear warning the first time a fused op falls back to its reference on CUDA tensors.
+"""One clear warning the first time a fused op falls back to its reference.
 
-On CPU tensors the PyTorch reference is the expected path and stays silent; on CUDA
-tensors a fallback costs speed (docs/kernels.md, "Targets and measured figures"), so the
-user hears about it once per op and process, with the reason, and
+A fallback costs speed (docs/kernels.md, "Targets and measured figures"), so the user
+hears about it once per op and process, with the reason (an unbuilt extension, unsuited
+inputs; for ``adv_project`` also CPU tensors, which have no kernel), and
 ``python -m alum.kernels --check`` says more.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ _WARNED: Dict[str, str] = {}
 
 
 class KernelFallbackWarning(RuntimeWarning):
-    """A fused kernel was not used on CUDA tensors; the PyTorch reference ran instead."""
+    """A fused kernel was not used; the PyTorch reference ran instead."""
 
 
 def warn_fallback_once(op: str, reason: str) -> None:
@@ -23,7 +23,7 @@ def warn_fallback_once(op: str, reason: str) -> None:
         return
     _WARNED[op] = reason
     warnings.warn(
-        f"alum.kernels.{op}: the fused kernel is not used on these CUDA tensors ({reason}); "
+        f"alum.kernels.{op}: the fused kernel is not used on these tensors ({reason}); "
         f"running the PyTorch reference instead. This warning is shown once; "
         f"`python -m alum.kernels --check` reports which path is active and why.",
         KernelFallbackWarning, stacklevel=3)

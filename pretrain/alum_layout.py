@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from alum import AlumConfig
-from alum.adversarial import all_finite_local
+from alum.adversarial import UpdateFn, all_finite_local
 from alum.divergence import Divergences, Logits
 from alum.perturbation import compute_dtype, embedding_scale
 
@@ -139,6 +139,18 @@ class AlumLayout:
     a graph (the symmetric KL: its gradient with respect to clean is the negative); None
     for other divergences. Used by the orders that back-propagate the two branches
     separately (alum.pretrain.split_term)."""
+    update: Optional[UpdateFn] = None
+    """The perturbation update every order calls: the kernels' dispatcher
+    (``alum.kernels.adv_project``: the fused CUDA kernel when built, else the reference
+    with one warning)."""
+
+    def __post_init__(self) -> None:
+        if self.update is None:
+            # Looked up at build time (not import time) so that the dispatcher can be
+            # replaced, e.g. by a test that proves every path goes through it.
+            from alum.kernels import adv_project_dispatch
+
+            self.update = adv_project_dispatch.adv_project
 
 
 def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,

@@ -137,7 +137,7 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     pert = find_perturbation(perturbed_forward(model, batch, rows), embeds0, clean_rows,  # pass 2
                              alum, layout.delta_mask, layout.init_noise, loss_scale,
                              divergences=layout.divergences, all_finite=layout.all_finite,
-                             freeze=model)
+                             freeze=model, update=layout.update)
     split = None
     term = torch.zeros((), device=embeds0.device)
     if pert.skipped:

@@ -183,6 +183,7 @@ def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
                                        clean.kl_rows, alum, mask=layout.delta_mask,
                                        init_noise=layout.init_noise, loss_scale=loss_scale,
                                        divergences=layout.divergences,
-                                       all_finite=layout.all_finite, freeze=model)
+                                       all_finite=layout.all_finite, freeze=model,
+                                       update=layout.update)
     return MicroBatchResult(clean.mlm + adv_term, clean.mlm.detach(), clean.correct,
                             clean.predicted, stats)

@@ -38,7 +38,7 @@ import torch.distributed as dist
 
 from alum.adversarial import (Perturbation, adversarial_stats, frozen_parameters,
                               gradient_share)
-from alum.perturbation import adv_project, embedding_scale, row_mask
+from alum.perturbation import embedding_scale, row_mask
 
 from .alum_layout import all_finite_over, build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
@@ -197,7 +197,8 @@ class PipelineAlumStep:
         scale = embedding_scale(embeds, cfg, layout.delta_mask)
         self.share[m] = gradient_share(delta, grad, cfg, row_mask(layout.delta_mask, delta),
                                        scale)
-        self.delta[m] = adv_project(delta, grad, cfg, layout.delta_mask, scale).detach()
+        with torch.no_grad():
+            self.delta[m] = layout.update(delta, grad, cfg, layout.delta_mask, scale).detach()
 
     # -- pass 3: perturbed, forward and backward ----------------------------------
     def _perturbed_forward(self, m: int, batch, model):

@@ -1,4 +1,4 @@
-"""Path selection of alum.kernels.adv_project: the reference on CPU (silently), the CUDA
+"""Path selection of alum.kernels.adv_project: the reference on CPU (one warning), the CUDA
 kernel on CUDA tensors when the extension is loaded, else the reference with exactly one
 clear warning; the extension loader's reasons; the --check report and console script.
 
@@ -30,11 +30,12 @@ def _case(dtype=torch.float32):
     return make_adv_case(2, 5, 13, dtype, "project", "inf", "token", scaled=True)
 
 
-def test_cpu_tensors_take_the_reference_silently_and_exactly():
-    case = _case()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+def test_cpu_tensors_take_the_reference_exactly_with_one_warning():
+    case = _case()  # (conftest forgets earlier warnings before each test)
+    with pytest.warns(KernelFallbackWarning, match="no CPU kernel"):
         got = alum.kernels.adv_project(case.delta, case.grad, case.config, case.mask, case.scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process
         got2, flag = alum.kernels.adv_project_with_flag(case.delta, case.grad, case.config,
                                                         case.mask, case.scale)
     expected = alum.adv_project(case.delta, case.grad, case.config, case.mask, case.scale)

@@ -1,0 +1,54 @@
+"""benchmarks/robustness_study.py's bookkeeping: finished runs are skipped on a rerun, and
+the report's per-arm means, paired differences and time ratios are those of the records."""
+import importlib.util
+import json
+import os
+import statistics
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def study_module():
+    spec = importlib.util.spec_from_file_location(
+        "robustness_study", os.path.join(ROOT, "benchmarks", "robustness_study.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _record(arm, seed, clean, r1, r2, word, seconds):
+    return {"arm": arm, "seed": seed, "radii": [0.02, 0.05], "clean": clean,
+            "eval_examples": 1000.0, "attacked": [r1, r2],
+            "word": {"accuracy": word, "clean_accuracy": clean, "examples": 200.0},
+            "train_seconds": seconds, "steps": 250, "alum": None, "adv_stats": {}}
+
+
+def test_report_pairs_runs_by_seed(study_module, tmp_path):
+    args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
+    study = study_module.Study(args)
+    runs = [_record("standard", 1, 0.60, 0.40, 0.20, 0.30, 100.0),
+            _record("standard", 2, 0.62, 0.44, 0.22, 0.34, 110.0),
+            _record("alum", 1, 0.61, 0.55, 0.35, 0.33, 260.0),
+            _record("alum", 2, 0.60, 0.50, 0.30, 0.36, 290.0),
+            _record("alum", 3, 0.59, 0.50, 0.30, 0.30, 280.0)]  # seed 3 has no pair
+    for r in runs:
+        path = study.record_path(r["arm"], r["seed"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(r, fh)
+    summary = study.report(["standard", "alum"], [0.02, 0.05])
+    assert summary["standard"]["n"] == 2 and summary["alum"]["n"] == 3
+    assert summary["alum"]["r1"]["mean"] == pytest.approx(statistics.mean([0.55, 0.5, 0.5]))
+    paired = summary["alum"]["paired"]
+    assert paired["clean"]["values"] == pytest.approx([0.01, -0.02])
+    assert paired["r1"]["mean"] == pytest.approx((0.15 + 0.06) / 2)
+    assert paired["r2"]["std"] == pytest.approx(statistics.stdev([0.15, 0.08]))
+    assert paired["word"]["values"] == pytest.approx([0.03, 0.02])
+    assert paired["time_ratio"]["values"] == pytest.approx([2.6, 290 / 110])
+    text = (tmp_path / "results.md").read_text()
+    assert "| alum | 2 | -0.5 ± 2.1 | +10.5 ± 6.4 |" in text  # (+1 - 2)/2 points
+    # A finished run is read back, never re-run (its model is not even needed).
+    assert study.one_run("alum", 2, "no-such-model", [0.02, 0.05])["clean"] == 0.60
