@@ -189,6 +189,39 @@ def gradient_share(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
     return _mean_rows(step / (step + before).clamp_min(torch.finfo(step.dtype).tiny), m)
 
 
+def random_start(embeds: torch.Tensor, config: AlumConfig, mask: Optional[torch.Tensor],
+                 scale: Optional[torch.Tensor], init_noise: Optional[torch.Tensor] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """δ₀ (Algorithm 1, line 1): ``init_noise`` (zeroed on padding) or ``initial_noise``."""
+    if init_noise is None:
+        return initial_noise(embeds, config, mask, scale, generator)
+    if init_noise.shape != embeds.shape:
+        raise ValueError(f"init_noise shape {tuple(init_noise.shape)} != embeds shape "
+                         f"{tuple(embeds.shape)}")
+    delta = init_noise.detach().to(embeds.dtype)
+    m = row_mask(mask, delta)
+    return delta if m is None else (delta * m).to(embeds.dtype)
+
+
+def ascent_update(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
+                  mask: Optional[torch.Tensor], scale: Optional[torch.Tensor],
+                  update: UpdateFn = adv_project, all_finite: AllFinite = all_finite_local,
+                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[str]]:
+    """One ascent step's update of δ from its gradient g (Algorithm 1, the δ line):
+    ``(new δ, gradient share, None)``, or ``(δ, None, what was non-finite)`` when
+    ``all_finite(g)`` refuses g (the caller then skips the term).
+
+    ``mask``: δ's padding mask; ``scale``: ``embedding_scale`` (relative ε);
+    ``update``: the perturbation update (``UpdateFn``).
+    """
+    if not all_finite(grad):
+        return delta, None, "the ascent gradient"
+    share = gradient_share(delta, grad, config, row_mask(mask, delta), scale)
+    with torch.no_grad():
+        delta = update(delta, grad, config, mask, scale)
+    return delta.detach(), share, None
+
+
 def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
                       config: AlumConfig, mask: Optional[torch.Tensor] = None,
                       init_noise: Optional[torch.Tensor] = None,
@@ -207,30 +240,19 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
     """
     divergences = divergences or Divergences.for_loss(config.loss)
     scale = embedding_scale(embeds, config, mask)
-    if init_noise is None:
-        delta = initial_noise(embeds, config, mask, scale, generator)
-    else:
-        if init_noise.shape != embeds.shape:
-            raise ValueError(f"init_noise shape {tuple(init_noise.shape)} != embeds shape "
-                             f"{tuple(embeds.shape)}")
-        delta = init_noise.detach().to(embeds.dtype)
-        m = row_mask(mask, delta)
-        if m is not None:
-            delta = (delta * m).to(embeds.dtype)
+    delta = random_start(embeds, config, mask, scale, init_noise, generator)
     clean_detached = detach_logits(clean_logits)
-    base = embeds.detach()
-    m = row_mask(mask, delta)
     grad = torch.zeros_like(delta)
     share = torch.zeros(())
     for _ in range(config.steps):
         with frozen_parameters(freeze):
-            grad, _ = ascent_gradient(forward_fn, base, delta, clean_detached, config, mask,
+            grad, _ = ascent_gradient(forward_fn, embeds, delta, clean_detached, config, mask,
                                       loss_scale, divergences.ascent, divergences.ascent_grad)
-        if not all_finite(grad):
-            return Perturbation(delta, grad, share, skipped="the ascent gradient")
-        share = gradient_share(delta, grad, config, m, scale)
-        with torch.no_grad():
-            delta = update(delta, grad, config, mask, scale)
+        delta, step_share, skipped = ascent_update(delta, grad, config, mask, scale, update,
+                                                   all_finite)
+        if skipped:
+            return Perturbation(delta, grad, share, skipped=skipped)
+        share = step_share
     return Perturbation(delta.detach(), grad, share)
 
 
