@@ -27,7 +27,7 @@ The core (alum.adversarial) works on one process's tensors. Under the loop's lay
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -103,12 +103,21 @@ def initial_delta(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor,
     return (z * sigma * m).to(embeds.dtype)
 
 
+def all_finite_each(values: Sequence[Optional[torch.Tensor]], group,
+                    device: torch.device) -> List[bool]:
+    """Whether each value is finite on every rank of ``group``, in one all-reduce (a
+    rank without the value passes None). Every rank must pass as many values."""
+    flags = torch.tensor([0.0 if v is None or all_finite_local(v) else 1.0 for v in values],
+                         device=device)
+    if (len(values) and dist.is_available() and dist.is_initialized()
+            and dist.get_world_size(group) > 1):
+        dist.all_reduce(flags, group=group)
+    return [f == 0.0 for f in flags.tolist()]
+
+
 def all_finite_over(value: torch.Tensor, group) -> bool:
     """True when every rank of ``group`` holds only finite values (one all-reduce)."""
-    flag = torch.tensor([0.0 if all_finite_local(value) else 1.0], device=value.device)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
-        dist.all_reduce(flag, group=group)
-    return float(flag) == 0.0
+    return all_finite_each([value], group, value.device)[0]
 
 
 def all_finite_over_model_parallel(value: torch.Tensor) -> bool:

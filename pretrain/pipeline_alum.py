@@ -31,18 +31,19 @@ relies on.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
-from alum.adversarial import (Perturbation, adversarial_stats, frozen_parameters,
-                              gradient_share)
-from alum.perturbation import embedding_scale, row_mask
+from alum.adversarial import (Perturbation, adversarial_stats, ascent_update,
+                              frozen_parameters, random_start)
+from alum.perturbation import embedding_scale
 
-from .alum_layout import all_finite_over, build_alum_layout
+from .alum_layout import AlumLayout, all_finite_each, all_finite_over, build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import clean_head_rows, clean_objective, kl_rows
+from .mlm_step import KLRows, clean_head_rows, clean_objective, kl_rows
 from .split_term import SplitTerm
 
 
@@ -51,31 +52,54 @@ def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(logits.float()).sum() * 0.0
 
 
+@dataclass
+class MicroBatchState:
+    """What the passes keep of one micro-batch; each stage fills the fields it holds."""
+
+    batch: Dict[str, torch.Tensor]
+    """The micro-batch."""
+    rows: Optional[KLRows]
+    """The KL's rows (None: nothing is predicted, no adversarial term)."""
+    layout: Optional[AlumLayout] = None
+    """The divergences, and on the first stage δ's mask, random start and update."""
+    embeds: Optional[torch.Tensor] = None
+    """First stage: the clean embedding output (detached)."""
+    embed_rng: Optional[Dict[str, Any]] = None
+    """First stage: the generator state before the clean embedding (pass 3 replays it)."""
+    delta: Optional[torch.Tensor] = None
+    """First stage: δ (no graph)."""
+    grad: Optional[torch.Tensor] = None
+    """First stage: δ's leaf during an ascent pass, then the last ascent gradient."""
+    share: Optional[torch.Tensor] = None
+    """First stage: the gradient's share of the last update."""
+    clean: Optional[torch.Tensor] = None
+    """Last stage: the clean logits of the KL rows (detached), until pass 3."""
+    split: Optional[SplitTerm] = None
+    """Last stage: the term, from pass 3's backward until pass 4's."""
+    term: Optional[torch.Tensor] = None
+    """Last stage: the adversarial divergence before α."""
+    flips: Optional[torch.Tensor] = None
+    """Last stage: the share of predictions δ flips."""
+    skipped: bool = False
+    """The term was dropped (non-finite gradient or term), on every rank alike."""
+
+    @property
+    def active(self) -> bool:
+        return self.rows is not None and not self.skipped
+
+
 class PipelineAlumStep:
     """One optimizer step of ALUM under PP (the four passes of the module docstring)."""
 
     def __init__(self, trainer, micro: List[Dict[str, torch.Tensor]]):
         self.t = trainer
         self.micro = micro
-        self.m_count = len(micro)
         self.alum = trainer.cfg.alum
-        self.positions = trainer.cfg.alum_positions
         self.model = trainer.engine.module
         self.first = bool(self.model.pre_process)
         self.last = bool(self.model.post_process)
-        n = self.m_count
-        self.rows = [kl_rows(b, self.positions) for b in micro]
-        self.embeds: List[Optional[torch.Tensor]] = [None] * n
-        self.embed_rng: List[Optional[Dict[str, Any]]] = [None] * n
-        self.clean: List[Optional[torch.Tensor]] = [None] * n
-        self.split: List[Optional[SplitTerm]] = [None] * n
-        self.delta: List[Optional[torch.Tensor]] = [None] * n
-        self.grad: List[Optional[torch.Tensor]] = [None] * n
-        self.share: List[torch.Tensor] = [torch.zeros(())] * n
-        self.skipped = [False] * n
-        self.terms: List[Optional[torch.Tensor]] = [None] * n
-        self.flips: List[Optional[torch.Tensor]] = [None] * n
-        self.layouts: List[Any] = [None] * n
+        self.states = [MicroBatchState(b, kl_rows(b, trainer.cfg.alum_positions))
+                       for b in micro]
 
     # -- the schedule ---------------------------------------------------------
     def _schedule(self, step_func, forward_only: bool) -> List[Dict]:
@@ -85,7 +109,7 @@ class PipelineAlumStep:
         tc = t.cfg.train
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision,
                                                                    torch.float32)
-        counter = iter(range(self.m_count))
+        counter = iter(range(len(self.micro)))
 
         def forward_step(data_iterator, view):
             return step_func(next(counter), next(data_iterator), view.module)
@@ -93,156 +117,147 @@ class PipelineAlumStep:
         context = torch.no_grad() if forward_only else contextlib.nullcontext()
         with context:
             return run_schedule([self.model], t._parallel_config(), model=self.model.config,
-                                data_iterator=iter(self.micro), num_microbatches=self.m_count,
+                                data_iterator=iter(self.micro),
+                                num_microbatches=len(self.micro),
                                 seq_length=t.cfg.data.seq_length,
                                 micro_batch_size=tc.micro_batch_size,
                                 forward_only=forward_only, forward_step_func=forward_step,
                                 pipeline_dtype=dtype)
 
-    def _layout(self, m: int, batch, embeds: Optional[torch.Tensor]):
-        """The divergences (and on the first stage δ's mask and random start) of ``m``."""
-        if self.layouts[m] is None:
-            rows = self.rows[m]
-            seed = self.t.cfg.train.seed if embeds is not None else None
-            self.layouts[m] = build_alum_layout(self.model, batch, embeds, self.alum,
-                                                rows.rows_mask, seed)
-        return self.layouts[m]
+    def _layout(self, s: MicroBatchState) -> AlumLayout:
+        """``s``'s layout: on the first stage (embeds known) with δ's random start."""
+        if s.layout is None:
+            seed = self.t.cfg.train.seed if s.embeds is not None else None
+            s.layout = build_alum_layout(self.model, s.batch, s.embeds, self.alum,
+                                         s.rows.rows_mask, seed)
+        return s.layout
 
-    def _divergences(self, m: int, batch):
-        return self._layout(m, batch, None).divergences
-
-    def _head_rows(self, m: int) -> Optional[torch.Tensor]:
-        """Where every pass runs the MLM head for micro-batch ``m`` (the KL's rows)."""
-        return clean_head_rows(self.micro[m], self.rows[m])
-
-    def _active(self, m: int) -> bool:
-        return self.rows[m] is not None and not self.skipped[m]
+    def _head_rows(self, s: MicroBatchState) -> Optional[torch.Tensor]:
+        """Where every pass runs the MLM head for ``s`` (the KL's rows)."""
+        return clean_head_rows(s.batch, s.rows)
 
     # -- pass 1: clean, forward only -------------------------------------------
     def _clean_forward(self, m: int, batch, model):
+        s = self.states[m]
         embeds = None  # a later stage reads the previous stage's activation
         if self.first:
-            self.embed_rng[m] = capture_rng_state()
+            s.embed_rng = capture_rng_state()
             embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
-            self.embeds[m] = embeds.detach()
-        out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(m))
+            s.embeds = embeds.detach()
+        out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(s))
 
         def loss_func(logits):
-            if self.last and self.rows[m] is not None:
-                self.clean[m] = logits.detach()
+            if self.last and s.rows is not None:
+                s.clean = logits.detach()
             return torch.zeros((), device=logits.device), {}
         return out, loss_func
 
     # -- pass 2: ascent --------------------------------------------------------
     def _ascent_forward(self, m: int, batch, model):
+        s = self.states[m]
         perturbed = None
         if self.first:
-            leaf = self.delta[m].detach().requires_grad_(True)
-            self.grad[m] = leaf  # replaced by its gradient after the schedule
-            perturbed = self.embeds[m] + leaf
+            s.grad = s.delta.detach().requires_grad_(True)  # its .grad after the schedule
+            perturbed = s.embeds + s.grad
         out = model.forward_from_embeddings(perturbed, batch["attention_mask"],
-                                            self._head_rows(m))
+                                            self._head_rows(s))
 
         def loss_func(logits):
-            if not self._active(m):
+            if not s.active:
                 return _zero_loss(logits), {}
-            div = self._divergences(m, batch).ascent(logits, self.clean[m], None)
+            div = self._layout(s).divergences.ascent(logits, s.clean, None)
             # × M: the schedule divides by M; × the fp16 scale (unscaled after).
-            return div * (self.m_count * self.loss_scale), {}
+            return div * (len(self.micro) * self.loss_scale), {}
         return out, loss_func
 
     def _init_delta(self) -> None:
         """δ's random start on the first stage (zero for a micro-batch without KL rows)."""
         if not self.first:
             return
-        for m, batch in enumerate(self.micro):
-            self.delta[m] = torch.zeros_like(self.embeds[m])
-            if self.rows[m] is not None:
-                layout = self._layout(m, batch, self.embeds[m])
-                if layout.init_noise is not None:
-                    self.delta[m] = layout.init_noise
+        for s in self.states:
+            if s.rows is None:
+                s.delta = torch.zeros_like(s.embeds)
+                continue
+            layout = self._layout(s)
+            scale = embedding_scale(s.embeds, self.alum, layout.delta_mask)
+            s.delta = random_start(s.embeds, self.alum, layout.delta_mask, scale,
+                                   layout.init_noise)
 
     def _ascent(self) -> None:
-        cfg = self.alum
-        for _ in range(cfg.steps):
+        from megatron.core import parallel_state as ps
+
+        for _ in range(self.alum.steps):
             with frozen_parameters(self.model):
                 self._schedule(self._ascent_forward, forward_only=False)
-            flags = torch.zeros(self.m_count, dtype=torch.float32)
             if self.first:
-                for m in range(self.m_count):
-                    leaf = self.grad[m]
+                for s in self.states:
+                    leaf = s.grad
                     g = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-                    self.grad[m] = g / self.loss_scale if self.loss_scale != 1.0 else g
-                    if self._active(m) and not bool(torch.isfinite(self.grad[m]).all()):
-                        flags[m] = 1.0
-            device = self.t.engine.device
-            flags = flags.to(device)
-            if dist.is_available() and dist.is_initialized():
-                from megatron.core import parallel_state as ps
+                    s.grad = g / self.loss_scale if self.loss_scale != 1.0 else g
+            live = [s for s in self.states if s.active]
+            # Only the first stage holds ∇δ: one all-reduce over the model-parallel group
+            # per ascent step, so that every rank skips the same micro-batches.
+            finite = all_finite_each([s.grad for s in live], ps.get_model_parallel_group(),
+                                     self.t.engine.device)
+            for s, ok in zip(live, finite):
+                self._update_delta(s, ok)
 
-                dist.all_reduce(flags, group=ps.get_model_parallel_group())
-            for m in range(self.m_count):
-                if float(flags[m]) > 0 and not self.skipped[m]:
-                    self.skipped[m] = True
-                    self.skip_reasons.append("the ascent gradient")
-            if self.first:
-                for m in range(self.m_count):
-                    if self._active(m):
-                        self._update_delta(m)
-
-    def _update_delta(self, m: int) -> None:
-        cfg = self.alum
-        layout = self.layouts[m]
-        embeds, delta, grad = self.embeds[m], self.delta[m], self.grad[m]
-        scale = embedding_scale(embeds, cfg, layout.delta_mask)
-        self.share[m] = gradient_share(delta, grad, cfg, row_mask(layout.delta_mask, delta),
-                                       scale)
-        with torch.no_grad():
-            self.delta[m] = layout.update(delta, grad, cfg, layout.delta_mask, scale).detach()
+    def _update_delta(self, s: MicroBatchState, finite: bool) -> None:
+        """δ ← the ascent update of ``s`` (first stage), or the agreed skip (every stage)."""
+        if not self.first:
+            s.skipped = not finite
+            return
+        mask = s.layout.delta_mask
+        s.delta, share, skipped = ascent_update(
+            s.delta, s.grad, self.alum, mask, embedding_scale(s.embeds, self.alum, mask),
+            s.layout.update, lambda _grad: finite)
+        s.skipped = skipped is not None
+        s.share = s.share if share is None else share
 
     # -- pass 3: perturbed, forward and backward ----------------------------------
     def _perturbed_forward(self, m: int, batch, model):
+        s = self.states[m]
         embeds = None
         if self.first:
             now = capture_rng_state()
-            restore_rng_state(self.embed_rng[m])  # the clean pass's embedding dropout
+            restore_rng_state(s.embed_rng)  # the clean pass's embedding dropout
             embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
             restore_rng_state(now)
             if self.alum.detach_embeddings:
                 embeds = embeds.detach()
-            if self._active(m):
-                embeds = embeds + self.delta[m]
-        out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(m))
+            if s.active:
+                embeds = embeds + s.delta
+        out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(s))
 
         def loss_func(adv):
-            if not self._active(m):
+            if not s.active:
                 return _zero_loss(adv), {}
-            layout = self._layout(m, batch, None)
+            layout = self._layout(s)
             split = SplitTerm(layout.divergences.final, layout.final_value_and_grad, adv,
-                              self.clean[m])
+                              s.clean)
             if not all_finite_over_tensor_parallel(split.value):
-                self.skipped[m] = True
-                self.skip_reasons.append("the adversarial term")
+                s.skipped = True
                 return _zero_loss(adv), {}
-            self.terms[m] = split.value
+            s.term = split.value
             if layout.divergences.flips is not None:
-                self.flips[m] = layout.divergences.flips(adv.detach(), self.clean[m], None)
-            self.clean[m] = None  # pass 4 recomputes the clean logits with a graph
-            self.split[m] = split
+                s.flips = layout.divergences.flips(adv.detach(), s.clean, None)
+            s.clean = None  # pass 4 recomputes the clean logits with a graph
+            s.split = split
             return self.alum.alpha * split.perturbed(), {}
         return out, loss_func
 
     # -- pass 4: clean, forward and backward ---------------------------------------
     def _clean_train_forward(self, m: int, batch, model):
+        s = self.states[m]
         out = model(batch["input_ids"], batch["attention_mask"],
-                    token_type_ids=batch.get("token_type_ids"), rows=self._head_rows(m))
+                    token_type_ids=batch.get("token_type_ids"), rows=self._head_rows(s))
 
         def loss_func(logits):
-            c = clean_objective(model, logits, batch, self.rows[m])
+            c = clean_objective(model, logits, batch, s.rows)
             loss = c.mlm
-            if self.last and self.split[m] is not None:
-                loss = c.mlm + self.alum.alpha * self.split[m].clean(c.kl_rows)
-                self.split[m] = None
+            if self.last and s.split is not None:
+                loss = c.mlm + self.alum.alpha * s.split.clean(c.kl_rows)
+                s.split = None
             mean = c.mlm.detach().clone().float()
             n = c.predicted
             return loss, {"loss_sum": mean * n, "correct": c.correct.float(),
@@ -254,7 +269,6 @@ class PipelineAlumStep:
         """The four passes; returns pass 4's loss dicts (last stage) and the step's ALUM
         statistics summed over the pipeline (sums and counts; see ``stats_vector``)."""
         self.loss_scale = loss_scale
-        self.skip_reasons: List[str] = []
         start = capture_rng_state()
         self._schedule(self._clean_forward, forward_only=True)
         self._init_delta()
@@ -270,30 +284,28 @@ class PipelineAlumStep:
         """ALUM's statistics of the step, each stage contributing what it holds (the first:
         δ's, the last: the term's and the flips), summed over the pipeline group."""
         vec = torch.zeros(9, dtype=torch.float64)
-        cfg = self.alum
         if self.first:
-            for m in range(self.m_count):
-                if not self._active(m):
+            for s in self.states:
+                if not s.active:
                     continue
-                layout = self.layouts[m]
-                pert = Perturbation(self.delta[m], self.grad[m], self.share[m])
-                zero = torch.zeros((), device=self.delta[m].device)
-                s = adversarial_stats(self.embeds[m], pert, zero, zero, zero, cfg,
-                                      layout.delta_mask, _no_flips(layout.divergences))
-                vec[3] += float(s.delta_rel_norm)
-                vec[4] += float(s.cos_delta_grad)
-                vec[5] += float(s.grad_share)
+                share = s.share if s.share is not None else torch.zeros(())
+                zero = torch.zeros((), device=s.delta.device)
+                st = adversarial_stats(s.embeds, Perturbation(s.delta, s.grad, share), zero,
+                                       zero, zero, self.alum, s.layout.delta_mask,
+                                       _no_flips(s.layout.divergences))
+                vec[3] += float(st.delta_rel_norm)
+                vec[4] += float(st.cos_delta_grad)
+                vec[5] += float(st.grad_share)
                 vec[6] += 1
         if self.last:
-            for m in range(self.m_count):
-                if self.terms[m] is not None:
-                    vec[0] += float(self.terms[m])
+            for s in self.states:
+                if s.term is not None:
+                    vec[0] += float(s.term)
                     vec[2] += 1
-                    if self.flips[m] is not None:
-                        vec[1] += float(self.flips[m])
+                    if s.flips is not None:
+                        vec[1] += float(s.flips)
                         vec[8] += 1
-            vec[7] = float(sum(1 for m in range(self.m_count)
-                               if self.rows[m] is not None and self.skipped[m]))
+            vec[7] = float(sum(1 for s in self.states if s.rows is not None and s.skipped))
         if dist.is_available() and dist.is_initialized():
             from megatron.core import parallel_state as ps
 

@@ -10,7 +10,7 @@ from alum.pretrain.alum_layout import build_alum_layout
 from alum.pretrain.config import ModelChoice
 from alum.pretrain.lean_order import lean_micro_batch, module_runner
 from alum.pretrain.mlm_step import mlm_micro_batch
-from alum.pretrain.pipeline_alum import PipelineAlumStep
+from alum.pretrain.pipeline_alum import MicroBatchState, PipelineAlumStep
 
 from .test_alum_orders import _batch
 from .test_training import RELATIVE
@@ -63,9 +63,9 @@ def test_pipeline_ascent_updates_delta_through_the_layouts_dispatcher(model, cal
     layout = build_alum_layout(model, batch, embeds, cfg, None, None)
     # The pipeline step's state for one micro-batch on the first stage, without a schedule.
     step = PipelineAlumStep.__new__(PipelineAlumStep)
-    step.alum, step.layouts = cfg, [layout]
-    step.embeds, step.delta = [embeds], [torch.zeros_like(embeds)]
-    step.grad, step.share = [torch.randn_like(embeds)], [torch.zeros(())]
-    step._update_delta(0)
+    step.alum, step.first = cfg, True
+    state = MicroBatchState(batch, None, layout, embeds, delta=torch.zeros_like(embeds),
+                            grad=torch.randn_like(embeds))
+    step._update_delta(state, True)
     assert calls == [tuple(embeds.shape)]
-    assert step.delta[0].abs().sum() > 0 and not step.delta[0].requires_grad
+    assert state.delta.abs().sum() > 0 and not state.delta.requires_grad
