@@ -10,7 +10,9 @@ end cross-entropy for span QA) with projected gradient ascent (Madry et al., 201
     δ ← Π_ε( δ + η · g / ‖g‖₂ )         (L2, per token)
 
 Π clamps each element to [−ε, ε] (L∞) or rescales tokens whose norm exceeds ε (L2).
-ε and η are absolute, or (``relative``) multiples of each token's own embedding norm
+Both are ALUM's own update (``alum.kernels.adv_project``, the ``project`` rule: the fused
+kernel on CUDA when built): its step η·g/‖g‖ is the L2 step, and given sign(g), whose
+max-norm is 1, it is the L∞ step. ε and η are absolute, or (``relative``) multiples of each token's own embedding norm
 in the same norm, like ``AlumConfig.epsilon_scale="relative"``. Padding tokens keep
 δ = 0. The model stays in eval mode (no dropout), and δ is injected through
 ``EmbeddingSite`` without re-running the embeddings, so with ε = 0 the attacked
@@ -23,6 +25,10 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
+
+from alum import AlumConfig
+from alum.kernels import adv_project_dispatch
+from alum.perturbation import embedding_scale
 
 from .embedding_site import EmbeddingSite
 from .trainer import LABEL_KEYS, embedding_mask, head_logits
@@ -75,17 +81,11 @@ def task_loss(outputs: Any, batch: Dict[str, torch.Tensor], mask: Optional[torch
     return F.cross_entropy(logits, batch["labels"], reduction="sum")
 
 
-def _row_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "inf":
-        return x.abs().amax(dim=-1, keepdim=True)
-    return x.pow(2).sum(dim=-1, keepdim=True).sqrt()
-
-
-def _project(delta: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "inf":
-        return torch.maximum(torch.minimum(delta, eps), -eps)
-    n = _row_norm(delta, "l2")
-    return delta * torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n))
+def update_rule(config: AttackConfig) -> AlumConfig:
+    """The attack's projected step as ALUM's ``project`` rule (per token, in ``norm``)."""
+    return AlumConfig(update="project", norm=config.norm, level="token",
+                      step_size=config.eta, epsilon=config.radius,
+                      epsilon_scale="relative" if config.relative else "absolute")
 
 
 def attacked_outputs(model: torch.nn.Module, batch: Dict[str, torch.Tensor],
@@ -106,29 +106,25 @@ def attacked_outputs(model: torch.nn.Module, batch: Dict[str, torch.Tensor],
         raise RuntimeError("the model never called its embeddings module")
     embeds = site.output.detach()
     mask = embedding_mask(batch.get("attention_mask"), embeds)
-    keep = (mask if mask is not None else torch.ones(embeds.shape[:-1], device=embeds.device))
-    keep = keep.to(embeds.dtype).unsqueeze(-1)
-    unit = _row_norm(embeds.float(), config.norm) if config.relative else \
-        torch.ones_like(embeds[..., :1], dtype=torch.float32)
-    eps = (config.radius * unit).to(embeds.dtype)
-    eta = (config.eta * unit).to(embeds.dtype)
     delta = torch.zeros_like(embeds)
-    if config.random_start and config.radius > 0:
-        gen = torch.Generator(device=embeds.device).manual_seed(config.seed)
-        noise = torch.rand(embeds.shape, generator=gen, device=embeds.device,
-                           dtype=embeds.dtype) * 2 - 1
-        delta = _project(noise * eps, eps, config.norm) * keep
     if config.radius > 0:
+        rule = update_rule(config)
+        unit = embedding_scale(embeds, rule, mask)  # None for absolute units
+        if config.random_start:
+            gen = torch.Generator(device=embeds.device).manual_seed(config.seed)
+            noise = torch.rand(embeds.shape, generator=gen, device=embeds.device,
+                               dtype=embeds.dtype) * 2 - 1
+            box = noise * (config.radius if unit is None else config.radius * unit)
+            # A zero gradient makes the update a pure projection Π_ε (and zeroes padding).
+            delta = adv_project_dispatch.adv_project(box.to(embeds.dtype), torch.zeros_like(
+                embeds), rule, mask, unit)
         for _ in range(config.steps):
             d = delta.clone().requires_grad_(True)
             with torch.enable_grad(), site.inject(embeds + d):
                 loss = loss_fn(model(**inputs), batch, mask)
                 # Gradient w.r.t. δ only: autograd skips the weight-gradient matmuls.
                 (g,) = torch.autograd.grad(loss, d)
-            if config.norm == "inf":
-                step = g.sign()
-            else:
-                step = g / _row_norm(g.float(), "l2").clamp_min(1e-30).to(g.dtype)
-            delta = _project(delta + eta * step, eps, config.norm) * keep
+            direction = g.sign() if config.norm == "inf" else g
+            delta = adv_project_dispatch.adv_project(delta, direction, rule, mask, unit)
     with torch.no_grad(), site.inject(embeds + delta):
         return model(**inputs)

@@ -99,3 +99,74 @@ def test_word_attack_without_the_library_is_a_clear_error(tiny_bert_dir, capsys,
                          os.path.join(FIXTURES, "sst2_dev.tsv"), "--word-attack",
                          "TextFoolerJin2019"])
     assert "textattack" in capsys.readouterr().err
+
+
+def _plain_pgd(model, batch, cfg, embeds, mask):
+    """PGD written out in plain PyTorch (Madry et al.): sign step for L-inf, g/‖g‖₂ for L2,
+    clamp / rescale into the per-token ball, padding kept at 0."""
+    from alum.finetune import embedding_attack
+
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    keep = mask.to(embeds.dtype).unsqueeze(-1)
+    if cfg.relative:
+        e = embeds * keep
+        unit = e.abs().amax(-1, keepdim=True) if cfg.norm == "inf" else e.norm(dim=-1,
+                                                                                keepdim=True)
+    else:
+        unit = torch.ones_like(embeds[..., :1])
+    eps, eta = cfg.radius * unit, cfg.eta * unit
+
+    def project(d):
+        if cfg.norm == "inf":
+            return torch.maximum(torch.minimum(d, eps), -eps)
+        n = d.norm(dim=-1, keepdim=True)
+        return torch.where(n > eps, d * eps / n, d)
+
+    delta = torch.zeros_like(embeds)
+    if cfg.random_start:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        delta = project((torch.rand(embeds.shape, generator=gen) * 2 - 1) * eps) * keep
+    site = embedding_attack.EmbeddingSite(model)
+    for _ in range(cfg.steps):
+        d = delta.clone().requires_grad_(True)
+        with site.inject(embeds + d):
+            loss = torch.nn.functional.cross_entropy(model(**inputs).logits, batch["labels"],
+                                                     reduction="sum")
+        (g,) = torch.autograd.grad(loss, d)
+        n = g.norm(dim=-1, keepdim=True).clamp_min(1e-30)  # padding rows: g = 0
+        step = g.sign() if cfg.norm == "inf" else g / n
+        delta = project(delta + eta * step) * keep
+    return delta
+
+
+@pytest.mark.parametrize("norm", ["inf", "l2"])
+@pytest.mark.parametrize("relative", [False, True])
+@pytest.mark.parametrize("random_start", [False, True])
+def test_attack_equals_plain_pgd(tiny_bert_dir, norm, relative, random_start):
+    from alum.finetune import embedding_attack
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+    batch = dict(tok(["a wonderful film indeed", "bad"], padding=True, return_tensors="pt"))
+    batch["labels"] = torch.tensor([1, 0])
+    cfg = AttackConfig(radius=0.2 if relative else 0.5, norm=norm, steps=3,
+                       relative=relative, random_start=random_start, seed=4)
+    site = embedding_attack.EmbeddingSite(model)
+    with torch.no_grad(), site.capture():
+        model(**{k: v for k, v in batch.items() if k != "labels"})
+    embeds = site.output.detach()
+    want = _plain_pgd(model, batch, cfg, embeds, batch["attention_mask"])
+    seen = {}
+    real = embedding_attack.EmbeddingSite.inject
+
+    def spy(self, value):
+        seen["last"] = value.detach().clone()
+        return real(self, value)
+
+    embedding_attack.EmbeddingSite.inject = spy
+    try:
+        attacked_outputs(model, batch, cfg)
+    finally:
+        embedding_attack.EmbeddingSite.inject = real
+    torch.testing.assert_close(seen["last"] - embeds, want, rtol=1e-5, atol=1e-6)
