@@ -2,22 +2,16 @@
 AllocatorPeak (the allocator's events) and LiveTensorTracker (live tensors by storage) count
 exactly the bytes allocated inside their region (hand-computed cases), and the tensor
 tracker's known over-count in backward is what its documentation says."""
-import importlib.util
-import os
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from . import load_script
 
 
 @pytest.fixture(scope="module")
 def tools():
-    spec = importlib.util.spec_from_file_location(
-        "memory_tracker", os.path.join(ROOT, "benchmarks", "memory_tracker.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("memory_tracker")
 
 
 @pytest.fixture(scope="module", params=["LiveTensorTracker", "AllocatorPeak"])

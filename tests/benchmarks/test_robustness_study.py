@@ -1,22 +1,17 @@
 """benchmarks/robustness_study.py's bookkeeping: finished runs are skipped on a rerun, and
 the report's per-arm means, paired differences and time ratios are those of the records."""
-import importlib.util
 import json
 import os
 import statistics
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from . import load_script
 
 
 @pytest.fixture(scope="module")
 def study_module():
-    spec = importlib.util.spec_from_file_location(
-        "robustness_study", os.path.join(ROOT, "benchmarks", "robustness_study.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("robustness_study")
 
 
 def _record(arm, seed, clean, r1, r2, word, seconds):

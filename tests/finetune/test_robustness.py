@@ -6,13 +6,27 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from alum.finetune import cli, robustness
+from alum.finetune import cli, embedding_attack, robustness
 from alum.finetune.embedding_attack import AttackConfig, attacked_outputs
 
 from .conftest import FIXTURES
 
 
-def test_attack_respects_the_ball_and_padding(tiny_bert_dir):
+@pytest.fixture
+def injected(monkeypatch):
+    """The last embedding output the attack injected (``injected["last"]``)."""
+    seen = {}
+    real = embedding_attack.EmbeddingSite.inject
+
+    def spy(self, value):
+        seen["last"] = value.detach().clone()
+        return real(self, value)
+
+    monkeypatch.setattr(embedding_attack.EmbeddingSite, "inject", spy)
+    return seen
+
+
+def test_attack_respects_the_ball_and_padding(tiny_bert_dir, injected):
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
@@ -22,33 +36,20 @@ def test_attack_respects_the_ball_and_padding(tiny_bert_dir):
         clean = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     zero = attacked_outputs(model, batch, AttackConfig(radius=0.0, steps=5)).logits
     assert torch.equal(zero, clean)
-    seen = {}
-    from alum.finetune import embedding_attack
-
-    real = embedding_attack.EmbeddingSite.inject
-
-    def spy(self, value):
-        seen["last"] = value.detach().clone()
-        return real(self, value)
-
-    embedding_attack.EmbeddingSite.inject = spy
-    try:
-        for norm in ("inf", "l2"):
-            cfg = AttackConfig(radius=0.3, norm=norm, steps=3)
-            site = embedding_attack.EmbeddingSite(model)
-            with torch.no_grad(), site.capture():
-                model(**{k: v for k, v in batch.items() if k != "labels"})
-            attacked = attacked_outputs(model, batch, cfg).logits
-            delta = seen["last"] - site.output
-            pad = batch["attention_mask"] == 0
-            assert pad.any() and delta[pad].abs().max() == 0
-            n = delta.abs().amax(-1) if norm == "inf" else delta.norm(dim=-1)
-            assert n.max() <= 0.3 + 1e-5 and n[~pad].min() > 0.1
-            # The attack raises the loss of the gold label.
-            ce = torch.nn.functional.cross_entropy
-            assert ce(attacked, batch["labels"]) > ce(clean, batch["labels"])
-    finally:
-        embedding_attack.EmbeddingSite.inject = real
+    for norm in ("inf", "l2"):
+        cfg = AttackConfig(radius=0.3, norm=norm, steps=3)
+        site = embedding_attack.EmbeddingSite(model)
+        with torch.no_grad(), site.capture():
+            model(**{k: v for k, v in batch.items() if k != "labels"})
+        attacked = attacked_outputs(model, batch, cfg).logits
+        delta = injected["last"] - site.output
+        pad = batch["attention_mask"] == 0
+        assert pad.any() and delta[pad].abs().max() == 0
+        n = delta.abs().amax(-1) if norm == "inf" else delta.norm(dim=-1)
+        assert n.max() <= 0.3 + 1e-5 and n[~pad].min() > 0.1
+        # The attack raises the loss of the gold label.
+        ce = torch.nn.functional.cross_entropy
+        assert ce(attacked, batch["labels"]) > ce(clean, batch["labels"])
 
 
 def test_attack_lowers_accuracy_of_a_standard_model_and_radius_zero_is_clean(
@@ -104,8 +105,6 @@ def test_word_attack_without_the_library_is_a_clear_error(tiny_bert_dir, capsys,
 def _plain_pgd(model, batch, cfg, embeds, mask):
     """PGD written out in plain PyTorch (Madry et al.): sign step for L-inf, g/‖g‖₂ for L2,
     clamp / rescale into the per-token ball, padding kept at 0."""
-    from alum.finetune import embedding_attack
-
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     keep = mask.to(embeds.dtype).unsqueeze(-1)
     if cfg.relative:
@@ -142,9 +141,7 @@ def _plain_pgd(model, batch, cfg, embeds, mask):
 @pytest.mark.parametrize("norm", ["inf", "l2"])
 @pytest.mark.parametrize("relative", [False, True])
 @pytest.mark.parametrize("random_start", [False, True])
-def test_attack_equals_plain_pgd(tiny_bert_dir, norm, relative, random_start):
-    from alum.finetune import embedding_attack
-
+def test_attack_equals_plain_pgd(tiny_bert_dir, injected, norm, relative, random_start):
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
@@ -157,16 +154,5 @@ def test_attack_equals_plain_pgd(tiny_bert_dir, norm, relative, random_start):
         model(**{k: v for k, v in batch.items() if k != "labels"})
     embeds = site.output.detach()
     want = _plain_pgd(model, batch, cfg, embeds, batch["attention_mask"])
-    seen = {}
-    real = embedding_attack.EmbeddingSite.inject
-
-    def spy(self, value):
-        seen["last"] = value.detach().clone()
-        return real(self, value)
-
-    embedding_attack.EmbeddingSite.inject = spy
-    try:
-        attacked_outputs(model, batch, cfg)
-    finally:
-        embedding_attack.EmbeddingSite.inject = real
-    torch.testing.assert_close(seen["last"] - embeds, want, rtol=1e-5, atol=1e-6)
+    attacked_outputs(model, batch, cfg)
+    torch.testing.assert_close(injected["last"] - embeds, want, rtol=1e-5, atol=1e-6)
