@@ -7,10 +7,13 @@ order runs, per micro-batch:
 1. the clean forward without a graph (its logits are the KL's target);
 2. the K ascent steps on δ with the parameters frozen (δ-only gradients; megatron's
    frozen-weight linears then save no input activations);
-3. the perturbed forward and backward of α·KL(stopgrad p_clean ‖ p_adv): the gradient
-   into the perturbed branch (and the embeddings below it);
+3. the perturbed forward and backward of α·KL(stopgrad p_clean ‖ p_adv) from pass 1's
+   embedding output + δ: the gradient into the perturbed branch, down to the embedding
+   output, where it is kept;
 4. the clean forward and backward of MLM + α·KL(stopgrad p_adv ‖ p_clean): the
-   gradient the symmetric KL's second term sends into the clean branch.
+   gradient the symmetric KL's second term sends into the clean branch, plus pass 3's
+   gradient at the embedding output (alum.pretrain.split_term.add_gradient), so the
+   embedding layer runs one backward, as in the fast order.
 
 Passes 3 and 4 split Algorithm 1's g_θ exactly: with the other branch detached, each
 pass's divergence has the gradient of one of the two KL terms (the symmetric KL of
@@ -19,11 +22,11 @@ sum of the two backward passes is the fast order's gradient; one forward more. T
 symmetric KL is evaluated once, in pass 3, value and gradient: pass 4's gradient into
 the clean logits is the negative of pass 3's (alum.pretrain.split_term).
 
-Randomness: pass 4 replays pass 1's generator state, so the clean logits whose gradient
-is taken are the ones the ascent aimed at (same dropout masks), and pass 3 replays it
-for the embedding layer (the perturbed branch perturbs the same embedding output, as in
-the fast order) then continues with fresh draws for the encoder, as the fast order's
-perturbed pass does. The generators are left where pass 3 left them.
+Randomness: pass 4 replays pass 1's generator state (captured once), so the clean
+logits whose gradient is taken are the ones the ascent aimed at, and its embedding
+output is pass 1's, the one pass 3 perturbed (same dropout masks). Pass 3's encoder
+continues with fresh draws, as the fast order's perturbed pass does; the generators are
+left where pass 3 left them.
 """
 from __future__ import annotations
 
@@ -129,7 +132,7 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
         runner.backward(c.mlm, True)
         return MicroBatchResult(c.mlm.detach(), c.mlm.detach(), c.correct, c.predicted)
 
-    start = capture_rng_state()
+    replay = capture_rng_state()  # pass 1's randomness, which pass 4 replays
     with torch.no_grad():                                               # pass 1
         # The head runs at the KL's rows (masked) or everywhere (all): these are the rows.
         embeds0, clean_rows = runner.forward(clean, *args)
@@ -143,18 +146,13 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     if pert.skipped:
         _, stats = skipped_term(embeds0, pert.skipped, pert.grad, alum)
     else:
-        after_ascent = capture_rng_state()
+        # Pass 1's embedding output is the one pass 4 recomputes: pass 3 perturbs it.
+        perturbed = (embeds0 + pert.delta).requires_grad_(not alum.detach_embeddings)
 
-        def perturbed(input_ids, attention_mask, token_type_ids=None):
-            restore_rng_state(start)  # the clean pass's embedding dropout
-            embeds = model.embed(input_ids, token_type_ids)
-            restore_rng_state(after_ascent)
-            if alum.detach_embeddings:
-                embeds = embeds.detach()
-            return model.forward_from_embeddings(embeds + pert.delta, attention_mask,
-                                                 rows.head_rows)
+        def perturbed_pass(embeds, attention_mask):
+            return model.forward_from_embeddings(embeds, attention_mask, rows.head_rows)
 
-        adv_rows = runner.forward(perturbed, *inputs)                  # pass 3
+        adv_rows = runner.forward(perturbed_pass, perturbed, batch["attention_mask"])  # pass 3
         split = SplitTerm(layout.divergences.final, layout.final_value_and_grad, adv_rows,
                           clean_rows)
         term = split.value
@@ -168,11 +166,13 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
         # needs, pass 4 recomputes the clean ones with a graph): two fewer at the peaks.
         del adv_rows
     del clean_rows
+    embeds_grad = None
     if split is not None:
         runner.backward(alum.alpha * split.perturbed(), False)          # pass 3's backward
+        embeds_grad = perturbed.grad
     after = capture_rng_state()
-    restore_rng_state(start)
-    _, logits = runner.forward(clean, *args)                            # pass 4
+    restore_rng_state(replay)
+    _, logits = runner.forward(clean_pass(model, embeds_grad), *args)   # pass 4
     c = clean_objective(model, logits, batch, rows)
     del logits  # with `all` positions, backward needs only c's predicted rows and KL rows
     loss = c.mlm

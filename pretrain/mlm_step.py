@@ -22,6 +22,7 @@ from torch import nn
 from alum import AlumConfig, AdversarialStats, adversarial_loss
 
 from .alum_layout import build_alum_layout
+from .split_term import add_gradient
 from .tensor_parallel import predicted_ids
 
 
@@ -121,13 +122,15 @@ def clean_objective(model: nn.Module, logits: torch.Tensor, batch: Dict[str, tor
     return CleanObjective(mlm, correct, selected.sum(), clean)
 
 
-def clean_pass(model: nn.Module) -> Callable[..., Tuple[torch.Tensor, torch.Tensor]]:
+def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
+               ) -> Callable[..., Tuple[torch.Tensor, torch.Tensor]]:
     """``(input_ids, attention_mask, token_type_ids, rows) -> (embedding output, logits)``:
     the clean forward in the two halves ALUM needs, the head at ``rows`` (see
     ``clean_head_rows``), to be run as the module's forward (so the DeepSpeed engine's and
-    ZeRO-3's hooks run: alum.pretrain.lean_order.PassRunner)."""
+    ZeRO-3's hooks run: alum.pretrain.lean_order.PassRunner). ``embeds_grad``: a gradient
+    the embedding output also receives in the backward pass (the lean order's pass 4)."""
     def forward(input_ids, attention_mask, token_type_ids=None, rows=None):
-        embeds = model.embed(input_ids, token_type_ids)
+        embeds = add_gradient(model.embed(input_ids, token_type_ids), embeds_grad)
         return embeds, model.forward_from_embeddings(embeds, attention_mask, rows)
     return forward
 

@@ -6,20 +6,21 @@ the M accumulation micro-batches runs the lean order of docs/algorithm.md's cost
 (alum.pretrain.lean_order) as whole-pipeline passes, each through the schedule:
 
 1. **clean, forward only**: the first stage keeps each micro-batch's embedding output
-   (detached) and the generator state before its embedding; the last stage keeps the
-   clean logits of the KL rows (detached: the KL's target);
+   (detached); the last stage keeps the clean logits of the KL rows (detached: the KL's
+   target);
 2. **ascent** (K times), parameters frozen: the first stage feeds ``embeds + δ`` with δ a
    leaf; the last stage's loss is the ascent divergence; the schedule's backward crosses
    every stage and stops at δ on the first, with no weight gradient anywhere (frozen
    parameters; megatron's frozen-weight linears save no inputs either). The first stage
    updates δ (adv_project); a NaN/Inf gradient is agreed over the model-parallel group;
-3. **perturbed, forward and backward** of α·KL(stopgrad p_clean ‖ p_adv): the embedding
-   output is recomputed under the clean pass's generator state (same dropout), δ added;
-   the last stage evaluates the symmetric KL once, value and gradient, and keeps the
-   gradient (alum.pretrain.split_term; other divergences keep the perturbed rows);
+3. **perturbed, forward and backward** of α·KL(stopgrad p_clean ‖ p_adv) from pass 1's
+   embedding output + δ; the first stage keeps the gradient at the embedding output, the
+   last evaluates the symmetric KL once, value and gradient, and keeps the gradient
+   (alum.pretrain.split_term; other divergences keep the perturbed rows);
 4. **clean, forward and backward** of MLM + α·KL(stopgrad p_adv ‖ p_clean), replaying
-   pass 1's generator state on every stage (same dropout masks as the KL's target); the
-   KL's gradient into the clean logits is the negative of pass 3's.
+   pass 1's generator state on every stage (same dropout masks as the KL's target, and
+   pass 1's embedding output, to which pass 3's gradient is added); the KL's gradient
+   into the clean logits is the negative of pass 3's.
 
 Passes 3 and 4 accumulate Algorithm 1's g_θ exactly (see lean_order's docstring); the
 schedule divides each micro-batch's loss by M as DeepSpeed's accumulation does. The
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -44,7 +45,7 @@ from alum.perturbation import embedding_scale
 from .alum_layout import AlumLayout, all_finite_each, all_finite_over, build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
 from .mlm_step import KLRows, clean_head_rows, clean_objective, kl_rows
-from .split_term import SplitTerm
+from .split_term import SplitTerm, add_gradient
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -64,14 +65,14 @@ class MicroBatchState:
     """The divergences, and on the first stage δ's mask, random start and update."""
     embeds: Optional[torch.Tensor] = None
     """First stage: the clean embedding output (detached)."""
-    embed_rng: Optional[Dict[str, Any]] = None
-    """First stage: the generator state before the clean embedding (pass 3 replays it)."""
     delta: Optional[torch.Tensor] = None
     """First stage: δ (no graph)."""
     grad: Optional[torch.Tensor] = None
     """First stage: δ's leaf during an ascent pass, then the last ascent gradient."""
     share: Optional[torch.Tensor] = None
     """First stage: the gradient's share of the last update."""
+    embeds_grad: Optional[torch.Tensor] = None
+    """First stage: pass 3's input leaf, then its gradient (pass 4 adds it)."""
     clean: Optional[torch.Tensor] = None
     """Last stage: the clean logits of the KL rows (detached), until pass 3."""
     split: Optional[SplitTerm] = None
@@ -141,7 +142,6 @@ class PipelineAlumStep:
         s = self.states[m]
         embeds = None  # a later stage reads the previous stage's activation
         if self.first:
-            s.embed_rng = capture_rng_state()
             embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
             s.embeds = embeds.detach()
         out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(s))
@@ -219,14 +219,11 @@ class PipelineAlumStep:
         s = self.states[m]
         embeds = None
         if self.first:
-            now = capture_rng_state()
-            restore_rng_state(s.embed_rng)  # the clean pass's embedding dropout
-            embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
-            restore_rng_state(now)
-            if self.alum.detach_embeddings:
-                embeds = embeds.detach()
+            embeds = s.embeds
             if s.active:
                 embeds = embeds + s.delta
+                if not self.alum.detach_embeddings:  # its .grad after the schedule
+                    s.embeds_grad = embeds.requires_grad_(True)
         out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(s))
 
         def loss_func(adv):
@@ -249,8 +246,11 @@ class PipelineAlumStep:
     # -- pass 4: clean, forward and backward ---------------------------------------
     def _clean_train_forward(self, m: int, batch, model):
         s = self.states[m]
-        out = model(batch["input_ids"], batch["attention_mask"],
-                    token_type_ids=batch.get("token_type_ids"), rows=self._head_rows(s))
+        embeds = None
+        if self.first:
+            embeds = add_gradient(model.embed(batch["input_ids"], batch.get("token_type_ids")),
+                                  s.embeds_grad)
+        out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(s))
 
         def loss_func(logits):
             c = clean_objective(model, logits, batch, s.rows)
@@ -274,6 +274,9 @@ class PipelineAlumStep:
         self._init_delta()
         self._ascent()
         self._schedule(self._perturbed_forward, forward_only=False)
+        for s in self.states:
+            if s.embeds_grad is not None:
+                s.embeds_grad = s.embeds_grad.grad
         after = capture_rng_state()
         restore_rng_state(start)
         outputs = self._schedule(self._clean_train_forward, forward_only=False)

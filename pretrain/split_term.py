@@ -46,6 +46,27 @@ class _InjectGradient(torch.autograd.Function):
         return out, None, None, None, None
 
 
+class _AddGradient(torch.autograd.Function):
+    """The identity on ``x``, whose backward adds ``grad`` to the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, x, grad):
+        ctx.save_for_backward(grad)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad_output + grad, None
+
+
+def add_gradient(x: torch.Tensor, grad: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x``, which also receives ``grad`` in the backward pass (None: ``x`` itself): the
+    gradient an earlier pass sent into a tensor equal to ``x`` (pass 3's into the
+    embedding output, handed to pass 4's recomputation of it)."""
+    return x if grad is None else _AddGradient.apply(x, grad)
+
+
 def with_gradient(x: torch.Tensor, value: torch.Tensor, grad: torch.Tensor,
                   sign: float = 1.0, consume: bool = False) -> torch.Tensor:
     """``value`` (a scalar) as a function of ``x`` whose gradient is ``sign · grad``.
