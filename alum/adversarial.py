@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, fields
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import nn
@@ -91,6 +91,10 @@ def initial_noise(embeds: torch.Tensor, config: AlumConfig,
 
 AllFinite = Callable[[torch.Tensor], bool]
 
+# ``row_weights``' default: the divergences weight their rows by ``mask`` (δ's padding mask);
+# a layout whose KL rows are not δ's tokens passes its own.
+ROWS_OF_MASK: Any = object()
+
 
 @contextlib.contextmanager
 def frozen_parameters(model: Optional[nn.Module]) -> Iterator[None]:
@@ -124,12 +128,12 @@ def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tens
     gradient hooks (ZeRO's buckets stay untouched), and PyTorch's own ops skip their
     weight-gradient matmuls. A custom autograd function may still compute them (megatron's
     linear layers do, measured: docs/alum_cost.md) unless the parameters are frozen, which
-    ``find_perturbation(freeze=model)`` does for the ascent. ``loss_scale`` multiplies D before the backward pass and divides g after
-    it: under fp16 the inner gradient would otherwise underflow (docs/algorithm.md,
-    "Known faults of the reference code").
-    ``divergence`` defaults to the config's ``ascent_divergence``. ``logits_grad``
-    (single-tensor logits): ∂D/∂adv computed directly, where the backward pass then
-    starts (D's value is not needed; see ``Divergences.ascent_grad``).
+    ``find_perturbation(freeze=model)`` does for the ascent. ``loss_scale`` multiplies D
+    before the backward pass and divides g after it: under fp16 the inner gradient would
+    otherwise underflow (docs/algorithm.md, "Known faults of the reference code").
+    ``mask``: the divergence's row weights. ``divergence`` defaults to the config's
+    ``ascent_divergence``. ``logits_grad`` (single-tensor logits): ∂D/∂adv computed
+    directly, where the backward pass then starts (see ``Divergences.ascent_grad``).
     """
     if divergence is None:
         divergence = Divergences.for_loss(config.loss).ascent
@@ -172,8 +176,9 @@ def _mean_rows(values: torch.Tensor, m: Optional[torch.Tensor]) -> torch.Tensor:
     return values.mean()  # sequence level: one value per sequence
 
 
-def _zero_term(embeds: torch.Tensor) -> torch.Tensor:
-    return torch.zeros((), device=embeds.device, dtype=compute_dtype(embeds.dtype))
+def _rows(row_weights: Optional[torch.Tensor],
+          mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return mask if row_weights is ROWS_OF_MASK else row_weights
 
 
 def gradient_share(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
@@ -207,13 +212,9 @@ def ascent_update(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
                   mask: Optional[torch.Tensor], scale: Optional[torch.Tensor],
                   update: UpdateFn = adv_project, all_finite: AllFinite = all_finite_local,
                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[str]]:
-    """One ascent step's update of δ from its gradient g (Algorithm 1, the δ line):
-    ``(new δ, gradient share, None)``, or ``(δ, None, what was non-finite)`` when
-    ``all_finite(g)`` refuses g (the caller then skips the term).
-
-    ``mask``: δ's padding mask; ``scale``: ``embedding_scale`` (relative ε);
-    ``update``: the perturbation update (``UpdateFn``).
-    """
+    """One ascent step on δ from its gradient (Algorithm 1, the δ line; ``mask``: δ's,
+    ``scale``: ``embedding_scale``): ``(new δ, gradient share, None)``, or ``(δ, None,
+    what was non-finite)`` when ``all_finite(grad)`` refuses it (the term is skipped)."""
     if not all_finite(grad):
         return delta, None, "the ascent gradient"
     share = gradient_share(delta, grad, config, row_mask(mask, delta), scale)
@@ -230,9 +231,11 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
                       divergences: Optional[Divergences] = None,
                       all_finite: AllFinite = all_finite_local,
                       freeze: Optional[nn.Module] = None,
-                      update: UpdateFn = adv_project) -> Perturbation:
+                      update: UpdateFn = adv_project,
+                      row_weights: Optional[torch.Tensor] = ROWS_OF_MASK) -> Perturbation:
     """The random start and the K ascent steps of Algorithm 1 (δ only, no weight gradients).
 
+    ``mask``: δ's padding mask; ``row_weights``: the divergence's (``ROWS_OF_MASK``).
     ``all_finite`` decides whether a gradient is usable; a layout whose ranks hold
     shards of δ passes one that agrees across them, so that every rank skips together.
     ``freeze``: the model whose parameters are frozen during the ascent (see
@@ -246,8 +249,9 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
     share = torch.zeros(())
     for _ in range(config.steps):
         with frozen_parameters(freeze):
-            grad, _ = ascent_gradient(forward_fn, embeds, delta, clean_detached, config, mask,
-                                      loss_scale, divergences.ascent, divergences.ascent_grad)
+            grad, _ = ascent_gradient(forward_fn, embeds, delta, clean_detached, config,
+                                      _rows(row_weights, mask), loss_scale, divergences.ascent,
+                                      divergences.ascent_grad)
         delta, step_share, skipped = ascent_update(delta, grad, config, mask, scale, update,
                                                    all_finite)
         if skipped:
@@ -265,6 +269,7 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
                      all_finite: AllFinite = all_finite_local,
                      freeze: Optional[nn.Module] = None,
                      update: UpdateFn = adv_project,
+                     row_weights: Optional[torch.Tensor] = ROWS_OF_MASK,
                      ) -> Tuple[torch.Tensor, AdversarialStats]:
     """α · D_sym(f(x+δ), f(x)) after K ascent steps on δ (Algorithm 1); returns (loss, stats).
 
@@ -276,6 +281,7 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
             averaged over ``mask``'s unmasked positions; pooled logits over examples.
         config: see ``AlumConfig``.
         mask: padding mask ``[B, T]`` (1 = token); padding gets δ = 0.
+        row_weights: the divergences' row weights, when not ``mask`` (``ROWS_OF_MASK``).
         init_noise: the random start; N(0, σ²) when None.
         loss_scale: the fp16 loss scale for the inner gradient (see ``ascent_gradient``).
         generator: torch generator for the random start.
@@ -292,7 +298,8 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
     """
     divergences = divergences or Divergences.for_loss(config.loss)
     pert = find_perturbation(forward_fn, embeds, clean_logits, config, mask, init_noise,
-                             loss_scale, generator, divergences, all_finite, freeze, update)
+                             loss_scale, generator, divergences, all_finite, freeze, update,
+                             row_weights)
     if pert.skipped:
         return skipped_term(embeds, pert.skipped, pert.grad, config)
 
@@ -300,30 +307,27 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
     perturbed_input = (embeds if not config.detach_embeddings else embeds.detach()) \
         + pert.delta
     adv_logits = forward_fn(perturbed_input)
-    term = divergences.final(adv_logits, clean_logits, mask)
+    term = divergences.final(adv_logits, clean_logits, _rows(row_weights, mask))
     if not all_finite(term):
         return skipped_term(embeds, "the adversarial term", term, config)
     stats = adversarial_stats(embeds, pert, term, adv_logits, clean_logits, config, mask,
-                              divergences)
+                              divergences, row_weights)
     return config.alpha * term, stats
 
 
 def adversarial_stats(embeds: torch.Tensor, pert: Perturbation, term: torch.Tensor,
                       adv_logits: Logits, clean_logits: Logits, config: AlumConfig,
-                      mask: Optional[torch.Tensor],
-                      divergences: Divergences) -> AdversarialStats:
-    """The statistics of one adversarial term (see ``AdversarialStats``)."""
+                      mask: Optional[torch.Tensor], divergences: Divergences,
+                      row_weights: Optional[torch.Tensor] = ROWS_OF_MASK) -> AdversarialStats:
+    """The statistics of one adversarial term (see ``AdversarialStats``); ``mask``: δ's,
+    ``row_weights``: the flip rate's."""
     m = row_mask(mask, pert.delta)
     flips = None if divergences.flips is None else divergences.flips(
-        detach_logits(adv_logits), detach_logits(clean_logits), mask)
-    return _stats(embeds, pert.delta, pert.grad, pert.share, term, flips, config, m)
-
-
-def _stats(embeds, delta, grad, share, term, flips, config, m):
+        detach_logits(adv_logits), detach_logits(clean_logits), _rows(row_weights, mask))
     with torch.no_grad():
-        dtype = compute_dtype(delta.dtype)
-        d = delta.to(dtype)
-        g = grad.to(dtype)
+        dtype = compute_dtype(pert.delta.dtype)
+        d = pert.delta.to(dtype)
+        g = pert.grad.to(dtype)
         if m is not None:
             g = g * m
         e = embeds.detach().to(dtype)
@@ -337,7 +341,7 @@ def _stats(embeds, delta, grad, share, term, flips, config, m):
         return AdversarialStats(
             adv_loss=term.detach(), grad_norm=_mean_rows(gn, m), delta_norm=_mean_rows(dn, m),
             delta_rel_norm=_mean_rows(dn / en.clamp_min(1e-30), m),
-            cos_delta_grad=_mean_rows(cos, m), grad_share=share.detach(), flip_rate=flips,
+            cos_delta_grad=_mean_rows(cos, m), grad_share=pert.share.detach(), flip_rate=flips,
             skipped=False)
 
 
@@ -348,7 +352,7 @@ def skipped_term(embeds: torch.Tensor, what: str, value: torch.Tensor,
     n_bad = int((~torch.isfinite(value.detach())).sum())
     logger.warning("ALUM: %s has %d non-finite value(s); the adversarial term is skipped for "
                    "this step", what, n_bad)
-    zero = _zero_term(embeds)
+    zero = torch.zeros((), device=embeds.device, dtype=compute_dtype(embeds.dtype))
     stats = AdversarialStats(adv_loss=zero.detach(), grad_norm=nan, delta_norm=nan,
                              delta_rel_norm=nan, cos_delta_grad=nan, grad_share=nan,
                              flip_rate=None if config.loss == "mse" else nan, skipped=True)

@@ -131,12 +131,13 @@ def naive_step(model, batch, alum, positions: str, resting_grads: bool = True) -
     for _ in range(alum.steps):
         delta = delta.detach().requires_grad_(True)
         adv = model.forward_from_embeddings(base + delta, mask, rows.head_rows)
-        layout.divergences.ascent(adv, clean.detach(), None).backward()   # + weight grads
+        layout.divergences.ascent(adv, clean.detach(),
+                                  layout.row_weights).backward()  # + weight grads
         delta = adv_project(delta.detach(), delta.grad, alum, layout.delta_mask, scale)
         reset_grads(model, resting_grads)                         # thrown away
     start = base if alum.detach_embeddings else embeds
     adv = model.forward_from_embeddings(start + delta.detach(), mask, rows.head_rows)
-    term = layout.divergences.final(adv, clean, None)              # both graphs alive
+    term = layout.divergences.final(adv, clean, layout.row_weights)  # both graphs alive
     (mlm + alum.alpha * term).backward()
 
 

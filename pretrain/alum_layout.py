@@ -27,7 +27,8 @@ The core (alum.adversarial) works on one process's tensors. Under the loop's lay
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from functools import partial
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -38,7 +39,7 @@ from alum.adversarial import UpdateFn, all_finite_local
 from alum.divergence import Divergences, Logits
 from alum.perturbation import compute_dtype, embedding_scale
 
-from .split_term import ValueAndGrad
+from .split_term import SplitTerm
 from .tensor_parallel import predicted_ids, tensor_parallel_size
 
 NOISE_SEED_STRIDE = 1_000_003
@@ -140,18 +141,22 @@ class AlumLayout:
     """What the core needs for one micro-batch under the loop's layout."""
 
     divergences: Divergences
+    """D of the ascent, the final term and the flip rate, each taking the KL's row weights
+    as its mask argument (``row_weights``)."""
     all_finite: object
+    """The NaN/Inf test, agreed over the model-parallel group where ranks hold shards."""
     delta_mask: torch.Tensor
+    """δ's padding mask ``[b, s_local]`` (this rank's sequence shard under SP)."""
     init_noise: Optional[torch.Tensor]
-    final_value_and_grad: Optional[ValueAndGrad] = None
-    """(adv, clean) → the final term's value and its gradient with respect to adv, without
-    a graph (the symmetric KL: its gradient with respect to clean is the negative); None
-    for other divergences. Used by the orders that back-propagate the two branches
-    separately (alum.pretrain.split_term)."""
+    """δ's per-sample random start (None: the core draws it)."""
+    final_value_and_grad: Optional[Callable[..., Tuple[torch.Tensor, torch.Tensor]]] = None
+    """(adv, clean, row weights) → the symmetric KL's value and gradient w.r.t. adv, no
+    graph (for ``split_term``; the gradient w.r.t. clean is the negative); None otherwise."""
     update: Optional[UpdateFn] = None
-    """The perturbation update every order calls: the kernels' dispatcher
-    (``alum.kernels.adv_project``: the fused CUDA kernel when built, else the reference
-    with one warning)."""
+    """δ's update in every order: the kernels' dispatcher ``alum.kernels.adv_project``."""
+    row_weights: Optional[torch.Tensor] = None
+    """The KL's row weights (``[b, s]`` padding mask for ``alum_positions='all'``; None:
+    the rows are the predicted positions, all of which count)."""
 
     def __post_init__(self) -> None:
         if self.update is None:
@@ -160,6 +165,13 @@ class AlumLayout:
             from alum.kernels import adv_project_dispatch
 
             self.update = adv_project_dispatch.adv_project
+
+    def split_term(self, adv: torch.Tensor, clean: torch.Tensor) -> SplitTerm:
+        """The final term at the KL's rows, for two backward passes (alum.pretrain.split_term)."""
+        w, both = self.row_weights, self.final_value_and_grad
+        value_and_grad = None if both is None else (lambda a, c: both(a, c, w))
+        return SplitTerm(lambda a, c, _m: self.divergences.final(a, c, w), value_and_grad,
+                         adv, clean)
 
 
 def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
@@ -170,7 +182,7 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
     Args:
         rows_mask: the mask of the logits rows the KL averages over (``[b, s]`` for
             ``alum_positions='all'``; None when the rows are the selected masked
-            positions, all of which count).
+            positions, all of which count): the layout's ``row_weights``.
         run_seed: seeds the per-sample random start (needs ``batch['sample_index']``);
             None draws it from the global generator (the core's default).
     """
@@ -181,34 +193,23 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
     if run_seed is not None and "sample_index" in batch:
         init = initial_delta(model, embeds, mask, batch["sample_index"],
                              batch["attention_mask"].shape[1], config, run_seed)
-    tp = tensor_parallel_size(model)
-    if tp == 1:
+    if tensor_parallel_size(model) == 1:
         base = Divergences.for_loss(config.loss)
-        final_fn = base.final
-        if config.loss == "sym_kl":
-            from alum.kernels import fused_symmetric_kl
-
-            final_fn = fused_symmetric_kl  # the Triton kernel on CUDA, the reference elsewhere
-        ascent_grad = None
+        final, ascent_grad, split = base.final, None, None
         if config.loss in ("kl", "sym_kl"):
             from alum.kernels.sym_kl import symmetric_kl_adv_grad
 
             # The ascent's backward starts from ∂D/∂adv = w·(p_adv − p_clean), computed
             # directly over the [rows, V] logits (docs/alum_cost.md).
-            def ascent_grad(a, c, _m):
-                return symmetric_kl_adv_grad(a, c, rows_mask)
-        divergences = Divergences(
-            ascent=lambda a, c, _m: base.ascent(a, c, rows_mask),
-            final=lambda a, c, _m: final_fn(a, c, rows_mask),
-            flips=None if base.flips is None else (lambda a, c, _m: base.flips(a, c, rows_mask)),
-            ascent_grad=ascent_grad)
-        split = None
+            ascent_grad = symmetric_kl_adv_grad
         if config.loss == "sym_kl":
+            from alum.kernels import fused_symmetric_kl
             from alum.kernels.sym_kl import symmetric_kl_value_and_grad
 
-            def split(a: torch.Tensor, c: torch.Tensor):
-                return symmetric_kl_value_and_grad(a, c, rows_mask)
-        return AlumLayout(divergences, all_finite_local, mask, init, split)
+            final = fused_symmetric_kl  # the Triton kernel on CUDA, the reference elsewhere
+            split = symmetric_kl_value_and_grad
+        return AlumLayout(Divergences(base.ascent, final, base.flips, ascent_grad),
+                          all_finite_local, mask, init, split, row_weights=rows_mask)
     if config.loss != "sym_kl":
         raise ValueError(f"AlumConfig.loss={config.loss!r}: under tensor parallelism the "
                          f"vocabulary-parallel divergence is the symmetric KL only")
@@ -219,21 +220,17 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
 
     group = ps.get_tensor_model_parallel_group()
 
-    def final(adv: Logits, clean: Logits, _mask) -> torch.Tensor:
-        return vocab_parallel_symmetric_kl(adv, clean, rows_mask, group=group)
-
-    def ascent(adv: Logits, clean: Logits, _mask) -> torch.Tensor:
+    def ascent(adv: Logits, clean: Logits, weights) -> torch.Tensor:
         # Same gradient w.r.t. adv as KL(stopgrad p_clean ‖ p_adv): p_adv − p_clean.
-        return vocab_parallel_symmetric_kl(adv, clean.detach(), rows_mask, group=group)
+        return vocab_parallel_symmetric_kl(adv, clean.detach(), weights, group=group)
 
-    def flips(adv: Logits, clean: Logits, _mask) -> torch.Tensor:
+    def flips(adv: Logits, clean: Logits, weights) -> torch.Tensor:
         a = predicted_ids(model, adv.reshape(-1, adv.shape[-1]))
         c = predicted_ids(model, clean.reshape(-1, clean.shape[-1]))
-        w = _row_weights(rows_mask, a.numel(), a.device)
+        w = _row_weights(weights, a.numel(), a.device)
         return ((a != c).float() * w).sum()
 
-    def split(adv: torch.Tensor, clean: torch.Tensor):
-        return vocab_parallel_symmetric_kl_value_and_grad(adv, clean, rows_mask, group=group)
-
-    return AlumLayout(Divergences(ascent, final, flips), all_finite_over_model_parallel,
-                      mask, init, split)
+    divergences = Divergences(ascent, partial(vocab_parallel_symmetric_kl, group=group), flips)
+    return AlumLayout(divergences, all_finite_over_model_parallel, mask, init,
+                      partial(vocab_parallel_symmetric_kl_value_and_grad, group=group),
+                      row_weights=rows_mask)

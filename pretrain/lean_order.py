@@ -43,10 +43,6 @@ from .alum_layout import build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
 from .mlm_step import (MicroBatchResult, call_through_hooks, clean_head_rows, clean_objective,
                        clean_pass, kl_rows, perturbed_forward)
-from .split_term import SplitTerm
-
-ORDERS = ("fast", "lean")
-
 
 @dataclass
 class PassRunner:
@@ -140,7 +136,8 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     pert = find_perturbation(perturbed_forward(model, batch, rows), embeds0, clean_rows,  # pass 2
                              alum, layout.delta_mask, layout.init_noise, loss_scale,
                              divergences=layout.divergences, all_finite=layout.all_finite,
-                             freeze=model, update=layout.update)
+                             freeze=model, update=layout.update,
+                             row_weights=layout.row_weights)
     split = None
     term = torch.zeros((), device=embeds0.device)
     if pert.skipped:
@@ -153,15 +150,14 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
             return model.forward_from_embeddings(embeds, attention_mask, rows.head_rows)
 
         adv_rows = runner.forward(perturbed_pass, perturbed, batch["attention_mask"])  # pass 3
-        split = SplitTerm(layout.divergences.final, layout.final_value_and_grad, adv_rows,
-                          clean_rows)
+        split = layout.split_term(adv_rows, clean_rows)
         term = split.value
         if not layout.all_finite(term):
             _, stats = skipped_term(embeds0, "the adversarial term", term, alum)
             split = None
         else:
             stats = adversarial_stats(embeds0, pert, term, adv_rows, clean_rows, alum,
-                                      layout.delta_mask, layout.divergences)
+                                      layout.delta_mask, layout.divergences, layout.row_weights)
         # Neither backward reads the two [rows, V] logits (the split term keeps what it
         # needs, pass 4 recomputes the clean ones with a graph): two fewer at the peaks.
         del adv_rows

@@ -187,6 +187,7 @@ def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
                                        init_noise=layout.init_noise, loss_scale=loss_scale,
                                        divergences=layout.divergences,
                                        all_finite=layout.all_finite, freeze=model,
-                                       update=layout.update)
+                                       update=layout.update,
+                                       row_weights=layout.row_weights)
     return MicroBatchResult(clean.mlm + adv_term, clean.mlm.detach(), clean.correct,
                             clean.predicted, stats)

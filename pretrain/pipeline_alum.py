@@ -32,11 +32,12 @@ relies on.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
+from megatron.core import parallel_state as ps
 
 from alum.adversarial import (Perturbation, adversarial_stats, ascent_update,
                               frozen_parameters, random_start)
@@ -69,7 +70,7 @@ class MicroBatchState:
     """First stage: δ (no graph)."""
     grad: Optional[torch.Tensor] = None
     """First stage: δ's leaf during an ascent pass, then the last ascent gradient."""
-    share: Optional[torch.Tensor] = None
+    share: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     """First stage: the gradient's share of the last update."""
     embeds_grad: Optional[torch.Tensor] = None
     """First stage: pass 3's input leaf, then its gradient (pass 4 adds it)."""
@@ -165,27 +166,21 @@ class PipelineAlumStep:
         def loss_func(logits):
             if not s.active:
                 return _zero_loss(logits), {}
-            div = self._layout(s).divergences.ascent(logits, s.clean, None)
+            layout = self._layout(s)
+            div = layout.divergences.ascent(logits, s.clean, layout.row_weights)
             # × M: the schedule divides by M; × the fp16 scale (unscaled after).
             return div * (len(self.micro) * self.loss_scale), {}
         return out, loss_func
 
-    def _init_delta(self) -> None:
-        """δ's random start on the first stage (zero for a micro-batch without KL rows)."""
-        if not self.first:
-            return
-        for s in self.states:
+    def _ascent(self) -> None:
+        """δ's random start on the first stage (zero without KL rows), then K ascent steps."""
+        for s in self.states if self.first else ():
             if s.rows is None:
                 s.delta = torch.zeros_like(s.embeds)
                 continue
-            layout = self._layout(s)
-            scale = embedding_scale(s.embeds, self.alum, layout.delta_mask)
-            s.delta = random_start(s.embeds, self.alum, layout.delta_mask, scale,
-                                   layout.init_noise)
-
-    def _ascent(self) -> None:
-        from megatron.core import parallel_state as ps
-
+            mask = self._layout(s).delta_mask
+            s.delta = random_start(s.embeds, self.alum, mask,
+                                   embedding_scale(s.embeds, self.alum, mask), s.layout.init_noise)
         for _ in range(self.alum.steps):
             with frozen_parameters(self.model):
                 self._schedule(self._ascent_forward, forward_only=False)
@@ -212,7 +207,7 @@ class PipelineAlumStep:
             s.delta, s.grad, self.alum, mask, embedding_scale(s.embeds, self.alum, mask),
             s.layout.update, lambda _grad: finite)
         s.skipped = skipped is not None
-        s.share = s.share if share is None else share
+        s.share = share if share is not None else s.share
 
     # -- pass 3: perturbed, forward and backward ----------------------------------
     def _perturbed_forward(self, m: int, batch, model):
@@ -230,14 +225,14 @@ class PipelineAlumStep:
             if not s.active:
                 return _zero_loss(adv), {}
             layout = self._layout(s)
-            split = SplitTerm(layout.divergences.final, layout.final_value_and_grad, adv,
-                              s.clean)
-            if not all_finite_over_tensor_parallel(split.value):
+            split = layout.split_term(adv, s.clean)
+            # Equal on the TP ranks of the last stage: agreed against a rank-local fault.
+            if not all_finite_over(split.value, ps.get_tensor_model_parallel_group()):
                 s.skipped = True
                 return _zero_loss(adv), {}
             s.term = split.value
             if layout.divergences.flips is not None:
-                s.flips = layout.divergences.flips(adv.detach(), s.clean, None)
+                s.flips = layout.divergences.flips(adv.detach(), s.clean, layout.row_weights)
             s.clean = None  # pass 4 recomputes the clean logits with a graph
             s.split = split
             return self.alum.alpha * split.perturbed(), {}
@@ -271,7 +266,6 @@ class PipelineAlumStep:
         self.loss_scale = loss_scale
         start = capture_rng_state()
         self._schedule(self._clean_forward, forward_only=True)
-        self._init_delta()
         self._ascent()
         self._schedule(self._perturbed_forward, forward_only=False)
         for s in self.states:
@@ -291,11 +285,10 @@ class PipelineAlumStep:
             for s in self.states:
                 if not s.active:
                     continue
-                share = s.share if s.share is not None else torch.zeros(())
                 zero = torch.zeros((), device=s.delta.device)
-                st = adversarial_stats(s.embeds, Perturbation(s.delta, s.grad, share), zero,
+                st = adversarial_stats(s.embeds, Perturbation(s.delta, s.grad, s.share), zero,
                                        zero, zero, self.alum, s.layout.delta_mask,
-                                       _no_flips(s.layout.divergences))
+                                       replace(s.layout.divergences, flips=None))
                 vec[3] += float(st.delta_rel_norm)
                 vec[4] += float(st.cos_delta_grad)
                 vec[5] += float(st.grad_share)
@@ -310,8 +303,6 @@ class PipelineAlumStep:
                         vec[8] += 1
             vec[7] = float(sum(1 for s in self.states if s.rows is not None and s.skipped))
         if dist.is_available() and dist.is_initialized():
-            from megatron.core import parallel_state as ps
-
             device = self.t.engine.device
             vec = vec.to(device)
             dist.all_reduce(vec, group=ps.get_pipeline_model_parallel_group())
@@ -322,20 +313,6 @@ class PipelineAlumStep:
                 "delta_count": v[6], "skipped": v[7], "flip_count": v[8]}
 
 
-def _no_flips(divergences):
-    from alum.divergence import Divergences
-
-    return Divergences(divergences.ascent, divergences.final, None)
-
-
-def all_finite_over_tensor_parallel(value: torch.Tensor) -> bool:
-    """The last stage's NaN test of the term, agreed over its TP group (the term is equal
-    on its TP ranks; the all-reduce only guards against a rank-local fault)."""
-    from megatron.core import parallel_state as ps
-
-    return all_finite_over(value, ps.get_tensor_model_parallel_group())
-
-
 def pipeline_alum_step(trainer, batches: Iterator, loss_scale: float = 1.0
                        ) -> Tuple[List[float], Dict[str, Optional[float]]]:
     """Runs ``PipelineAlumStep`` over the next ``grad_accum_steps`` micro-batches.
@@ -344,8 +321,6 @@ def pipeline_alum_step(trainer, batches: Iterator, loss_scale: float = 1.0
     (every rank of the pipeline, as ``PipelineSteps._run_pipeline``) and the step's
     ALUM statistics (means over this rank's data-parallel replica's micro-batches, and
     the skipped count)."""
-    from megatron.core import parallel_state as ps
-
     tc = trainer.cfg.train
     micro = [trainer._to_device(next(batches)) for _ in range(tc.grad_accum_steps)]
     outputs, stats = PipelineAlumStep(trainer, micro).run(loss_scale)

@@ -8,14 +8,11 @@ graph) into the clean logits.
 
 For the symmetric KL with ALUM's stop-gradients, KL(sg p_clean ‖ p_adv) + KL(sg p_adv ‖
 p_clean), the two gradients are one tensor and its negative: w·(p_adv − p_clean) with
-respect to the perturbed logits and w·(p_clean − p_adv) with respect to the clean ones
-(w: the row weight). So the term is evaluated once, value and gradient
-(alum.kernels.symmetric_kl_value_and_grad, or its vocabulary-parallel variant), and each
-pass injects its gradient; the second evaluation of the divergence that the split used to
-cost (a forward and a backward over the [rows, vocab] logits) is gone. Pass 4's clean
-logits are pass 1's recomputed under the same generator state, so the gradient is the
-same one. Other divergences (``kl``, ``mse``) are evaluated in each pass with the other
-branch detached, as before.
+respect to the perturbed logits (w: the row weight). So the term is evaluated once, value
+and gradient (alum.kernels.symmetric_kl_value_and_grad, or its vocabulary-parallel
+variant), and each pass injects its gradient. Other divergences (``kl``, ``mse``) are
+evaluated in each pass with the other branch detached. Pass 3's gradient at the
+embedding output is handed to pass 4's recomputation of it (``add_gradient``).
 """
 from __future__ import annotations
 
@@ -47,7 +44,7 @@ class _InjectGradient(torch.autograd.Function):
 
 
 class _AddGradient(torch.autograd.Function):
-    """The identity on ``x``, whose backward adds ``grad`` to the incoming gradient."""
+    """The identity, whose backward adds ``grad`` to the incoming gradient."""
 
     @staticmethod
     def forward(ctx, x, grad):
@@ -61,9 +58,8 @@ class _AddGradient(torch.autograd.Function):
 
 
 def add_gradient(x: torch.Tensor, grad: Optional[torch.Tensor]) -> torch.Tensor:
-    """``x``, which also receives ``grad`` in the backward pass (None: ``x`` itself): the
-    gradient an earlier pass sent into a tensor equal to ``x`` (pass 3's into the
-    embedding output, handed to pass 4's recomputation of it)."""
+    """``x``, which also receives ``grad`` (an earlier pass's gradient into a tensor equal to
+    ``x``) in the backward pass; ``x`` itself when ``grad`` is None."""
     return x if grad is None else _AddGradient.apply(x, grad)
 
 
