@@ -235,11 +235,16 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
                       row_weights: Optional[torch.Tensor] = ROWS_OF_MASK) -> Perturbation:
     """The random start and the K ascent steps of Algorithm 1 (δ only, no weight gradients).
 
-    ``mask``: δ's padding mask; ``row_weights``: the divergence's (``ROWS_OF_MASK``).
-    ``all_finite`` decides whether a gradient is usable; a layout whose ranks hold
-    shards of δ passes one that agrees across them, so that every rank skips together.
-    ``freeze``: the model whose parameters are frozen during the ascent (see
-    ``ascent_gradient``). ``update``: the perturbation update (``UpdateFn``).
+    Args (after ``adversarial_loss``'s first five):
+        init_noise: the random start; N(0, σ²) from ``generator`` when None.
+        loss_scale: the fp16 loss scale for the inner gradient (see ``ascent_gradient``).
+        all_finite: whether a gradient is usable; a layout whose ranks hold shards of δ
+            passes one that agrees across them, so that every rank skips together.
+        freeze: the model whose parameters are frozen during the ascent (recommended
+            for models with custom autograd functions, e.g. megatron-core's layers).
+        update: the perturbation update; the reference by default, the training paths
+            pass ``alum.kernels.adv_project`` (the fused kernel on CUDA when built).
+        row_weights: the divergences' row weights, when not ``mask`` (``ROWS_OF_MASK``).
     """
     divergences = divergences or Divergences.for_loss(config.loss)
     scale = embedding_scale(embeds, config, mask)
@@ -281,17 +286,9 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
             averaged over ``mask``'s unmasked positions; pooled logits over examples.
         config: see ``AlumConfig``.
         mask: padding mask ``[B, T]`` (1 = token); padding gets δ = 0.
-        row_weights: the divergences' row weights, when not ``mask`` (``ROWS_OF_MASK``).
-        init_noise: the random start; N(0, σ²) when None.
-        loss_scale: the fp16 loss scale for the inner gradient (see ``ascent_gradient``).
-        generator: torch generator for the random start.
         divergences: D of the ascent, of the final term and the flip rate; default:
             ``Divergences.for_loss(config.loss)`` (whole logits).
-        all_finite: the NaN/Inf test (see ``find_perturbation``).
-        freeze: the model whose parameters are frozen during the ascent (recommended
-            for models with custom autograd functions, e.g. megatron-core's layers).
-        update: the perturbation update; the reference by default, the training paths
-            pass ``alum.kernels.adv_project`` (the fused kernel on CUDA when built).
+        The others: see ``find_perturbation``.
 
     A NaN/Inf gradient or term does not crash: the term is 0 for that step, the stats
     say ``skipped=True`` and a warning is logged; the caller counts these.

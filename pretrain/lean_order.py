@@ -16,11 +16,8 @@ order runs, per micro-batch:
    embedding layer runs one backward, as in the fast order.
 
 Passes 3 and 4 split Algorithm 1's g_θ exactly: with the other branch detached, each
-pass's divergence has the gradient of one of the two KL terms (the symmetric KL of
-(adv, stopgrad clean) has ∇_adv = p_adv − p_clean, that of KL(p_clean ‖ p_adv)), so the
-sum of the two backward passes is the fast order's gradient; one forward more. The
-symmetric KL is evaluated once, in pass 3, value and gradient: pass 4's gradient into
-the clean logits is the negative of pass 3's (alum.pretrain.split_term).
+pass's divergence has the gradient of one of the two KL terms, so the two backward passes
+sum to the fast order's gradient, for one forward more (alum.pretrain.split_term).
 
 Randomness: pass 4 replays pass 1's generator state (captured once), so the clean
 logits whose gradient is taken are the ones the ascent aimed at, and its embedding

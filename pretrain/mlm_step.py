@@ -128,9 +128,11 @@ def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
     the clean forward in the two halves ALUM needs, the head at ``rows`` (see
     ``clean_head_rows``), to be run as the module's forward (so the DeepSpeed engine's and
     ZeRO-3's hooks run: alum.pretrain.lean_order.PassRunner). ``embeds_grad``: a gradient
-    the embedding output also receives in the backward pass (the lean order's pass 4)."""
+    the embedding output also receives in the backward pass (the lean passes' pass 4).
+    A later pipeline stage has no embedding output (None) and reads its input tensor."""
     def forward(input_ids, attention_mask, token_type_ids=None, rows=None):
-        embeds = add_gradient(model.embed(input_ids, token_type_ids), embeds_grad)
+        embeds = add_gradient(model.embed(input_ids, token_type_ids), embeds_grad) \
+            if getattr(model, "pre_process", True) else None
         return embeds, model.forward_from_embeddings(embeds, attention_mask, rows)
     return forward
 

@@ -1,29 +1,24 @@
-"""ALUM through the pipeline: the lean order as separate schedule passes.
+"""ALUM through the pipeline: the lean order (alum.pretrain.lean_order) as schedule passes.
 
 Under pipeline parallelism megatron-core's schedule owns forward and backward, and δ
 lives on the first stage while the logits live on the last. One optimizer step over
-the M accumulation micro-batches runs the lean order of docs/algorithm.md's cost model
-(alum.pretrain.lean_order) as whole-pipeline passes, each through the schedule:
+the M accumulation micro-batches runs the lean order's four passes, each through the
+schedule over all M:
 
-1. **clean, forward only**: the first stage keeps each micro-batch's embedding output
-   (detached); the last stage keeps the clean logits of the KL rows (detached: the KL's
-   target);
+1. **clean, forward only**: the first stage keeps the embedding outputs, the last the
+   clean logits of the KL rows (the KL's target), both detached;
 2. **ascent** (K times), parameters frozen: the first stage feeds ``embeds + δ`` with δ a
-   leaf; the last stage's loss is the ascent divergence; the schedule's backward crosses
-   every stage and stops at δ on the first, with no weight gradient anywhere (frozen
-   parameters; megatron's frozen-weight linears save no inputs either). The first stage
-   updates δ (adv_project); a NaN/Inf gradient is agreed over the model-parallel group;
-3. **perturbed, forward and backward** of α·KL(stopgrad p_clean ‖ p_adv) from pass 1's
-   embedding output + δ; the first stage keeps the gradient at the embedding output, the
-   last evaluates the symmetric KL once, value and gradient, and keeps the gradient
-   (alum.pretrain.split_term; other divergences keep the perturbed rows);
+   leaf, the last stage's loss is the ascent divergence; the schedule's backward stops at
+   δ, with no weight gradient anywhere. The first stage updates δ
+   (alum.adversarial.ascent_update), the NaN/Inf test agreed over the model-parallel group;
+3. **perturbed, forward and backward** of α·KL(stopgrad p_clean ‖ p_adv) from the
+   embedding outputs + δ; the first stage keeps the gradient at the embedding output, the
+   last the term (alum.pretrain.split_term);
 4. **clean, forward and backward** of MLM + α·KL(stopgrad p_adv ‖ p_clean), replaying
-   pass 1's generator state on every stage (same dropout masks as the KL's target, and
-   pass 1's embedding output, to which pass 3's gradient is added); the KL's gradient
-   into the clean logits is the negative of pass 3's.
+   pass 1's generator state on every stage (pass 1's dropout masks and embedding output,
+   to which pass 3's gradient is added).
 
-Passes 3 and 4 accumulate Algorithm 1's g_θ exactly (see lean_order's docstring); the
-schedule divides each micro-batch's loss by M as DeepSpeed's accumulation does. The
+The schedule divides each micro-batch's loss by M as DeepSpeed's accumulation does; the
 ascent's loss is multiplied by M (and by the fp16 loss scale) so that δ's gradient is the
 divergence's own. The interleaved schedule is refused with ALUM at config time: its
 forward order across model chunks is not the forward-only schedule's, which the replay
@@ -45,8 +40,16 @@ from alum.perturbation import embedding_scale
 
 from .alum_layout import AlumLayout, all_finite_each, all_finite_over, build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import KLRows, clean_head_rows, clean_objective, kl_rows
-from .split_term import SplitTerm, add_gradient
+from .mlm_step import KLRows, clean_head_rows, clean_objective, clean_pass, kl_rows
+from .split_term import SplitTerm
+
+
+STAT_KEYS = ("adv_loss_sum", "flip_sum", "term_count", "delta_rel_sum", "cos_sum", "share_sum",
+             "delta_count", "skipped", "flip_count")
+
+
+def _inputs(batch: Dict[str, torch.Tensor]) -> Tuple:
+    return batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -108,21 +111,18 @@ class PipelineAlumStep:
         from alum.parallel.pipeline import run_schedule
 
         t = self.t
-        tc = t.cfg.train
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision,
-                                                                   torch.float32)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision, torch.float32)
         counter = iter(range(len(self.micro)))
 
         def forward_step(data_iterator, view):
             return step_func(next(counter), next(data_iterator), view.module)
 
-        context = torch.no_grad() if forward_only else contextlib.nullcontext()
-        with context:
+        with torch.no_grad() if forward_only else contextlib.nullcontext():
             return run_schedule([self.model], t._parallel_config(), model=self.model.config,
                                 data_iterator=iter(self.micro),
                                 num_microbatches=len(self.micro),
                                 seq_length=t.cfg.data.seq_length,
-                                micro_batch_size=tc.micro_batch_size,
+                                micro_batch_size=t.cfg.train.micro_batch_size,
                                 forward_only=forward_only, forward_step_func=forward_step,
                                 pipeline_dtype=dtype)
 
@@ -141,11 +141,9 @@ class PipelineAlumStep:
     # -- pass 1: clean, forward only -------------------------------------------
     def _clean_forward(self, m: int, batch, model):
         s = self.states[m]
-        embeds = None  # a later stage reads the previous stage's activation
+        embeds, out = clean_pass(model)(*_inputs(batch), self._head_rows(s))
         if self.first:
-            embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
             s.embeds = embeds.detach()
-        out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(s))
 
         def loss_func(logits):
             if self.last and s.rows is not None:
@@ -184,11 +182,9 @@ class PipelineAlumStep:
         for _ in range(self.alum.steps):
             with frozen_parameters(self.model):
                 self._schedule(self._ascent_forward, forward_only=False)
-            if self.first:
-                for s in self.states:
-                    leaf = s.grad
-                    g = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-                    s.grad = g / self.loss_scale if self.loss_scale != 1.0 else g
+            for s in self.states if self.first else ():  # the leaves' gradients, unscaled
+                g = s.grad.grad if s.grad.grad is not None else torch.zeros_like(s.grad)
+                s.grad = g / self.loss_scale if self.loss_scale != 1.0 else g
             live = [s for s in self.states if s.active]
             # Only the first stage holds ∇δ: one all-reduce over the model-parallel group
             # per ascent step, so that every rank skips the same micro-batches.
@@ -241,11 +237,7 @@ class PipelineAlumStep:
     # -- pass 4: clean, forward and backward ---------------------------------------
     def _clean_train_forward(self, m: int, batch, model):
         s = self.states[m]
-        embeds = None
-        if self.first:
-            embeds = add_gradient(model.embed(batch["input_ids"], batch.get("token_type_ids")),
-                                  s.embeds_grad)
-        out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(s))
+        _, out = clean_pass(model, s.embeds_grad)(*_inputs(batch), self._head_rows(s))
 
         def loss_func(logits):
             c = clean_objective(model, logits, batch, s.rows)
@@ -280,37 +272,30 @@ class PipelineAlumStep:
     def stats_vector(self) -> Dict[str, float]:
         """ALUM's statistics of the step, each stage contributing what it holds (the first:
         δ's, the last: the term's and the flips), summed over the pipeline group."""
-        vec = torch.zeros(9, dtype=torch.float64)
-        if self.first:
-            for s in self.states:
-                if not s.active:
-                    continue
+        acc = dict.fromkeys(STAT_KEYS, 0.0)
+        for s in self.states if self.first else ():
+            if s.active:
                 zero = torch.zeros((), device=s.delta.device)
                 st = adversarial_stats(s.embeds, Perturbation(s.delta, s.grad, s.share), zero,
                                        zero, zero, self.alum, s.layout.delta_mask,
                                        replace(s.layout.divergences, flips=None))
-                vec[3] += float(st.delta_rel_norm)
-                vec[4] += float(st.cos_delta_grad)
-                vec[5] += float(st.grad_share)
-                vec[6] += 1
-        if self.last:
-            for s in self.states:
-                if s.term is not None:
-                    vec[0] += float(s.term)
-                    vec[2] += 1
-                    if s.flips is not None:
-                        vec[1] += float(s.flips)
-                        vec[8] += 1
-            vec[7] = float(sum(1 for s in self.states if s.rows is not None and s.skipped))
+                acc["delta_rel_sum"] += float(st.delta_rel_norm)
+                acc["cos_sum"] += float(st.cos_delta_grad)
+                acc["share_sum"] += float(st.grad_share)
+                acc["delta_count"] += 1
+        for s in self.states if self.last else ():
+            acc["skipped"] += float(s.rows is not None and s.skipped)
+            if s.term is not None:
+                acc["adv_loss_sum"] += float(s.term)
+                acc["term_count"] += 1
+            if s.flips is not None:
+                acc["flip_sum"] += float(s.flips)
+                acc["flip_count"] += 1
+        vec = torch.tensor([acc[k] for k in STAT_KEYS], dtype=torch.float64)
         if dist.is_available() and dist.is_initialized():
-            device = self.t.engine.device
-            vec = vec.to(device)
+            vec = vec.to(self.t.engine.device)
             dist.all_reduce(vec, group=ps.get_pipeline_model_parallel_group())
-            vec = vec.cpu()
-        v = vec.tolist()
-        return {"adv_loss_sum": v[0], "flip_sum": v[1], "term_count": v[2],
-                "delta_rel_sum": v[3], "cos_sum": v[4], "share_sum": v[5],
-                "delta_count": v[6], "skipped": v[7], "flip_count": v[8]}
+        return dict(zip(STAT_KEYS, vec.cpu().tolist()))
 
 
 def pipeline_alum_step(trainer, batches: Iterator, loss_scale: float = 1.0
