@@ -86,7 +86,7 @@ class MicroBatchState:
     flips: Optional[torch.Tensor] = None
     """Last stage: the share of predictions δ flips."""
     skipped: bool = False
-    """The term was dropped (non-finite gradient or term), on every rank alike."""
+    """The term was dropped: a non-finite ascent gradient (every rank), or term (last stage)."""
 
     @property
     def active(self) -> bool:
