@@ -26,11 +26,14 @@ def _run_in_worker(job):
 
 
 def _context():
-    # fork: workers inherit the imported tokenizer/megatron modules instead
-    # of importing them again (seconds each). The parent has not run the Rust
-    # tokenizer's thread pool yet, so forking is safe.
+    # forkserver: workers are forked from a fresh single-threaded server, not from
+    # this process. A fork of this process deadlocks when it already ran threads
+    # that hold locks at the fork (the Rust tokenizer's pool, torch's intra-op
+    # threads): a library call after other tokenizing, or the test suite, hung
+    # in the workers' first encode_batch. Workers import only numpy and the
+    # tokenizers library, so the server's start costs little.
     methods = mp.get_all_start_methods()
-    return mp.get_context("fork" if "fork" in methods else "spawn")
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def run_jobs(jobs, workers: int, on_progress, on_started=None):
