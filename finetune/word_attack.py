@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import random
 import sys
@@ -91,7 +92,15 @@ def import_textattack():
         importlib.import_module("flair")
     except Exception:  # ImportError, or flair's own errors against transformers 5
         _install_flair_stand_in()
-    return importlib.import_module(LIBRARY)
+    # TextAttack configures its logger with logging.config.dictConfig at import, which
+    # disables every logger that exists already (alum's among them): re-enable those.
+    manager = logging.Logger.manager
+    enabled = [lg for lg in manager.loggerDict.values()
+               if isinstance(lg, logging.Logger) and not lg.disabled]
+    module = importlib.import_module(LIBRARY)
+    for lg in enabled:
+        lg.disabled = False
+    return module
 
 
 def _ensure_stopwords_corpus(cache: str) -> None:

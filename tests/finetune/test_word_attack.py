@@ -114,3 +114,17 @@ def test_robustness_cli_runs_the_word_attack_offline(tiny_bert_dir, tmp_path):
     assert len(word) == 1 and word[0]["examples"] == 6
     assert 0.0 <= word[0]["accuracy"] <= word[0]["clean_accuracy"] <= 1.0
     assert (tmp_path / "cache" / "alum" / "textattack").is_dir()
+
+
+def test_importing_textattack_leaves_existing_loggers_enabled():
+    # TextAttack's import calls logging.config.dictConfig, which disables the loggers that
+    # exist; in a fresh process, since this one may have imported it already.
+    code = ("import logging\n"
+            "lg = logging.getLogger('alum.pretrain')\n"
+            "from alum.finetune.word_attack import import_textattack\n"
+            "import_textattack()\n"
+            "assert 'textattack' in __import__('sys').modules\n"
+            "assert not lg.disabled, 'alum.pretrain was disabled'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
