@@ -77,10 +77,13 @@ class AdversarialStats:
 def initial_noise(embeds: torch.Tensor, config: AlumConfig,
                   mask: Optional[torch.Tensor] = None,
                   scale: Optional[torch.Tensor] = None,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """δ ~ N(0, σ²I) (Algorithm 1, line 1), zero on padding, in the embeddings' dtype."""
+                  generator: Optional[torch.Generator] = None,
+                  z: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """δ ~ N(0, σ²I) (Algorithm 1, line 1), zero on padding, in the embeddings' dtype.
+    ``z``: the standard-normal draw to scale (a layout's own); drawn from ``generator``
+    when None."""
     noise = torch.randn(embeds.shape, generator=generator, device=embeds.device,
-                        dtype=compute_dtype(embeds.dtype))
+                        dtype=compute_dtype(embeds.dtype)) if z is None else z
     sigma = config.noise_std if scale is None else config.noise_std * scale
     noise = noise * sigma
     m = row_mask(mask, noise)
@@ -266,15 +269,7 @@ def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits:
 
 
 def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
-                     config: AlumConfig, mask: Optional[torch.Tensor] = None,
-                     init_noise: Optional[torch.Tensor] = None,
-                     loss_scale: float = 1.0,
-                     generator: Optional[torch.Generator] = None,
-                     divergences: Optional[Divergences] = None,
-                     all_finite: AllFinite = all_finite_local,
-                     freeze: Optional[nn.Module] = None,
-                     update: UpdateFn = adv_project,
-                     row_weights: Optional[torch.Tensor] = ROWS_OF_MASK,
+                     config: AlumConfig, mask: Optional[torch.Tensor] = None, **search: Any,
                      ) -> Tuple[torch.Tensor, AdversarialStats]:
     """α · D_sym(f(x+δ), f(x)) after K ascent steps on δ (Algorithm 1); returns (loss, stats).
 
@@ -286,17 +281,16 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
             averaged over ``mask``'s unmasked positions; pooled logits over examples.
         config: see ``AlumConfig``.
         mask: padding mask ``[B, T]`` (1 = token); padding gets δ = 0.
-        divergences: D of the ascent, of the final term and the flip rate; default:
-            ``Divergences.for_loss(config.loss)`` (whole logits).
-        The others: see ``find_perturbation``.
+        search: ``find_perturbation``'s keyword arguments (``init_noise``, ``loss_scale``,
+            ``generator``, ``divergences``, ``all_finite``, ``freeze``, ``update``,
+            ``row_weights``); ``divergences`` (D of the ascent, of the final term and the
+            flip rate) defaults to ``Divergences.for_loss(config.loss)``.
 
     A NaN/Inf gradient or term does not crash: the term is 0 for that step, the stats
     say ``skipped=True`` and a warning is logged; the caller counts these.
     """
-    divergences = divergences or Divergences.for_loss(config.loss)
-    pert = find_perturbation(forward_fn, embeds, clean_logits, config, mask, init_noise,
-                             loss_scale, generator, divergences, all_finite, freeze, update,
-                             row_weights)
+    divergences = search.setdefault("divergences", Divergences.for_loss(config.loss))
+    pert = find_perturbation(forward_fn, embeds, clean_logits, config, mask, **search)
     if pert.skipped:
         return skipped_term(embeds, pert.skipped, pert.grad, config)
 
@@ -304,8 +298,9 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
     perturbed_input = (embeds if not config.detach_embeddings else embeds.detach()) \
         + pert.delta
     adv_logits = forward_fn(perturbed_input)
+    row_weights = search.get("row_weights", ROWS_OF_MASK)
     term = divergences.final(adv_logits, clean_logits, _rows(row_weights, mask))
-    if not all_finite(term):
+    if not search.get("all_finite", all_finite_local)(term):
         return skipped_term(embeds, "the adversarial term", term, config)
     stats = adversarial_stats(embeds, pert, term, adv_logits, clean_logits, config, mask,
                               divergences, row_weights)
@@ -318,28 +313,33 @@ def adversarial_stats(embeds: torch.Tensor, pert: Perturbation, term: torch.Tens
                       row_weights: Optional[torch.Tensor] = ROWS_OF_MASK) -> AdversarialStats:
     """The statistics of one adversarial term (see ``AdversarialStats``); ``mask``: δ's,
     ``row_weights``: the flip rate's."""
-    m = row_mask(mask, pert.delta)
     flips = None if divergences.flips is None else divergences.flips(
         detach_logits(adv_logits), detach_logits(clean_logits), _rows(row_weights, mask))
+    return AdversarialStats(adv_loss=term.detach(), flip_rate=flips, skipped=False,
+                            **perturbation_stats(embeds, pert, config, mask))
+
+
+def perturbation_stats(embeds: torch.Tensor, pert: Perturbation, config: AlumConfig,
+                       mask: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``AdversarialStats``' fields that describe δ and its gradient (``mask``: δ's)."""
+    m = row_mask(mask, pert.delta)
     with torch.no_grad():
         dtype = compute_dtype(pert.delta.dtype)
         d = pert.delta.to(dtype)
         g = pert.grad.to(dtype)
         if m is not None:
             g = g * m
-        e = embeds.detach().to(dtype)
-        dn = row_norm(d, config.norm if config.norm != "l1" else "inf", config.level)
-        en = row_norm(e, config.norm if config.norm != "l1" else "inf", config.level)
+        size_norm = config.norm if config.norm != "l1" else "inf"
+        dn = row_norm(d, size_norm, config.level)
+        en = row_norm(embeds.detach().to(dtype), size_norm, config.level)
         gn = row_norm(g, config.norm, config.level)
         dims = -1 if config.level == "token" else tuple(range(1, d.dim()))
         dot = (d * g).sum(dim=dims, keepdim=True)
         cos = dot / (d.pow(2).sum(dim=dims, keepdim=True).sqrt()
                      * g.pow(2).sum(dim=dims, keepdim=True).sqrt()).clamp_min(1e-30)
-        return AdversarialStats(
-            adv_loss=term.detach(), grad_norm=_mean_rows(gn, m), delta_norm=_mean_rows(dn, m),
-            delta_rel_norm=_mean_rows(dn / en.clamp_min(1e-30), m),
-            cos_delta_grad=_mean_rows(cos, m), grad_share=pert.share.detach(), flip_rate=flips,
-            skipped=False)
+        return dict(grad_norm=_mean_rows(gn, m), delta_norm=_mean_rows(dn, m),
+                    delta_rel_norm=_mean_rows(dn / en.clamp_min(1e-30), m),
+                    cos_delta_grad=_mean_rows(cos, m), grad_share=pert.share.detach())
 
 
 def skipped_term(embeds: torch.Tensor, what: str, value: torch.Tensor,

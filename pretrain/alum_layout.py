@@ -35,9 +35,9 @@ import torch.distributed as dist
 from torch import nn
 
 from alum import AlumConfig
-from alum.adversarial import UpdateFn, all_finite_local
+from alum.adversarial import UpdateFn, all_finite_local, initial_noise
 from alum.divergence import Divergences, Logits
-from alum.perturbation import compute_dtype, embedding_scale
+from alum.perturbation import embedding_scale
 
 from .split_term import SplitTerm
 from .tensor_parallel import predicted_ids, tensor_parallel_size
@@ -45,12 +45,8 @@ from .tensor_parallel import predicted_ids, tensor_parallel_size
 NOISE_SEED_STRIDE = 1_000_003
 
 
-def _spec(model: nn.Module):
-    return getattr(model, "spec", None)
-
-
 def sequence_parallel(model: nn.Module) -> bool:
-    spec = _spec(model)
+    spec = getattr(model, "spec", None)
     return bool(getattr(spec, "sequence_parallel", False)) and tensor_parallel_size(model) > 1
 
 
@@ -59,7 +55,7 @@ def sequence_shard_range(model: nn.Module, seq_length: int) -> Tuple[int, int]:
     if not sequence_parallel(model):
         return 0, seq_length
     tp = tensor_parallel_size(model)
-    rank = _spec(model).tp_rank
+    rank = model.spec.tp_rank
     chunk = seq_length // tp
     return rank * chunk, (rank + 1) * chunk
 
@@ -92,18 +88,6 @@ def standard_normal_start(model: nn.Module, sample_index: torch.Tensor, seq_leng
     return torch.stack(rows)
 
 
-def initial_delta(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor,
-                  sample_index: torch.Tensor, seq_length: int, config: AlumConfig,
-                  run_seed: int) -> torch.Tensor:
-    """δ's random start σ·z (σ scaled per row for relative ε), zero on padding."""
-    z = standard_normal_start(model, sample_index, seq_length, embeds.shape[-1], run_seed,
-                              embeds.device)
-    scale = embedding_scale(embeds, config, mask)
-    sigma = config.noise_std if scale is None else config.noise_std * scale
-    m = mask.to(device=z.device, dtype=compute_dtype(embeds.dtype)).unsqueeze(-1)
-    return (z * sigma * m).to(embeds.dtype)
-
-
 def all_finite_each(values: Sequence[Optional[torch.Tensor]], group,
                     device: torch.device) -> List[bool]:
     """Whether each value is finite on every rank of ``group``, in one all-reduce (a
@@ -119,13 +103,6 @@ def all_finite_each(values: Sequence[Optional[torch.Tensor]], group,
 def all_finite_over(value: torch.Tensor, group) -> bool:
     """True when every rank of ``group`` holds only finite values (one all-reduce)."""
     return all_finite_each([value], group, value.device)[0]
-
-
-def all_finite_over_model_parallel(value: torch.Tensor) -> bool:
-    """True when every rank of the model-parallel group (TP x PP) holds only finite values."""
-    from megatron.core import parallel_state as ps
-
-    return all_finite_over(value, ps.get_model_parallel_group())
 
 
 def _row_weights(rows_mask: Optional[torch.Tensor], n_rows: int,
@@ -149,22 +126,14 @@ class AlumLayout:
     """δ's padding mask ``[b, s_local]`` (this rank's sequence shard under SP)."""
     init_noise: Optional[torch.Tensor]
     """δ's per-sample random start (None: the core draws it)."""
-    final_value_and_grad: Optional[Callable[..., Tuple[torch.Tensor, torch.Tensor]]] = None
+    update: UpdateFn
+    """δ's update in every order: the kernels' dispatcher ``alum.kernels.adv_project``."""
+    final_value_and_grad: Optional[Callable[..., Tuple[torch.Tensor, torch.Tensor]]]
     """(adv, clean, row weights) → the symmetric KL's value and gradient w.r.t. adv, no
     graph (for ``split_term``; the gradient w.r.t. clean is the negative); None otherwise."""
-    update: Optional[UpdateFn] = None
-    """δ's update in every order: the kernels' dispatcher ``alum.kernels.adv_project``."""
-    row_weights: Optional[torch.Tensor] = None
+    row_weights: Optional[torch.Tensor]
     """The KL's row weights (``[b, s]`` padding mask for ``alum_positions='all'``; None:
     the rows are the predicted positions, all of which count)."""
-
-    def __post_init__(self) -> None:
-        if self.update is None:
-            # Looked up at build time (not import time) so that the dispatcher can be
-            # replaced, e.g. by a test that proves every path goes through it.
-            from alum.kernels import adv_project_dispatch
-
-            self.update = adv_project_dispatch.adv_project
 
     def split_term(self, adv: torch.Tensor, clean: torch.Tensor) -> SplitTerm:
         """The final term at the KL's rows, for two backward passes (alum.pretrain.split_term)."""
@@ -186,13 +155,19 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
         run_seed: seeds the per-sample random start (needs ``batch['sample_index']``);
             None draws it from the global generator (the core's default).
     """
+    # Looked up per call (not at import) so that the dispatcher can be replaced, e.g. by a
+    # test that proves every path goes through it.
+    from alum.kernels import adv_project_dispatch
+
+    update = adv_project_dispatch.adv_project
     own = getattr(model, "embedding_mask", None)  # models with another activation layout
     mask = own(batch["attention_mask"]) if callable(own) else delta_mask(model,
                                                                         batch["attention_mask"])
     init = None
-    if run_seed is not None and "sample_index" in batch:
-        init = initial_delta(model, embeds, mask, batch["sample_index"],
-                             batch["attention_mask"].shape[1], config, run_seed)
+    if run_seed is not None and "sample_index" in batch:  # δ's random start σ·z, z per sample
+        z = standard_normal_start(model, batch["sample_index"], batch["attention_mask"].shape[1],
+                                  embeds.shape[-1], run_seed, embeds.device)
+        init = initial_noise(embeds, config, mask, embedding_scale(embeds, config, mask), z=z)
     if tensor_parallel_size(model) == 1:
         base = Divergences.for_loss(config.loss)
         final, ascent_grad, split = base.final, None, None
@@ -209,7 +184,7 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
             final = fused_symmetric_kl  # the Triton kernel on CUDA, the reference elsewhere
             split = symmetric_kl_value_and_grad
         return AlumLayout(Divergences(base.ascent, final, base.flips, ascent_grad),
-                          all_finite_local, mask, init, split, row_weights=rows_mask)
+                          all_finite_local, mask, init, update, split, rows_mask)
     if config.loss != "sym_kl":
         raise ValueError(f"AlumConfig.loss={config.loss!r}: under tensor parallelism the "
                          f"vocabulary-parallel divergence is the symmetric KL only")
@@ -231,6 +206,6 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
         return ((a != c).float() * w).sum()
 
     divergences = Divergences(ascent, partial(vocab_parallel_symmetric_kl, group=group), flips)
-    return AlumLayout(divergences, all_finite_over_model_parallel, mask, init,
-                      partial(vocab_parallel_symmetric_kl_value_and_grad, group=group),
-                      row_weights=rows_mask)
+    all_finite = partial(all_finite_over, group=ps.get_model_parallel_group())  # TP x PP
+    return AlumLayout(divergences, all_finite, mask, init, update,
+                      partial(vocab_parallel_symmetric_kl_value_and_grad, group=group), rows_mask)

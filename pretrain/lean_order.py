@@ -27,81 +27,19 @@ left where pass 3 left them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from dataclasses import replace
+from typing import Dict, Optional
 
 import torch
-from torch import nn
 
 from alum import AlumConfig
 from alum.adversarial import adversarial_stats, find_perturbation, skipped_term
 
 from .alum_layout import build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (MicroBatchResult, call_through_hooks, clean_head_rows, clean_objective,
-                       clean_pass, kl_rows, perturbed_forward)
-
-@dataclass
-class PassRunner:
-    """How a pass reaches the model: ``forward(fn, *args)`` runs ``fn`` as the module's
-    forward (so DeepSpeed's/ZeRO's hooks run); ``backward(loss, last)`` back-propagates,
-    ``last`` marking the micro-batch's final backward (DeepSpeed reduces gradients there)."""
-
-    model: nn.Module
-    forward: Callable[..., Any]
-    backward: Callable[[torch.Tensor, bool], None]
-
-
-def module_runner(model: nn.Module) -> PassRunner:
-    """Passes straight through the module (no DeepSpeed engine)."""
-    return PassRunner(model, lambda fn, *args: call_through_hooks(model, fn, *args),
-                      lambda loss, last: loss.backward())
-
-
-def engine_runner(engine) -> PassRunner:
-    """Passes through a DeepSpeed engine. Only a micro-batch's last backward may be an
-    accumulation boundary: ZeRO-0/1 all-reduce there, once for both backward passes."""
-    module = engine.module
-
-    def forward(fn, *args):
-        module.forward = fn
-        try:
-            return engine(*args)
-        finally:
-            del module.forward
-
-    def backward(loss: torch.Tensor, last: bool) -> None:
-        if last:
-            engine.backward(loss)
-            return
-        _zero3_fresh_partitions(engine)
-        engine.set_gradient_accumulation_boundary(False)
-        try:
-            engine.backward(loss)
-        finally:
-            engine.set_gradient_accumulation_boundary(None)
-
-    return PassRunner(module, forward, backward)
-
-
-def _zero3_fresh_partitions(engine) -> None:
-    """Zero ZeRO-3's gradient partitions before an optimizer step's first backward.
-
-    ZeRO-3 *copies* a gradient into its partition during the step's first backward
-    (``micro_step_id == 0``) and adds afterwards, so the partitions keep the previous
-    step's values until overwritten. Measured (DeepSpeed 0.19.8, tests/pretrain/
-    test_alum_orders.py): after a non-boundary backward, some gradients (the embedding
-    layer's, the last produced) reach their partitions only during the next backward,
-    with ``micro_step_id == 1``, and are added to the stale values. With one backward per
-    micro-batch that never happens at micro step 0; the lean order's two do. Starting the
-    step from zeroed partitions makes copy and add agree.
-    """
-    optimizer = getattr(engine, "optimizer", None)
-    if engine.zero_optimization_stage() != 3 or getattr(optimizer, "micro_step_id", 1) != 0:
-        return
-    buffer = getattr(optimizer, "grad_partitions_flat_buffer", None)
-    if buffer is not None:
-        buffer.zero_()
+from .mlm_step import (MicroBatchResult, clean_head_rows, clean_objective, clean_pass, kl_rows,
+                       mlm_micro_batch, perturbed_forward)
+from .pass_runner import PassRunner
 
 
 def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
@@ -115,15 +53,13 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     """
     model = runner.model
     rows = kl_rows(batch, positions) if alum is not None and alum_active else None
-    inputs = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    if rows is None:  # a standard step
+        result = mlm_micro_batch(runner, batch, None, False, positions)
+        runner.backward(result.loss, True)
+        return replace(result, loss=result.loss.detach())
     clean = clean_pass(model)
-    args = inputs + (clean_head_rows(batch, rows),)
-    if rows is None:
-        _, logits = runner.forward(clean, *args)
-        c = clean_objective(model, logits, batch, None)
-        del logits
-        runner.backward(c.mlm, True)
-        return MicroBatchResult(c.mlm.detach(), c.mlm.detach(), c.correct, c.predicted)
+    args = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+            clean_head_rows(batch, rows))
 
     replay = capture_rng_state()  # pass 1's randomness, which pass 4 replays
     with torch.no_grad():                                               # pass 1
@@ -142,11 +78,8 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     else:
         # Pass 1's embedding output is the one pass 4 recomputes: pass 3 perturbs it.
         perturbed = (embeds0 + pert.delta).requires_grad_(not alum.detach_embeddings)
-
-        def perturbed_pass(embeds, attention_mask):
-            return model.forward_from_embeddings(embeds, attention_mask, rows.head_rows)
-
-        adv_rows = runner.forward(perturbed_pass, perturbed, batch["attention_mask"])  # pass 3
+        adv_rows = runner.forward(model.forward_from_embeddings, perturbed,   # pass 3
+                                  batch["attention_mask"], rows.head_rows)
         split = layout.split_term(adv_rows, clean_rows)
         term = split.value
         if not layout.all_finite(term):

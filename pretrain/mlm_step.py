@@ -14,7 +14,7 @@ all ranks of a model-parallel group agree on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -22,26 +22,9 @@ from torch import nn
 from alum import AlumConfig, AdversarialStats, adversarial_loss
 
 from .alum_layout import build_alum_layout
+from .pass_runner import PassRunner, as_runner, call_through_hooks
 from .split_term import add_gradient
 from .tensor_parallel import predicted_ids
-
-
-CleanForward = Callable[[Dict[str, torch.Tensor], Optional[torch.Tensor]],
-                        Tuple[torch.Tensor, torch.Tensor]]
-
-
-def call_through_hooks(model: nn.Module, method: Callable, *args: torch.Tensor):
-    """``method(*args)`` invoked as ``model(*args)``, so the module's own hooks run.
-
-    ZeRO-3 gathers partitioned parameters in forward hooks; a parameter used by a
-    module that does not own it (the MLM decoder reading the tied word embedding) is
-    gathered only by the root module's hooks, which a plain method call skips.
-    """
-    model.forward = method
-    try:
-        return model(*args)
-    finally:
-        del model.forward
 
 
 @dataclass
@@ -127,7 +110,7 @@ def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
     """``(input_ids, attention_mask, token_type_ids, rows) -> (embedding output, logits)``:
     the clean forward in the two halves ALUM needs, the head at ``rows`` (see
     ``clean_head_rows``), to be run as the module's forward (so the DeepSpeed engine's and
-    ZeRO-3's hooks run: alum.pretrain.lean_order.PassRunner). ``embeds_grad``: a gradient
+    ZeRO-3's hooks run: alum.pretrain.pass_runner). ``embeds_grad``: a gradient
     the embedding output also receives in the backward pass (the lean passes' pass 4).
     A later pipeline stage has no embedding output (None) and reads its input tensor."""
     def forward(input_ids, attention_mask, token_type_ids=None, rows=None):
@@ -146,16 +129,16 @@ def perturbed_forward(model: nn.Module, batch: Dict[str, torch.Tensor],
     return forward_fn
 
 
-def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
+def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.Tensor],
                     alum: Optional[AlumConfig], alum_active: bool, positions: str = "masked",
                     loss_scale: float = 1.0,
-                    clean_forward: Optional[CleanForward] = None,
                     run_seed: Optional[int] = None) -> MicroBatchResult:
     """Forward one micro-batch and build its loss (the caller back-propagates it).
 
     Args:
-        model: the unwrapped module (``engine.module``): embed / forward_from_embeddings /
-            mlm_loss.
+        model: the module (embed / forward_from_embeddings / mlm_loss), or a
+            ``PassRunner`` the clean pass goes through (the trainer's: through the
+            DeepSpeed engine, alum.pretrain.pass_runner.engine_runner).
         batch: ``input_ids``, ``attention_mask``, ``labels`` (and ``token_type_ids``,
             ``sample_index``).
         alum: ALUM's config, or None for standard MLM.
@@ -164,19 +147,15 @@ def mlm_micro_batch(model: nn.Module, batch: Dict[str, torch.Tensor],
             (every non-padding position).
         loss_scale: DeepSpeed's current fp16 loss scale, so the inner gradient does
             not underflow (1 otherwise).
-        clean_forward: ``(batch, head rows) -> (embedding output, logits)``; default:
-            the model's ``embed`` then ``forward_from_embeddings``. The trainer passes one that goes
-            through the DeepSpeed engine (see alum.pretrain.trainer.engine_clean_forward).
         run_seed: seeds δ's random start per sample (alum.pretrain.alum_layout); None:
             the global generator.
     """
+    runner = as_runner(model)
+    model = runner.model
     rows = kl_rows(batch, positions) if alum is not None and alum_active else None
-    head_rows = clean_head_rows(batch, rows)
-    if clean_forward is None:
-        embeds, logits = clean_pass(model)(batch["input_ids"], batch["attention_mask"],
-                                           batch.get("token_type_ids"), head_rows)
-    else:
-        embeds, logits = clean_forward(batch, head_rows)
+    embeds, logits = runner.forward(clean_pass(model), batch["input_ids"],
+                                    batch["attention_mask"], batch.get("token_type_ids"),
+                                    clean_head_rows(batch, rows))
     clean = clean_objective(model, logits, batch, rows)
     del logits
     if rows is None:

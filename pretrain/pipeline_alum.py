@@ -27,15 +27,15 @@ relies on.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
-from alum.adversarial import (Perturbation, adversarial_stats, ascent_update,
-                              frozen_parameters, random_start)
+from alum.adversarial import (Perturbation, ascent_update, frozen_parameters,
+                              perturbation_stats, random_start)
 from alum.perturbation import embedding_scale
 
 from .alum_layout import AlumLayout, all_finite_each, all_finite_over, build_alum_layout
@@ -73,6 +73,8 @@ class MicroBatchState:
     """First stage: δ (no graph)."""
     grad: Optional[torch.Tensor] = None
     """First stage: δ's leaf during an ascent pass, then the last ascent gradient."""
+    scale: Optional[torch.Tensor] = None
+    """First stage: ``embedding_scale`` of the embeds (relative ε), or None."""
     share: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     """First stage: the gradient's share of the last update."""
     embeds_grad: Optional[torch.Tensor] = None
@@ -134,14 +136,10 @@ class PipelineAlumStep:
                                          s.rows.rows_mask, seed)
         return s.layout
 
-    def _head_rows(self, s: MicroBatchState) -> Optional[torch.Tensor]:
-        """Where every pass runs the MLM head for ``s`` (the KL's rows)."""
-        return clean_head_rows(s.batch, s.rows)
-
     # -- pass 1: clean, forward only -------------------------------------------
     def _clean_forward(self, m: int, batch, model):
         s = self.states[m]
-        embeds, out = clean_pass(model)(*_inputs(batch), self._head_rows(s))
+        embeds, out = clean_pass(model)(*_inputs(batch), clean_head_rows(s.batch, s.rows))
         if self.first:
             s.embeds = embeds.detach()
 
@@ -159,7 +157,7 @@ class PipelineAlumStep:
             s.grad = s.delta.detach().requires_grad_(True)  # its .grad after the schedule
             perturbed = s.embeds + s.grad
         out = model.forward_from_embeddings(perturbed, batch["attention_mask"],
-                                            self._head_rows(s))
+                                            clean_head_rows(s.batch, s.rows))
 
         def loss_func(logits):
             if not s.active:
@@ -177,8 +175,8 @@ class PipelineAlumStep:
                 s.delta = torch.zeros_like(s.embeds)
                 continue
             mask = self._layout(s).delta_mask
-            s.delta = random_start(s.embeds, self.alum, mask,
-                                   embedding_scale(s.embeds, self.alum, mask), s.layout.init_noise)
+            s.scale = embedding_scale(s.embeds, self.alum, mask)
+            s.delta = random_start(s.embeds, self.alum, mask, s.scale, s.layout.init_noise)
         for _ in range(self.alum.steps):
             with frozen_parameters(self.model):
                 self._schedule(self._ascent_forward, forward_only=False)
@@ -195,15 +193,10 @@ class PipelineAlumStep:
 
     def _update_delta(self, s: MicroBatchState, finite: bool) -> None:
         """δ ← the ascent update of ``s`` (first stage), or the agreed skip (every stage)."""
-        if not self.first:
-            s.skipped = not finite
-            return
-        mask = s.layout.delta_mask
-        s.delta, share, skipped = ascent_update(
-            s.delta, s.grad, self.alum, mask, embedding_scale(s.embeds, self.alum, mask),
-            s.layout.update, lambda _grad: finite)
-        s.skipped = skipped is not None
-        s.share = share if share is not None else s.share
+        s.skipped = not finite
+        if self.first and finite:
+            s.delta, s.share, _ = ascent_update(s.delta, s.grad, self.alum, s.layout.delta_mask,
+                                                s.scale, s.layout.update, lambda _grad: True)
 
     # -- pass 3: perturbed, forward and backward ----------------------------------
     def _perturbed_forward(self, m: int, batch, model):
@@ -215,7 +208,8 @@ class PipelineAlumStep:
                 embeds = embeds + s.delta
                 if not self.alum.detach_embeddings:  # its .grad after the schedule
                     s.embeds_grad = embeds.requires_grad_(True)
-        out = model.forward_from_embeddings(embeds, batch["attention_mask"], self._head_rows(s))
+        rows = clean_head_rows(s.batch, s.rows)
+        out = model.forward_from_embeddings(embeds, batch["attention_mask"], rows)
 
         def loss_func(adv):
             if not s.active:
@@ -237,7 +231,8 @@ class PipelineAlumStep:
     # -- pass 4: clean, forward and backward ---------------------------------------
     def _clean_train_forward(self, m: int, batch, model):
         s = self.states[m]
-        _, out = clean_pass(model, s.embeds_grad)(*_inputs(batch), self._head_rows(s))
+        rows = clean_head_rows(s.batch, s.rows)
+        _, out = clean_pass(model, s.embeds_grad)(*_inputs(batch), rows)
 
         def loss_func(logits):
             c = clean_objective(model, logits, batch, s.rows)
@@ -275,13 +270,11 @@ class PipelineAlumStep:
         acc = dict.fromkeys(STAT_KEYS, 0.0)
         for s in self.states if self.first else ():
             if s.active:
-                zero = torch.zeros((), device=s.delta.device)
-                st = adversarial_stats(s.embeds, Perturbation(s.delta, s.grad, s.share), zero,
-                                       zero, zero, self.alum, s.layout.delta_mask,
-                                       replace(s.layout.divergences, flips=None))
-                acc["delta_rel_sum"] += float(st.delta_rel_norm)
-                acc["cos_sum"] += float(st.cos_delta_grad)
-                acc["share_sum"] += float(st.grad_share)
+                st = perturbation_stats(s.embeds, Perturbation(s.delta, s.grad, s.share),
+                                        self.alum, s.layout.delta_mask)
+                acc["delta_rel_sum"] += float(st["delta_rel_norm"])
+                acc["cos_sum"] += float(st["cos_delta_grad"])
+                acc["share_sum"] += float(st["grad_share"])
                 acc["delta_count"] += 1
         for s in self.states if self.last else ():
             acc["skipped"] += float(s.rows is not None and s.skipped)

@@ -1,8 +1,9 @@
 """The pre-training loop: MLM (+ ALUM) under DeepSpeed (docs/pretrain.md).
 
-ALUM runs at TP=1, PP=1; TP > 1 (megatron-core, sequence parallel optional) trains
-standard MLM (alum.pretrain.tensor_parallel), and so does PP > 1, where
-megatron-core's schedule owns forward and backward (``_pipeline_optimizer_step``).
+ALUM runs under every layout: TP > 1 (megatron-core, sequence parallel optional) through
+the vocabulary-parallel divergences of alum.pretrain.alum_layout, PP > 1, where
+megatron-core's schedule owns forward and backward, through alum.pretrain.pipeline_alum
+(``_pipeline_optimizer_step``).
 
 One optimizer step = ``grad_accum_steps`` micro-batches, each: the clean forward
 (through the DeepSpeed engine), the MLM loss, ALUM's adversarial term when the
@@ -41,8 +42,9 @@ from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of
 from .flops import device_peak_tflops, model_dims, step_flops
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
-from .lean_order import engine_runner, lean_micro_batch
-from .mlm_step import clean_head_rows, clean_objective, clean_pass, mlm_micro_batch
+from .lean_order import lean_micro_batch
+from .pass_runner import engine_runner
+from .mlm_step import clean_head_rows, clean_objective, mlm_micro_batch
 from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
                             load_init_weights, model_config_of)
 from .pipeline_loop import PipelineSteps
@@ -67,18 +69,6 @@ def setup_distributed(seed: int, tensor_parallel_size: int = 1,
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def engine_clean_forward(engine):
-    """``(batch, head rows) -> (embedding output, logits)`` through the DeepSpeed engine:
-    its forward registers the hooks that start its backward bookkeeping (see the module
-    docstring)."""
-    runner = engine_runner(engine)
-
-    def run(batch, rows):
-        return runner.forward(clean_pass(engine.module), batch["input_ids"],
-                              batch["attention_mask"], batch.get("token_type_ids"), rows)
-    return run
 
 
 class Trainer(PipelineSteps):
@@ -372,7 +362,6 @@ class Trainer(PipelineSteps):
         if self.pipeline:
             return self._pipeline_optimizer_step(batches, alum_on)
         cfg, tc = self.cfg, self.cfg.train
-        clean_forward = engine_clean_forward(self.engine)
         runner = engine_runner(self.engine)
         loss_sum = correct = predicted = 0.0
         adv: Dict[str, List[float]] = {k: [] for k in ADV_KEYS}
@@ -383,9 +372,8 @@ class Trainer(PipelineSteps):
                 result = lean_micro_batch(runner, batch, cfg.alum, alum_on, cfg.alum_positions,
                                           current_loss_scale(self.engine), run_seed=tc.seed)
             else:
-                result = mlm_micro_batch(self.engine.module, batch, cfg.alum, alum_on,
-                                         cfg.alum_positions, current_loss_scale(self.engine),
-                                         clean_forward=clean_forward, run_seed=tc.seed)
+                result = mlm_micro_batch(runner, batch, cfg.alum, alum_on, cfg.alum_positions,
+                                         current_loss_scale(self.engine), run_seed=tc.seed)
                 self.engine.backward(result.loss)
             self.engine.step()
             loss_sum += float(result.mlm_loss)

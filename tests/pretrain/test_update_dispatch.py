@@ -8,7 +8,8 @@ import alum.kernels.adv_project_dispatch as dispatch
 from alum import AlumConfig
 from alum.pretrain.alum_layout import build_alum_layout
 from alum.pretrain.config import ModelChoice
-from alum.pretrain.lean_order import lean_micro_batch, module_runner
+from alum.pretrain.lean_order import lean_micro_batch
+from alum.pretrain.pass_runner import module_runner
 from alum.pretrain.mlm_step import mlm_micro_batch
 from alum.pretrain.pipeline_alum import MicroBatchState, PipelineAlumStep
 
