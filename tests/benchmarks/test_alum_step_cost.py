@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+from ..launch import child_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROW = re.compile(r"^\| \((?P<tag>[abcd])\) [^|]+\| (?P<ms>[\d.]+) \| (?P<ratio>[\d.]+)× \| "
                  r"(?P<mb>[\d.]+) \| (?P<mem>[\d.]+)× \|", re.M)
@@ -16,9 +18,7 @@ FLOORS = re.compile(r"^floors: fast [\d.]+× \(cost model 2.67×\), lean [\d.]+�
 
 
 def test_alum_step_cost_tiny():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = child_env()
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "alum_step_cost.py"),
          "--size", "tiny", "--vocab", "300", "--seq", "16", "--batch", "2", "--repeats", "1",

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from ..launch import child_env
 from .conftest import FIXTURES
 
 pytestmark = pytest.mark.slow  # two launches, about 8 s each
@@ -19,15 +20,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 CONFIG = os.path.join(ROOT, "ds_configs", "finetune_zero2.json")
 
 
-DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
 def _run(model_dir, out, *extra, env_extra=None):
-    # A process group that an earlier in-process test initialised leaves its rendezvous
-    # variables in os.environ, with its store still listening on MASTER_PORT: a child that
-    # inherits them tries to listen there too (EADDRINUSE). Each launch names its own.
-    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
-    env.update(OMP_NUM_THREADS="1", **(env_extra or {}))
+    env = child_env(**(env_extra or {}))  # the DeepSpeed launch names its own rendezvous
     cmd = [sys.executable, "-m", "alum.finetune.cli", "--model", model_dir,
            "--train", os.path.join(FIXTURES, "sst2_train.tsv"),
            "--eval", os.path.join(FIXTURES, "sst2_dev.tsv"), "--output", str(out),

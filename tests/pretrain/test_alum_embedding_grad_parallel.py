@@ -5,13 +5,13 @@ in pass 4. Without that hand-over the last two losses differ by ≈5·10⁻⁴."
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
 from alum import AlumConfig
 from alum.pretrain import Trainer
 
+from ..launch import launch_deepspeed
 from .conftest import tiny_config
 from .test_training import RELATIVE
 
@@ -32,15 +32,9 @@ def test_pipeline_and_sequence_parallel_lean_send_the_perturbed_gradient_to_embe
     assert reference.adv_skipped == 0 and reference.adv_means["adv_loss"] > 0
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps(cfg.to_dict()))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     out = tmp_path / "out.json"
-    done = subprocess.run(["deepspeed", "--num_gpus", "2", "--master_port", "29653",
-                           os.path.join(HERE, "alum_embedding_grad_worker.py"),
-                           str(cfg_path), str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    launch_deepspeed(os.path.join(HERE, "alum_embedding_grad_worker.py"), cfg_path, out,
+                     nprocs=2, port=29653)
     results = json.loads(out.read_text())
     assert sorted(results) == ["pp2", "tp2_sp_lean"]
     for name, got in results.items():

@@ -8,13 +8,13 @@ import json
 import math
 import os
 import shutil
-import subprocess
 
 import pytest
 
 from alum import AlumConfig
 from alum.pretrain import Trainer
 
+from ..launch import launch_deepspeed
 from .conftest import tiny_config
 from .test_training import RELATIVE
 
@@ -38,14 +38,9 @@ def test_alum_layouts_equal_tp1_dp1(tmp_path, sample_cache):
                                                                 rel=1e-3)
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps(cfg.to_dict()))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     out = tmp_path / "out.json"
-    done = subprocess.run(["deepspeed", "--num_gpus", "2", "--master_port", "29641",
-                           os.path.join(HERE, "alum_parallel_worker.py"), str(cfg_path),
-                           str(out)], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    launch_deepspeed(os.path.join(HERE, "alum_parallel_worker.py"), cfg_path, out, nprocs=2,
+                     port=29641)
     results = json.loads(out.read_text())
     for name in ("tp2", "tp2_sp_lean", "dp2", "dp2_lean", "pp2"):
         got = results[name]

@@ -14,6 +14,8 @@ from alum.pretrain import cli
 from alum.pretrain.config import (CheckpointConfig, DataConfig, LoggingConfig, ModelChoice,
                                   OptimConfig, TrainConfig)
 
+from ..launch import child_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -80,9 +82,7 @@ def test_deepspeed_launcher_two_processes_equal_one(tmp_path, sample_cache):
         pytest.skip("the deepspeed launcher is not on PATH")
     # This process's own world of one (set up by earlier tests) must not leak into the
     # children's rendezvous.
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = child_env()
     common = LAUNCH_ARGS + ["--cache-dir", sample_cache, "--micro-batch-size", "4"]
     launch = ["deepspeed", "--num_gpus", "2", "--master_port", "29613",
               os.path.join(REPO, "pretrain", "run_pretrain.py"),

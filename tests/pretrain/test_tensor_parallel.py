@@ -8,7 +8,6 @@ config time."""
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ import torch
 from alum.pretrain import Trainer
 from alum.pretrain.config import PretrainConfig, TrainConfig
 
+from ..launch import launch_deepspeed
 from .conftest import tiny_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,14 +67,8 @@ def _launch(tmp_path, nprocs: int, port: int, cfg: PretrainConfig, plan: list) -
     plan_path.write_text(json.dumps(plan))
     out = tmp_path / "worker_out"
     out.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    done = subprocess.run(["deepspeed", "--num_gpus", str(nprocs), "--master_port", str(port),
-                           os.path.join(HERE, "tp_worker.py"), str(cfg_path), str(plan_path),
-                           str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    launch_deepspeed(os.path.join(HERE, "tp_worker.py"), cfg_path, plan_path, out,
+                     nprocs=nprocs, port=port)
     results = json.loads((out / "results.json").read_text())
     for name, got in results.items():
         if "consolidated" in got:

@@ -13,13 +13,13 @@ ZeRO-3 is tested at TP=2 x PP=1: the loop refuses ZeRO-2/3 under pipeline parall
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 import torch
 
 from alum.tools.convert.to_hf import to_hf
 
+from ...launch import launch_deepspeed
 from .conftest import batch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,13 +33,8 @@ def worker_out(tmp_path_factory, xdg_cache):
         pytest.skip("the deepspeed launcher is not on PATH")
     out = tmp_path_factory.mktemp("convert_dist")
     cache = os.path.join(xdg_cache, "alum", "pretrain_sample")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    done = subprocess.run(["deepspeed", "--num_gpus", "4", "--master_port", "29779",
-                           os.path.join(HERE, "dist_worker.py"), str(out), cache],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    launch_deepspeed(os.path.join(HERE, "dist_worker.py"), out, cache, nprocs=4, port=29779,
+                     timeout=900, cwd=ROOT)
     return out
 
 
