@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from typing import Iterator
+from typing import Iterator, Tuple
 
 
 def temporary_name(path: str) -> str:
@@ -65,6 +65,19 @@ def atomic_path(path: str) -> Iterator[str]:
     fsync_dir(os.path.dirname(os.path.abspath(path)))
     if old is not None:
         _remove(old)
+
+
+@contextlib.contextmanager
+def atomic_pair(data: str, index: str) -> Iterator[Tuple[str, str]]:
+    """Temporary names for a data file and its index, committed together on success: the
+    old index is removed first, the data file moved in, the index last. A reader never
+    pairs a new data file with an old index (a data file without its index is not a
+    dataset, even if the process dies between the renames). On failure both temporaries
+    are removed and both paths are left as they were."""
+    with atomic_path(index) as tmp_index:
+        with atomic_path(data) as tmp_data:
+            yield tmp_data, tmp_index
+            _remove(index)
 
 
 def atomic_write_text(path: str, text: str) -> None:

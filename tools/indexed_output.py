@@ -1,26 +1,33 @@
 """Writing megatron-core indexed datasets (PREFIX.bin + PREFIX.idx) safely.
 
-All writing goes through megatron-core's IndexedDatasetBuilder, so the files
-are exactly what `IndexedDataset(PREFIX)` expects. What is added here:
+Datasets written document by document (`DatasetWriter`) or concatenated
+(`merge_datasets`) go through megatron-core's IndexedDatasetBuilder, so the
+files are exactly what `IndexedDataset(PREFIX)` expects. What is added here:
 
-- temporary names (`PREFIX.bin.tmp-PID`, `PREFIX.idx.tmp-PID`) that never
-  end in .bin/.idx, so a failed run leaves nothing that looks like a dataset;
-- a commit order that keeps that promise even if the process dies during the
-  rename: the old .idx is removed first, then the .bin is moved in, then the
-  .idx last. A .bin without its .idx is not a dataset to IndexedDataset;
+- temporary names that never end in .bin/.idx, so a failed run leaves nothing
+  that looks like a dataset, and a commit order that keeps that promise even if
+  the process dies during the renames (alum.atomic_write.atomic_pair: the old
+  .idx goes first, the .idx comes last; a .bin without its .idx is not a
+  dataset to IndexedDataset);
 - parts (`PartWriter`): what a worker writes for its share of the input,
   with numpy only, so that workers never import torch or megatron-core
   (seconds of start-up each). A part is the data bytes exactly as
   IndexedDatasetBuilder writes them plus the sequence lengths and sequences
-  per document; `DatasetWriter.add_part` appends one to a dataset the way
-  the builder's own `add_index` appends a dataset.
+  per document; `PartMerger` concatenates parts into a dataset the way the
+  builder's own `add_index` appends one, and writes the index with numpy
+  (`write_index`, byte-identical to megatron-core's), so that the merge does not
+  pay megatron-core's import (seconds of CPU that would compete with the workers).
 """
 import contextlib
 import os
 import shutil
+import struct
+import sys
 import warnings
 
 import numpy as np
+
+from alum.atomic_write import atomic_pair
 
 
 def indexed_dataset_module():
@@ -45,25 +52,44 @@ def smallest_dtype(vocab_size: int):
     return np.int32
 
 
-def temp_paths(prefix: str):
-    pid = os.getpid()
-    return f"{prefix}.bin.tmp-{pid}", f"{prefix}.idx.tmp-{pid}"
-
-
 def remove_quietly(*paths):
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
 
 
-def commit(tmp_bin: str, tmp_idx: str, prefix: str) -> None:
-    """Move finished temp files to PREFIX.bin / PREFIX.idx (index last)."""
-    remove_quietly(prefix + ".idx")
-    os.replace(tmp_bin, prefix + ".bin")
-    os.replace(tmp_idx, prefix + ".idx")
+class _PairWriter:
+    """A writer of PREFIX.bin and its index under ``atomic_pair``'s temporary names:
+    leaving the block normally runs ``_finish`` and commits the pair, leaving it with an
+    exception (or failing in ``_finish``) runs ``_abandon`` and removes them."""
+
+    def _open(self, prefix: str, index_suffix: str) -> None:
+        self._files = atomic_pair(prefix + ".bin", prefix + index_suffix)
+        self.tmp_bin, self.tmp_index = self._files.__enter__()
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _abandon(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException:
+                self._abandon()
+                self._files.__exit__(*sys.exc_info())
+                raise
+        else:
+            self._abandon()
+        return self._files.__exit__(exc_type, exc, tb)
 
 
-class DatasetWriter:
+class DatasetWriter(_PairWriter):
     """One indexed dataset written document by document, committed on success.
 
     Use as a context manager; leaving the block with an exception deletes the
@@ -73,8 +99,9 @@ class DatasetWriter:
     def __init__(self, prefix: str, dtype):
         self.prefix = prefix
         self.dtype = dtype
-        self.tmp_bin, self.tmp_idx = temp_paths(prefix)
-        self.builder = indexed_dataset_module().IndexedDatasetBuilder(self.tmp_bin, dtype=dtype)
+        module = indexed_dataset_module()
+        self._open(prefix, ".idx")
+        self.builder = module.IndexedDatasetBuilder(self.tmp_bin, dtype=dtype)
 
     def add_document(self, sequences) -> None:
         """One document made of one or more non-empty token-id sequences."""
@@ -85,40 +112,22 @@ class DatasetWriter:
         """Append a whole existing indexed dataset (megatron's add_index)."""
         self.builder.add_index(prefix)
 
-    def add_part(self, prefix: str) -> None:
-        """Append a part written by PartWriter, as add_index appends a dataset."""
-        with np.load(prefix + PART_INDEX) as index:
-            lengths, per_doc = index["sequence_lengths"], index["document_sequences"]
-        if lengths.sum() * np.dtype(self.dtype).itemsize != os.path.getsize(prefix + ".bin"):
-            raise ValueError(f"{prefix}.bin does not match its index (damaged work file)")
-        builder = self.builder
-        offset = len(builder.sequence_lengths)
-        builder.sequence_lengths.extend(lengths.tolist())
-        builder.document_indices.extend((offset + np.cumsum(per_doc)).tolist())
-        with open(prefix + ".bin", "rb") as f:
-            shutil.copyfileobj(f, builder.data_file, 1 << 22)
+    def _finish(self) -> None:
+        self.builder.finalize(self.tmp_index)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.builder.data_file.close()
-            remove_quietly(self.tmp_bin, self.tmp_idx)
-            return False
-        try:
-            self.builder.finalize(self.tmp_idx)
-            commit(self.tmp_bin, self.tmp_idx, self.prefix)
-        except BaseException:
-            remove_quietly(self.tmp_bin, self.tmp_idx)
-            raise
-        return False
+    def _abandon(self) -> None:
+        self.builder.data_file.close()
 
 
 PART_INDEX = ".part.npz"
+# megatron-core's index header and dtype codes (megatron.core.datasets.indexed_dataset:
+# _INDEX_HEADER, DType); tests compare them with the installed megatron-core.
+INDEX_HEADER = b"MMIDIDX\x00\x00"
+DTYPE_CODES = {np.uint8: 1, np.int8: 2, np.int16: 3, np.int32: 4, np.int64: 5, np.float64: 6,
+               np.float32: 7, np.uint16: 8}
 
 
-class PartWriter:
+class PartWriter(_PairWriter):
     """A part: PREFIX.bin (token bytes) + PREFIX.part.npz (lengths), numpy only.
 
     Written under temporary names and committed on success like DatasetWriter
@@ -128,8 +137,7 @@ class PartWriter:
     def __init__(self, prefix: str, dtype):
         self.prefix = prefix
         self.dtype = np.dtype(dtype)
-        pid = os.getpid()
-        self.tmp_bin, self.tmp_index = f"{prefix}.bin.tmp-{pid}", f"{prefix}.part.tmp-{pid}.npz"
+        self._open(prefix, PART_INDEX)
         self.data_file = open(self.tmp_bin, "wb")
         self.sequence_lengths = []
         self.document_sequences = []
@@ -141,30 +149,72 @@ class PartWriter:
         self.sequence_lengths.extend(len(s) for s in sequences)
         self.document_sequences.append(len(sequences))
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
+    def _finish(self) -> None:
         self.data_file.close()
-        if exc_type is not None:
-            remove_quietly(self.tmp_bin, self.tmp_index)
-            return False
-        try:
-            np.savez(self.tmp_index, sequence_lengths=np.asarray(self.sequence_lengths, np.int64),
+        with open(self.tmp_index, "wb") as f:  # a file object: np.savez would append .npz
+            np.savez(f, sequence_lengths=np.asarray(self.sequence_lengths, np.int64),
                      document_sequences=np.asarray(self.document_sequences, np.int64))
-            os.replace(self.tmp_bin, self.prefix + ".bin")
-            os.replace(self.tmp_index, self.prefix + PART_INDEX)
-        except BaseException:
-            remove_quietly(self.tmp_bin, self.tmp_index)
-            raise
-        return False
+
+    def _abandon(self) -> None:
+        self.data_file.close()
+
+
+class PartMerger(_PairWriter):
+    """One indexed dataset made of parts: the parts' .bin bytes concatenated, the .idx
+    written by ``write_index`` (numpy only: the merge imports neither torch nor
+    megatron-core). Committed like ``DatasetWriter``."""
+
+    def __init__(self, prefix: str, dtype):
+        self.dtype = np.dtype(dtype)
+        self._open(prefix, ".idx")
+        self.data_file = open(self.tmp_bin, "wb")
+        self.sequence_lengths = []
+        self.document_indices = [np.zeros(1, np.int64)]  # megatron's index starts at 0
+        self.sequences = 0
+
+    def add_part(self, prefix: str) -> None:
+        """Append a part written by PartWriter (as megatron's ``add_index`` appends a dataset)."""
+        with np.load(prefix + PART_INDEX) as index:
+            lengths, per_doc = index["sequence_lengths"], index["document_sequences"]
+        if lengths.sum() * self.dtype.itemsize != os.path.getsize(prefix + ".bin"):
+            raise ValueError(f"{prefix}.bin does not match its index (damaged work file)")
+        self.sequence_lengths.append(lengths)
+        self.document_indices.append(self.sequences + np.cumsum(per_doc))
+        self.sequences += len(lengths)
+        with open(prefix + ".bin", "rb") as f:
+            shutil.copyfileobj(f, self.data_file, 1 << 22)
+
+    def _finish(self) -> None:
+        self.data_file.close()
+        write_index(self.tmp_index, self.dtype, np.concatenate(self.sequence_lengths or [[]]),
+                    np.concatenate(self.document_indices))
+
+    def _abandon(self) -> None:
+        self.data_file.close()
+
+
+def write_index(path: str, dtype, sequence_lengths: np.ndarray,
+                document_indices: np.ndarray) -> None:
+    """megatron-core's .idx format (``_IndexWriter``; tests check the bytes against it):
+    header, version 1, dtype code, sequence and document counts, then the int32 sequence
+    lengths, their int64 byte offsets in the .bin and the int64 document boundaries."""
+    dtype = np.dtype(dtype)
+    lengths = np.asarray(sequence_lengths, np.int32)
+    pointers = np.zeros(len(lengths), np.int64)
+    np.cumsum(lengths[:-1].astype(np.int64) * dtype.itemsize, out=pointers[1:])
+    documents = np.asarray(document_indices, np.int64)
+    with open(path, "wb") as f:
+        f.write(INDEX_HEADER + struct.pack("<QB", 1, DTYPE_CODES[dtype.type]))
+        f.write(struct.pack("<QQ", len(lengths), len(documents)))
+        for array in (lengths, pointers, documents):
+            f.write(array.tobytes(order="C"))
 
 
 def merge_parts(prefixes, out_prefix: str, dtype):
     """One indexed dataset made of the parts `prefixes`, in order."""
-    with DatasetWriter(out_prefix, dtype) as writer:
+    with PartMerger(out_prefix, dtype) as merger:
         for prefix in prefixes:
-            writer.add_part(prefix)
+            merger.add_part(prefix)
 
 
 def dataset_dtype(prefix: str):

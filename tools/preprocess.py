@@ -6,7 +6,7 @@
 Streams every input (memory stays bounded whatever the corpus size), tokenizes
 shards (and line-aligned byte ranges of large JSON lines files) in parallel
 into PREFIX.work/, then merges them in input order into PREFIX.bin +
-PREFIX.idx with megatron-core's IndexedDatasetBuilder. See docs/data.md for
+PREFIX.idx in megatron-core's indexed-dataset format. See docs/data.md for
 formats, the bad-input policy and throughput.
 """
 import argparse
@@ -14,10 +14,9 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 
-from .indexed_output import indexed_dataset_module, merge_datasets, merge_parts, smallest_dtype
+from .indexed_output import merge_datasets, merge_parts, smallest_dtype
 from .readers import FORMATS, REASONS, BadInputError, SkipLog, plan_shards, split_for_workers
 
 DESCRIPTION = __doc__.split("\n\n")[0] + """
@@ -180,13 +179,6 @@ def _print_summary(s: dict) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-def _import_megatron_in_background():
-    # The merge needs megatron-core (seconds to import, torch included); the
-    # workers never do. Importing it in a thread of the parent once the
-    # workers exist overlaps it with tokenizing instead of adding it at the end.
-    threading.Thread(target=indexed_dataset_module, name="import-megatron", daemon=True).start()
-
-
 def run(args) -> int:
     from .preprocess_shard import ShardJob, fingerprint, load_tokenizer, tokenizer_digest, vocab_size
     from .shard_pool import run_jobs
@@ -211,7 +203,7 @@ def run(args) -> int:
              for i, (_, piece) in enumerate(pieces)]
     progress = Progress(len(shards), enabled=not args.no_progress)
     try:
-        results = run_jobs(jobs, args.workers, progress, on_started=_import_megatron_in_background)
+        results = run_jobs(jobs, args.workers, progress)
     finally:
         progress.close()
     if args.no_merge:

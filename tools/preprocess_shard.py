@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from alum.atomic_write import atomic_write_text
+
 from .indexed_output import PART_INDEX, PartWriter, remove_quietly
 from .readers import Shard, SkipLog, iter_documents
 from .sentence_split import split_sentences
@@ -163,11 +165,8 @@ def finished_result(job: ShardJob):
 
 
 def _write_marker(job: ShardJob, result: ShardResult) -> None:
-    tmp = marker_path(job) + f".tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump({"fingerprint": job.fingerprint, "shard": job.shard.describe(),
-                   "result": asdict(result)}, f)
-    os.replace(tmp, marker_path(job))
+    atomic_write_text(marker_path(job), json.dumps({
+        "fingerprint": job.fingerprint, "shard": job.shard.describe(), "result": asdict(result)}))
 
 
 def _batches(documents):

@@ -36,22 +36,13 @@ def _context():
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def run_jobs(jobs, workers: int, on_progress, on_started=None):
-    """Process all jobs; returns their ShardResults in job order.
-
-    `on_started()` is called in this process once the workers exist (after
-    the fork), or after the last job when they run in this process.
-    """
+def run_jobs(jobs, workers: int, on_progress):
+    """Process all jobs; returns their ShardResults in job order."""
     if workers <= 1 or len(jobs) <= 1:
-        results = [process_shard(job, progress=on_progress) for job in jobs]
-        if on_started:
-            on_started()
-        return results
+        return [process_shard(job, progress=on_progress) for job in jobs]
     ctx = _context()
     progress_queue = ctx.Queue()
     pool = ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(progress_queue,))
-    if on_started:
-        on_started()
     try:
         pending = [pool.apply_async(_run_in_worker, (job,)) for job in jobs]
         while True:

@@ -37,7 +37,7 @@ def test_failed_run_leaves_no_dataset_and_resumes(tmp_path, tokenizer_dir, token
     assert f"{bad}:2: malformed" in capsys.readouterr().err
     assert not has_dataset_pair(prefix) and not os.path.exists(f"{prefix}.idx")
     leftovers = os.listdir(tmp_path)
-    assert not [n for n in leftovers if n.startswith("out.") and ".tmp-" in n]
+    assert not [n for n in leftovers if n.startswith("out.") and ".tmp" in n]
     # the two finished wiki shards stay for a resume; the failed one left no pair
     work = sorted(os.listdir(f"{prefix}.work"))
     assert work == sorted(f"part-0000{i}{ext}" for i in (0, 1) for ext in (".bin", ".part.npz", ".done.json"))
@@ -70,7 +70,7 @@ def test_changed_input_is_not_resumed(tmp_path, tokenizer_dir, tokenizer):
 
 def test_failure_while_merging_leaves_nothing(tmp_path, tokenizer_dir, monkeypatch):
     calls = []
-    original = indexed_output.DatasetWriter.add_part
+    original = indexed_output.PartMerger.add_part
 
     def failing(self, prefix):
         calls.append(prefix)
@@ -78,13 +78,13 @@ def test_failure_while_merging_leaves_nothing(tmp_path, tokenizer_dir, monkeypat
             raise KeyboardInterrupt  # as if interrupted halfway through the merge
         original(self, prefix)
 
-    monkeypatch.setattr(indexed_output.DatasetWriter, "add_part", failing)
+    monkeypatch.setattr(indexed_output.PartMerger, "add_part", failing)
     with pytest.raises(KeyboardInterrupt):
         run_preprocess("--input", sample_corpus_path("wiki"), "--tokenizer", tokenizer_dir,
                        "--output-prefix", tmp_path / "out")
     names = os.listdir(tmp_path)
     assert not has_dataset_pair(tmp_path / "out")
-    assert not [n for n in names if ".tmp-" in n], names
+    assert not [n for n in names if ".tmp" in n], names
 
 
 def test_death_between_renames_never_pairs_old_index_with_new_data(tmp_path, tokenizer_dir, monkeypatch):
