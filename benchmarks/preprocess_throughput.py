@@ -17,8 +17,11 @@ bytes / wall seconds), tokens/s (tokens it wrote / wall seconds; Megatron's
 HuggingFaceTokenizer adds [CLS] and [SEP] to each document, alum stores
 documents without special tokens, so Megatron's count is larger by 2 per
 document), CPU-seconds per MB (user + system of the process tree), peak
-memory (largest sum of the tree's RSS, sampled every 20 ms) and the 1-minute
-load average before the run (the machine may be shared). Checks: alum's
+memory (largest sum of the tree's RSS, sampled every 0.1 s) and the 1-minute
+load average before the run (the machine may be shared). A control gives the
+machine's own ceiling for two workers: two independent one-worker alum runs
+started together (2 x one run's wall / the pair's wall; below 2 where the two
+cores share caches, memory bandwidth or a host core). Checks: alum's
 outputs are byte-identical across worker counts, and alum's tokens + 2 per
 document equal Megatron's.
 
@@ -27,6 +30,7 @@ Megatron-LM's script is run unmodified with PYTHONPATH=PATH (its checkout's
 a placeholder result, because its main() ends by reading that folder.
 """
 import argparse
+import contextlib
 import csv
 import importlib.util
 import io
@@ -75,32 +79,53 @@ def default_tokenizer():
     return get_model_path()
 
 
+SAMPLE_S = 0.1  # psutil's scan of the process table costs CPU: sparse enough not to slow the runs
+
+
 def measure(cmd, env=None, cwd=None):
-    """(wall s, peak summed RSS of the process tree in bytes, exit code, stderr tail)."""
+    """(wall s, CPU s, peak summed RSS of the process tree in bytes, exit code, stderr tail).
+
+    CPU: the process's own and its waited-for descendants' (rusage), or, when larger, the
+    sum over every process of the tree of its last sampled user + system time: workers
+    forked by a forkserver are not the command's waited-for children, and their time would
+    be missing from rusage (each process's last ``SAMPLE_S`` is missing from the samples).
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err = []
     reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
     reader.start()
-    root, peak = psutil.Process(proc.pid), 0
+    root, peak, cpu_seen = psutil.Process(proc.pid), 0, {}
     while proc.poll() is None:
         rss = 0
         try:
             for p in [root] + root.children(recursive=True):
-                rss += p.memory_info().rss
+                with p.oneshot():
+                    rss += p.memory_info().rss
+                    times = p.cpu_times()
+                cpu_seen[p.pid] = times.user + times.system
         except psutil.NoSuchProcess:
             pass
         peak = max(peak, rss)
-        time.sleep(0.02)
+        time.sleep(SAMPLE_S)
     wall = time.perf_counter() - started
     reader.join()
-    return wall, peak, proc.returncode, b"".join(err).decode(errors="replace")[-2000:]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    waited = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    cpu = max(waited, sum(cpu_seen.values()))
+    return wall, cpu, peak, proc.returncode, b"".join(err).decode(errors="replace")[-2000:]
 
 
-def children_cpu():
-    """CPU seconds of all waited-for descendants (pool workers are joined by their parents)."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def measure_pair(cmds):
+    """Wall seconds until every command, started together, has exited (each must succeed)."""
+    started = time.perf_counter()
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in cmds]
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            sys.exit(f"control run failed (exit {p.returncode}):\n{err.decode(errors='replace')[-2000:]}")
+    return time.perf_counter() - started
 
 
 def run_alum(corpus, tokenizer, prefix, workers):
@@ -162,9 +187,7 @@ def main():
                     cmd, env, cwd = run_megatron(path, corpus, tokenizer, prefix, workers, perf_dir)
                     out = prefix + "_text_document"
                 load = os.getloadavg()[0]
-                cpu_before = children_cpu()
-                wall, peak, code, err = measure(cmd, env=env, cwd=cwd)
-                cpu = children_cpu() - cpu_before
+                wall, cpu, peak, code, err = measure(cmd, env=env, cwd=cwd)
                 if code != 0 or not os.path.exists(out + ".idx"):
                     sys.exit(f"{tool} --workers {workers} failed (exit {code}):\n{err}")
                 tokens, n_docs = dataset_stats(out)
@@ -177,6 +200,17 @@ def main():
                         os.remove(out + ext)
                 print(f"run {r}: {tool} workers={workers} wall {wall:.1f}s load {load:.2f}",
                       file=sys.stderr, flush=True)
+        if 1 in args.workers and 2 in args.workers:
+            # The machine's own ceiling for 2 workers: two independent one-worker runs at once.
+            pair = [run_alum(corpus, tokenizer, os.path.join(tmp, f"pair{i}-r{r}"), 1)[0]
+                    for i in range(2)]
+            runs.setdefault("pair", []).append(measure_pair(pair))
+            for i in range(2):
+                for ext in (".bin", ".idx", ".summary.json"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(tmp, f"pair{i}-r{r}{ext}"))
+            print(f"run {r}: two independent alum workers=1 at once: wall {runs['pair'][-1]:.1f}s",
+                  file=sys.stderr, flush=True)
     rows = []
     for workers in args.workers:
         for tool, _ in tools:
@@ -212,6 +246,10 @@ def main():
         for tool, _ in tools:
             one, two = by[(tool, 1)], by[(tool, 2)]
             print(f"{tool} 2 workers / 1 worker: {one[0] / two[0]:.2f}x ({one[1] / two[1]:.2f}x)")
+        pair = runs["pair"]
+        one = by[("alum", 1)]
+        print(f"machine ceiling (2 x alum 1-worker wall / wall of two independent 1-worker runs at "
+              f"once): {2 * one[0] / statistics.median(pair):.2f}x ({2 * one[1] / min(pair):.2f}x)")
     if tmp_ctx:
         tmp_ctx.cleanup()
 
