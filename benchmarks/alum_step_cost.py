@@ -369,6 +369,18 @@ def print_breakdown(mems: Dict[str, Dict], top: int = 8) -> None:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def resolve_device(parser: argparse.ArgumentParser, args) -> bool:
+    """``args.device`` (default: cuda where there is one; cuda refused where there is none)
+    and ``args.dtype`` (default: bf16 on CUDA, fp32 on CPU); True on CUDA."""
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
+    args.dtype = args.dtype or ("bf16" if cuda else "fp32")
+    return cuda
+
+
 def parse_args(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -418,14 +430,8 @@ def parse_args(argv: Optional[List[str]] = None):
                         "the library's, 2 MiB on CPU; 1099511627776: all rows in one block)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device here")
-    if args.clock == "cpu" and args.device.startswith("cuda"):
+    if resolve_device(p, args) and args.clock == "cpu":
         p.error("--clock cpu times CPU steps only")
-    if args.dtype is None:
-        args.dtype = "bf16" if args.device.startswith("cuda") else "fp32"
     return args
 
 

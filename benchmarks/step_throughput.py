@@ -239,12 +239,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device here")
-    cuda = args.device.startswith("cuda")
-    args.dtype = args.dtype or ("bf16" if cuda else "fp32")
+    cuda = cost.resolve_device(p, args)
     args.tokens = args.tokens or (16384 if cuda else 256)
     args.adv_project = args.adv_project or ("on" if cuda else "off")
     if args.steps < 1 or args.warmup < 0 or args.tokens < 1:
