@@ -105,14 +105,6 @@ def all_finite_over(value: torch.Tensor, group) -> bool:
     return all_finite_each([value], group, value.device)[0]
 
 
-def _row_weights(rows_mask: Optional[torch.Tensor], n_rows: int,
-                 device: torch.device) -> torch.Tensor:
-    if rows_mask is None:
-        return torch.full((n_rows,), 1.0 / max(n_rows, 1), device=device)
-    w = rows_mask.reshape(-1).to(device=device, dtype=torch.float32)
-    return w / w.sum().clamp_min(1.0)
-
-
 @dataclass
 class AlumLayout:
     """What the core needs for one micro-batch under the loop's layout."""
@@ -191,6 +183,7 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
     from megatron.core import parallel_state as ps
 
     from alum.kernels import vocab_parallel_symmetric_kl
+    from alum.kernels.sym_kl import row_weights
     from alum.kernels.sym_kl_vocab_parallel import vocab_parallel_symmetric_kl_value_and_grad
 
     group = ps.get_tensor_model_parallel_group()
@@ -202,7 +195,7 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
     def flips(adv: Logits, clean: Logits, weights) -> torch.Tensor:
         a = predicted_ids(model, adv.reshape(-1, adv.shape[-1]))
         c = predicted_ids(model, clean.reshape(-1, clean.shape[-1]))
-        w = _row_weights(weights, a.numel(), a.device)
+        w = row_weights(tuple(adv.shape[:-1]), weights, a.device)  # the KL's own weights
         return ((a != c).float() * w).sum()
 
     divergences = Divergences(ascent, partial(vocab_parallel_symmetric_kl, group=group), flips)
