@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out tweets (clean and attacked)")
     g.add_argument("--split-seed", type=int, default=13, help="seed of the train/eval split")
     g.add_argument("--seeds", default="1,2,3,4,5", help="fine-tuning seeds, comma-separated")
+    g.add_argument("--report", action="store_true",
+                   help="only rewrite results.md/results.json from the records (no run)")
     g.add_argument("--arms", default=",".join(ARMS),
                    help=f"arms to run, from {list(ARMS)}")
     g.add_argument("--max-length", type=int, default=48, help="tokens per tweet")
@@ -384,7 +386,10 @@ class Study:
         return out
 
     def report(self, arms: List[str], radii: List[float], final: bool = False) -> Dict:
-        recs = self.records(arms)
+        # Every arm with records, whichever ``--arms`` this sitting runs: the tables
+        # always cover the whole study.
+        recs = self.records(list(ARMS))
+        arms = [a for a in ARMS if a in arms or recs[a]]
         metrics = [("clean", "clean", lambda r: r["clean"])]
         for i, rad in enumerate(radii):
             metrics.append((f"r{i + 1}", f"PGD r={rad:g}", lambda r, i=i: r["attacked"][i]))
@@ -509,7 +514,14 @@ def graft_pooler(original: str, exported: str, target: str) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     os.makedirs(os.path.join(args.output, "logs"), exist_ok=True)
-    Study(args).run()
+    study = Study(args)
+    if args.report:
+        if "radii" not in study.state:
+            raise SystemExit("robustness_study: --report needs a calibrated study (no radii in "
+                             f"{os.path.join(args.output, 'state.json')})")
+        study.report(list(ARMS), study.state["radii"], final=True)
+    else:
+        study.run()
     return 0
 
 

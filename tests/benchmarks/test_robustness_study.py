@@ -47,3 +47,22 @@ def test_report_pairs_runs_by_seed(study_module, tmp_path):
     assert "| alum | 2 | -0.5 ± 2.1 | +10.5 ± 6.4 |" in text  # (+1 - 2)/2 points
     # A finished run is read back, never re-run (its model is not even needed).
     assert study.one_run("alum", 2, "no-such-model", [0.02, 0.05])["clean"] == 0.60
+
+
+def test_report_covers_every_arm_with_records(study_module, tmp_path, capsys):
+    args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
+    study = study_module.Study(args)
+    for r in (_record("standard", 1, 0.60, 0.40, 0.20, 0.30, 100.0),
+              _record("alum-paper", 1, 0.62, 0.41, 0.21, 0.29, 120.0)):
+        path = study.record_path(r["arm"], r["seed"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(r, fh)
+    # A sitting that runs only `standard` still reports the other arm's records.
+    summary = study.report(["standard"], [0.02, 0.05])
+    assert sorted(summary) == ["alum-paper", "standard"]
+    assert summary["alum-paper"]["paired"]["clean"]["values"] == pytest.approx([0.02])
+    assert "| alum-paper | 1 |" in (tmp_path / "results.md").read_text()
+    # --report without a calibration is a clear error, not a run.
+    with pytest.raises(SystemExit, match="needs a calibrated study"):
+        study_module.main(["--output", str(tmp_path), "--report"])
