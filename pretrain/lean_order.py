@@ -37,7 +37,7 @@ from alum.adversarial import adversarial_stats, find_perturbation, skipped_term
 
 from .alum_layout import build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (MicroBatchResult, clean_head_rows, clean_objective, clean_pass, kl_rows,
+from .mlm_step import (MicroBatchResult, clean_objective, clean_pass, clean_pass_args, kl_rows,
                        mlm_micro_batch, perturbed_forward)
 from .pass_runner import PassRunner
 
@@ -58,8 +58,7 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
         runner.backward(result.loss, True)
         return replace(result, loss=result.loss.detach())
     clean = clean_pass(model)
-    args = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-            clean_head_rows(batch, rows))
+    args = clean_pass_args(batch, rows)
 
     replay = capture_rng_state()  # pass 1's randomness, which pass 4 replays
     with torch.no_grad():                                               # pass 1

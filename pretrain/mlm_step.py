@@ -75,6 +75,12 @@ def clean_head_rows(batch: Dict[str, torch.Tensor],
     return rows.head_rows  # the predicted positions (masked) or None (all)
 
 
+def clean_pass_args(batch: Dict[str, torch.Tensor], rows: Optional[KLRows]) -> Tuple:
+    """``clean_pass``'s arguments for ``batch``: its inputs and ``clean_head_rows``."""
+    return (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+            clean_head_rows(batch, rows))
+
+
 @dataclass
 class CleanObjective:
     """The clean pass's MLM loss, accuracy counts and ALUM's clean KL rows."""
@@ -153,9 +159,7 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
     runner = as_runner(model)
     model = runner.model
     rows = kl_rows(batch, positions) if alum is not None and alum_active else None
-    embeds, logits = runner.forward(clean_pass(model), batch["input_ids"],
-                                    batch["attention_mask"], batch.get("token_type_ids"),
-                                    clean_head_rows(batch, rows))
+    embeds, logits = runner.forward(clean_pass(model), *clean_pass_args(batch, rows))
     clean = clean_objective(model, logits, batch, rows)
     del logits
     if rows is None:

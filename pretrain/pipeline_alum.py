@@ -40,16 +40,13 @@ from alum.perturbation import embedding_scale
 
 from .alum_layout import AlumLayout, all_finite_each, all_finite_over, build_alum_layout
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import KLRows, clean_head_rows, clean_objective, clean_pass, kl_rows
+from .mlm_step import (KLRows, clean_head_rows, clean_objective, clean_pass, clean_pass_args,
+                       kl_rows)
 from .split_term import SplitTerm
 
 
 STAT_KEYS = ("adv_loss_sum", "flip_sum", "term_count", "delta_rel_sum", "cos_sum", "share_sum",
              "delta_count", "skipped", "flip_count")
-
-
-def _inputs(batch: Dict[str, torch.Tensor]) -> Tuple:
-    return batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -139,7 +136,7 @@ class PipelineAlumStep:
     # -- pass 1: clean, forward only -------------------------------------------
     def _clean_forward(self, m: int, batch, model):
         s = self.states[m]
-        embeds, out = clean_pass(model)(*_inputs(batch), clean_head_rows(s.batch, s.rows))
+        embeds, out = clean_pass(model)(*clean_pass_args(batch, s.rows))
         if self.first:
             s.embeds = embeds.detach()
 
@@ -196,7 +193,7 @@ class PipelineAlumStep:
         s.skipped = not finite
         if self.first and finite:
             s.delta, s.share, _ = ascent_update(s.delta, s.grad, self.alum, s.layout.delta_mask,
-                                                s.scale, s.layout.update, lambda _grad: True)
+                                                s.scale, s.layout.update, lambda _grad: finite)
 
     # -- pass 3: perturbed, forward and backward ----------------------------------
     def _perturbed_forward(self, m: int, batch, model):
@@ -231,8 +228,7 @@ class PipelineAlumStep:
     # -- pass 4: clean, forward and backward ---------------------------------------
     def _clean_train_forward(self, m: int, batch, model):
         s = self.states[m]
-        rows = clean_head_rows(s.batch, s.rows)
-        _, out = clean_pass(model, s.embeds_grad)(*_inputs(batch), rows)
+        _, out = clean_pass(model, s.embeds_grad)(*clean_pass_args(batch, s.rows))
 
         def loss_func(logits):
             c = clean_objective(model, logits, batch, s.rows)

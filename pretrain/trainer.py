@@ -43,8 +43,8 @@ from .flops import device_peak_tflops, model_dims, step_flops
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
 from .lean_order import lean_micro_batch
-from .pass_runner import engine_runner
 from .mlm_step import clean_head_rows, clean_objective, mlm_micro_batch
+from .pass_runner import engine_runner
 from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
                             load_init_weights, model_config_of)
 from .pipeline_loop import PipelineSteps

@@ -18,12 +18,14 @@ files are exactly what `IndexedDataset(PREFIX)` expects. What is added here:
   (`write_index`, byte-identical to megatron-core's), so that the merge does not
   pay megatron-core's import (seconds of CPU that would compete with the workers).
 """
+import abc
 import contextlib
 import os
 import shutil
 import struct
 import sys
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 
@@ -58,20 +60,21 @@ def remove_quietly(*paths):
             os.remove(path)
 
 
-class _PairWriter:
-    """A writer of PREFIX.bin and its index under ``atomic_pair``'s temporary names:
-    leaving the block normally runs ``_finish`` and commits the pair, leaving it with an
-    exception (or failing in ``_finish``) runs ``_abandon`` and removes them."""
+class _PairWriter(abc.ABC):
+    """A writer of PREFIX.bin (``data_file``, open at ``tmp_bin``) and its index under
+    ``atomic_pair``'s temporary names: leaving the block normally runs ``_finish`` (which
+    writes the index at ``tmp_index``) and commits the pair; leaving it with an exception,
+    or failing in ``_finish``, closes the data file and removes both."""
+
+    data_file: BinaryIO
 
     def _open(self, prefix: str, index_suffix: str) -> None:
         self._files = atomic_pair(prefix + ".bin", prefix + index_suffix)
         self.tmp_bin, self.tmp_index = self._files.__enter__()
 
+    @abc.abstractmethod
     def _finish(self) -> None:
-        raise NotImplementedError
-
-    def _abandon(self) -> None:
-        raise NotImplementedError
+        """Complete the data file and write the index."""
 
     def __enter__(self):
         return self
@@ -81,11 +84,11 @@ class _PairWriter:
             try:
                 self._finish()
             except BaseException:
-                self._abandon()
+                self.data_file.close()
                 self._files.__exit__(*sys.exc_info())
                 raise
         else:
-            self._abandon()
+            self.data_file.close()
         return self._files.__exit__(exc_type, exc, tb)
 
 
@@ -102,6 +105,7 @@ class DatasetWriter(_PairWriter):
         module = indexed_dataset_module()
         self._open(prefix, ".idx")
         self.builder = module.IndexedDatasetBuilder(self.tmp_bin, dtype=dtype)
+        self.data_file = self.builder.data_file
 
     def add_document(self, sequences) -> None:
         """One document made of one or more non-empty token-id sequences."""
@@ -114,9 +118,6 @@ class DatasetWriter(_PairWriter):
 
     def _finish(self) -> None:
         self.builder.finalize(self.tmp_index)
-
-    def _abandon(self) -> None:
-        self.builder.data_file.close()
 
 
 PART_INDEX = ".part.npz"
@@ -155,9 +156,6 @@ class PartWriter(_PairWriter):
             np.savez(f, sequence_lengths=np.asarray(self.sequence_lengths, np.int64),
                      document_sequences=np.asarray(self.document_sequences, np.int64))
 
-    def _abandon(self) -> None:
-        self.data_file.close()
-
 
 class PartMerger(_PairWriter):
     """One indexed dataset made of parts: the parts' .bin bytes concatenated, the .idx
@@ -188,9 +186,6 @@ class PartMerger(_PairWriter):
         self.data_file.close()
         write_index(self.tmp_index, self.dtype, np.concatenate(self.sequence_lengths or [[]]),
                     np.concatenate(self.document_indices))
-
-    def _abandon(self) -> None:
-        self.data_file.close()
 
 
 def write_index(path: str, dtype, sequence_lengths: np.ndarray,
