@@ -4,10 +4,11 @@
         --workers 8 --split-sentences
 
 Streams every input (memory stays bounded whatever the corpus size), tokenizes
-shards (and line-aligned byte ranges of large JSON lines files) in parallel
-into PREFIX.work/, then merges them in input order into PREFIX.bin +
-PREFIX.idx in megatron-core's indexed-dataset format. See docs/data.md for
-formats, the bad-input policy and throughput.
+shards (and ranges of large JSON lines files: line-aligned byte ranges, or
+runs of BGZF / multi-frame zstd members) in parallel into PREFIX.work/, then
+merges them in input order into PREFIX.bin + PREFIX.idx in megatron-core's
+indexed-dataset format. See docs/data.md for formats, the bad-input policy
+and throughput.
 """
 import argparse
 import json
@@ -68,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="worker processes, each tokenizing shards (files, archive members, "
                         "row groups) on one thread; large uncompressed JSON lines files are cut "
-                        "into line-aligned byte ranges so that N workers share one file; output "
-                        "bytes do not depend on N (default: 1)")
+                        "into line-aligned byte ranges, and BGZF or multi-frame zstd ones at "
+                        "member boundaries, so that N workers share one file; output bytes do "
+                        "not depend on N (default: 1)")
     p.add_argument("--split-sentences", action="store_true",
                    help="one sequence per sentence (regex splitter, no download) instead of one "
                         "per document; document boundaries are kept in the index")

@@ -13,13 +13,15 @@ def iter_documents(shard: Shard, json_key: str, log: SkipLog):
     whether a document tokenizes to nothing).
     """
     from . import arrow, openwebtext, plaintext, wikiextractor
-    from .jsonl import iter_json_line_range, iter_json_lines
+    from .jsonl import iter_json_line_range, iter_json_lines, iter_json_member_range
 
     kind = shard.kind
     if kind == "jsonl":
         return iter_json_lines(shard.path, json_key, log)
     if kind == "jsonl-range":
         return iter_json_line_range(shard.path, shard.start, shard.stop, json_key, log)
+    if kind == "jsonl-members":
+        return iter_json_member_range(shard.path, shard.start, shard.stop, json_key, log)
     if kind == "wiki":
         return wikiextractor.iter_wiki_documents(shard.path, json_key, log)
     if kind == "text":

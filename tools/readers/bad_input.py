@@ -4,6 +4,8 @@ Policy (also in `alum-preprocess --help` and docs/data.md):
 
 - truncated / corrupt compressed file: documents read before the damage are
   kept, the partial one and the rest of the file are skipped (counted once);
+  in a BGZF or multi-frame zstd file only the lines holding the damage are,
+  and reading resumes after the damaged member (compressed_members.py);
 - invalid UTF-8: the document is skipped;
 - malformed JSON line, or malformed WikiExtractor `<doc>` markup: skipped;
 - missing key (or a non-string value under it): skipped;

@@ -8,8 +8,11 @@ past `end`. Every line therefore belongs to exactly one range whatever the
 cut points are, and the ranges' documents, concatenated in range order, are
 the file's documents in file order.
 
-Only uncompressed files are cut: gzip, bz2, xz and single-frame zstd streams
-cannot be entered in the middle without decoding everything before it.
+Only uncompressed files are cut here: plain gzip, bz2, xz and single-frame
+zstd streams cannot be entered in the middle without decoding everything
+before it. BGZF and multi-frame zstd files are cut at the boundaries of
+their independent members instead, with the same sizing and the same
+ownership rule on the decompressed text (compressed_members.py).
 
 Line numbers for messages are absolute: a range numbers its lines from 1
 and, only when a message is written (damaged input is rare), counts the

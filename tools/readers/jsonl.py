@@ -1,13 +1,17 @@
 """JSON lines (plain, .gz, .bz2, .xz, .zst): one document per line under a key.
 
 A whole file is read through the decompressing line reader; a byte range of
-an uncompressed file (byte_ranges.py) through the range reader. Both parse
-lines the same way here.
+an uncompressed file (byte_ranges.py) through the range reader; a BGZF or
+multi-frame zstd file, whole or a range of its members, through the member
+reader (compressed_members.py), whose damage rule then holds for any number
+of workers. All parse lines the same way here.
 """
 import json
+import os
 
 from .bad_input import SkipLog, decode_utf8
 from .byte_ranges import LineBase, RangeLine, iter_range_lines
+from .compressed_members import MemberLineBase, is_splittable, iter_member_range_lines
 from .compression import TruncatedInputError, iter_file_chunks, iter_lines
 
 
@@ -38,6 +42,9 @@ def _documents(numbered_lines, where_of, json_key: str, log: SkipLog):
 
 def iter_json_lines(path: str, json_key: str, log: SkipLog):
     """(where, text) for each line of `path` whose `json_key` holds a string."""
+    if is_splittable(path):
+        yield from iter_json_member_range(path, 0, os.path.getsize(path), json_key, log)
+        return
     try:
         yield from _documents(iter_lines(iter_file_chunks(path)), lambda n: f"{path}:{n}", json_key, log)
     except TruncatedInputError as e:
@@ -51,3 +58,21 @@ def iter_json_line_range(path: str, start: int, end: int, json_key: str, log: Sk
     """
     base = LineBase(path, start)
     yield from _documents(iter_range_lines(path, start, end), lambda n: RangeLine(base, n), json_key, log)
+
+
+def iter_json_member_range(path: str, start: int, stop: int, json_key: str, log: SkipLog):
+    """(where, text) for the lines that start in the decoded members in [start, stop)
+    of a BGZF or multi-frame zstd `path` (compressed byte offsets at member boundaries).
+
+    A damaged member is logged as "truncated" at the absolute line holding the damage.
+    """
+    base = MemberLineBase(path, start)
+
+    def lines():
+        for lineno, line, damage in iter_member_range_lines(path, start, stop):
+            if damage is None:
+                yield lineno, line
+            else:
+                log.skip("truncated", RangeLine(base, lineno), str(damage))
+
+    yield from _documents(lines(), lambda n: RangeLine(base, n), json_key, log)

@@ -13,8 +13,11 @@ Formats are recognised by content and name (`--format` overrides):
 - anything else                                        -> plain text, blank-line-separated
 
 `split_for_workers` then cuts large uncompressed JSON lines files into
-line-aligned byte ranges (byte_ranges.py), so that several workers share
-one file.
+line-aligned byte ranges (byte_ranges.py), and BGZF or multi-frame zstd
+JSON lines files into runs of their independent members
+(compressed_members.py), so that several workers share one file. Other
+compressed files (plain gzip, bz2, xz, single-frame zstd) stay one shard:
+their streams cannot be entered in the middle.
 
 Directories are walked recursively in sorted order, so the document order of
 the output never depends on the file system or on the number of workers.
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 from . import arrow
 from .byte_ranges import cut_points, range_count
+from .compressed_members import member_ranges
 from .compression import compression_of, read_head
 from .openwebtext import list_tar_members
 
@@ -40,12 +44,14 @@ _OWT_TXT_NAME = re.compile(r"^\d+-[0-9a-f]+\.txt$")
 class Shard:
     """One unit of work; `kind` selects the reader in readers/__init__.py."""
 
-    kind: str  # jsonl | jsonl-range | wiki | text | owt-subset | tar-members | txt-files | hf-disk | parquet | error
+    # kind: jsonl | jsonl-range | jsonl-members | wiki | text | owt-subset | tar-members | txt-files
+    #       | hf-disk | parquet | error
+    kind: str
     path: str
     items: tuple = ()  # tar-members: ((name, offset, size), ...); txt-files: (path, ...)
     split: object = None  # hf-disk split name
-    start: int = 0  # hf-disk first row / parquet row group / jsonl-range first byte
-    stop: int = 0  # hf-disk end row / parquet first row number / jsonl-range end byte
+    start: int = 0  # hf-disk first row / parquet row group / jsonl-range, jsonl-members first byte
+    stop: int = 0  # hf-disk end row / parquet first row number / jsonl-range, jsonl-members end byte
     error: str = ""  # kind == "error": a problem found while listing, reported when processed
 
     def describe(self) -> str:
@@ -59,6 +65,8 @@ class Shard:
             return f"{self.path} row group {self.start}"
         if self.kind == "jsonl-range":
             return f"{self.path}[bytes {self.start}:{self.stop}]"
+        if self.kind == "jsonl-members":
+            return f"{self.path}[members at bytes {self.start}:{self.stop}]"
         return self.path
 
 
@@ -164,8 +172,10 @@ def plan_shards(paths, fmt: str = "auto", json_key: str = "text", hf_split=None)
 
 def split_for_workers(shards, workers: int):
     """[(shard index, piece)]: each shard, or the byte ranges of a large
-    uncompressed JSON lines file, in order. The pieces' documents in order are
-    the shards' documents in order, for any `workers`."""
+    uncompressed JSON lines file, or the member ranges of a BGZF or
+    multi-frame zstd JSON lines file (always, even a single range: such a
+    file is always read member by member), in order. The pieces' documents
+    in order are the shards' documents in order, for any `workers`."""
     pieces = []
     for index, shard in enumerate(shards):
         if shard.kind == "jsonl" and compression_of(shard.path) is None:
@@ -174,6 +184,11 @@ def split_for_workers(shards, workers: int):
             if count > 1:
                 pieces += [(index, Shard("jsonl-range", shard.path, start=a, stop=b))
                            for a, b in cut_points(size, count)]
+                continue
+        elif shard.kind == "jsonl":
+            ranges = member_ranges(shard.path, workers)
+            if ranges:
+                pieces += [(index, Shard("jsonl-members", shard.path, start=a, stop=b)) for a, b in ranges]
                 continue
         pieces.append((index, shard))
     return pieces
