@@ -79,12 +79,29 @@ def test_long_lines_cross_read_chunks(tmp_path):
     assert got == _reference_lines(data)
 
 
-def test_range_count():
+@pytest.mark.parametrize("workers", [1, 2, 3, 16])
+@pytest.mark.parametrize("size_mb", [0.5, 1.5, 3, 20, 100, 700])
+def test_plan_ranges_cover_the_file_with_guided_sizes(size_mb, workers):
     mb = 1 << 20
-    assert byte_ranges.range_count(100 * mb, 1) == 1
-    assert byte_ranges.range_count(100 * mb, 2) == 2 * byte_ranges.RANGES_PER_WORKER
-    assert byte_ranges.range_count(mb // 2, 4) == 1  # too small to be worth cutting
-    assert byte_ranges.range_count(3 * byte_ranges.MAX_RANGE_BYTES, 1) == 3
+    size = int(size_mb * mb)
+    ranges = byte_ranges.plan_ranges(size, workers)
+    assert ranges[0][0] == 0 and ranges[-1][1] == size
+    assert all(a < b for a, b in ranges) and all(b == c for (_, b), (c, _) in zip(ranges, ranges[1:]))
+    sizes = [b - a for a, b in ranges]
+    assert max(sizes) <= byte_ranges.MAX_RANGE_BYTES or len(ranges) == 1
+    if workers == 1:  # near-equal resume units, cut only above MAX_RANGE_BYTES
+        assert len(ranges) == -(-size // byte_ranges.MAX_RANGE_BYTES) and max(sizes) - min(sizes) <= 1
+        return
+    if size < 2 * byte_ranges.MIN_RANGE_BYTES:
+        assert ranges == [(0, size)]  # too small to be worth cutting
+        return
+    assert min(sizes) >= byte_ranges.MIN_RANGE_BYTES and len(ranges) >= 2
+    # Guided: each range at most 1 / (2 N) of what was left before it (or MIN_RANGE_BYTES,
+    # or the last range taking a remainder under twice that), so they shrink towards the end.
+    for (a, b), last in zip(ranges, [False] * (len(ranges) - 1) + [True]):
+        share = max(byte_ranges.MIN_RANGE_BYTES, (size - a) // (byte_ranges.SHARE_PER_RANGE * workers))
+        assert b - a <= share or (last and b - a < share + byte_ranges.MIN_RANGE_BYTES)
+    assert sizes[-1] < 2 * byte_ranges.MIN_RANGE_BYTES or sizes[-1] <= size // (2 * workers)
 
 
 @pytest.fixture
@@ -122,8 +139,9 @@ def test_one_two_three_workers_on_one_file_write_identical_bytes(
                                        "--output-prefix", tmp_path / f"w{workers}", "--workers", workers)
         assert code == 0 and summary["shards"] == 1 and summary["skipped"]["empty"] == 0
         pieces[workers] = summary["pieces"]
-    assert pieces[1] == 1 and pieces[2] == 8 and pieces[3] == 12
-    cuts = cut_points(len(data), pieces[3])
+    assert pieces == {w: len(byte_ranges.plan_ranges(len(data), w)) for w in (1, 2, 3)}
+    assert pieces[1] == 1 and pieces[3] > pieces[2] >= 8
+    cuts = byte_ranges.plan_ranges(len(data), 3)
     assert sum(data[a - 1:a] != b"\n" for a, _ in cuts[1:]) >= 6  # most cuts fall inside a line
     assert _bytes(tmp_path / "w1") == _bytes(tmp_path / "w2") == _bytes(tmp_path / "w3")
     assert read_documents(tmp_path / "w3") == [[expected_ids(tokenizer, t)] for t in texts]
@@ -140,7 +158,7 @@ def _short_texts(sample_texts, n=100):
     return [t[:150 + i % 100] for i, t in enumerate((sample_texts * 2)[:n])]
 
 
-BAD = {23: b'{"text": "no closing brace"', 61: b'{"body": "wrong key"}', 88: b'{"text": "caf\xe9"}'}
+BAD = {23: b'{"text": "no closing brace"', 61: b'{"body": "wrong key"}', 89: b'{"text": "caf\xe9"}'}
 
 
 def test_bad_lines_inside_ranges_report_absolute_lines(tmp_path, tokenizer_dir, tokenizer, sample_texts,
@@ -151,8 +169,9 @@ def test_bad_lines_inside_ranges_report_absolute_lines(tmp_path, tokenizer_dir, 
     path.write_bytes(data)
     code, summary = run_preprocess("--input", path, "--tokenizer", tokenizer_dir,
                                    "--output-prefix", tmp_path / "out", "--workers", 3)
-    assert code == 0 and summary["pieces"] == 12
-    cuts = [a for a, _ in cut_points(len(data), 12)]
+    ranges = byte_ranges.plan_ranges(len(data), 3)
+    assert code == 0 and summary["pieces"] == len(ranges) > 4
+    cuts = [a for a, _ in ranges]
     line_starts = [0] + [i + 1 for i, c in enumerate(data) if c == 10]
     for lineno in BAD:  # no bad line is the first line of its range: its range counts lines before it
         own = line_starts[lineno - 1]
@@ -161,12 +180,12 @@ def test_bad_lines_inside_ranges_report_absolute_lines(tmp_path, tokenizer_dir, 
     examples = "\n".join(summary["skipped_examples"])
     assert f"{path}:23: malformed" in examples
     assert f"{path}:61: missing_key" in examples
-    assert f"{path}:88: invalid_utf8" in examples
+    assert f"{path}:89: invalid_utf8" in examples
     good = [t for i, t in enumerate(texts, start=1) if i not in BAD]
     assert read_documents(tmp_path / "out") == [[expected_ids(tokenizer, t)] for t in good]
 
 
-@pytest.mark.parametrize("lineno, reason", [(61, "missing_key"), (88, "invalid_utf8")])
+@pytest.mark.parametrize("lineno, reason", [(61, "missing_key"), (89, "invalid_utf8")])
 def test_strict_error_in_a_range_names_the_line_and_leaves_no_output(
         tmp_path, tokenizer_dir, sample_texts, capsys, small_ranges, lineno, reason):
     texts = _short_texts(sample_texts)
@@ -204,7 +223,7 @@ def test_interrupted_run_resumes_finished_ranges(tmp_path, tokenizer_dir, sample
     assert len([n for n in os.listdir(f"{prefix}.work") if n.endswith(".done.json")]) == 3
     monkeypatch.setattr(preprocess_shard, "encode_batch", encode)
     code, summary = run_preprocess("--input", path, "--tokenizer", tokenizer_dir, "--output-prefix", prefix)
-    assert summary["pieces"] == byte_ranges.range_count(os.path.getsize(path), 1) >= 5
+    assert summary["pieces"] == len(byte_ranges.plan_ranges(os.path.getsize(path), 1)) >= 5
     assert code == 0 and summary["resumed_pieces"] == 3
     code, fresh = run_preprocess("--input", path, "--tokenizer", tokenizer_dir,
                                  "--output-prefix", tmp_path / "fresh", "--no-resume")

@@ -23,15 +23,26 @@ import math
 CHUNK_BYTES = 1 << 20
 MIN_RANGE_BYTES = 1 << 20  # smaller ranges cost more in per-range overhead than they gain
 MAX_RANGE_BYTES = 1 << 28  # resume granularity and per-range index memory for huge files
-RANGES_PER_WORKER = 4  # several per worker, so a slow range does not idle the others
+SHARE_PER_RANGE = 2  # with N workers, a range takes 1 / (2 N) of the bytes still uncut
 
 
-def range_count(size: int, workers: int) -> int:
-    """How many ranges a file of `size` bytes is cut into for `workers` workers."""
-    wanted = math.ceil(size / MAX_RANGE_BYTES)
-    if workers > 1:
-        wanted = max(wanted, workers * RANGES_PER_WORKER)
-    return max(1, min(wanted, size // MIN_RANGE_BYTES))
+def plan_ranges(size: int, workers: int):
+    """[(start, end)] byte ranges covering [0, size) for `workers` workers.
+
+    One worker: near-equal ranges of at most MAX_RANGE_BYTES (resume units).
+    Several: guided sizes, each range 1 / (2 N) of what is left (within
+    [MIN_RANGE_BYTES, MAX_RANGE_BYTES]): large ranges first, few of them, and
+    small ones last, so that the workers run out of work within a small range
+    of each other (equal ranges leave one worker idle for up to a whole range).
+    """
+    if workers <= 1:
+        return cut_points(size, max(1, math.ceil(size / MAX_RANGE_BYTES)))
+    bounds, pos = [0], 0
+    while pos < size:
+        step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, (size - pos) // (SHARE_PER_RANGE * workers)))
+        pos = size if size - pos < step + MIN_RANGE_BYTES else pos + step  # no sliver at the end
+        bounds.append(pos)
+    return list(zip(bounds, bounds[1:]))
 
 
 def cut_points(size: int, pieces: int):

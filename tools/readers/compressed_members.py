@@ -56,7 +56,7 @@ import itertools
 import os
 from bisect import bisect_left
 
-from .byte_ranges import LineBase, cut_points, range_count
+from .byte_ranges import LineBase, plan_ranges
 from .compression import TruncatedInputError, compression_of, iter_fileobj_chunks
 
 _BGZF_READ = 64  # one read holds a BGZF header (18 bytes when the BC subfield is alone)
@@ -186,7 +186,7 @@ def member_ranges(path: str, workers: int):
         return None
     size = members[-1][0] + members[-1][1]
     bounds = [offset for offset, _ in members] + [size]
-    starts = sorted({bounds[bisect_left(bounds, a)] for a, _ in cut_points(size, range_count(size, workers))})
+    starts = sorted({bounds[bisect_left(bounds, a)] for a, _ in plan_ranges(size, workers)})
     return [(a, b) for a, b in zip(starts, starts[1:] + [size]) if b > a]
 
 

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 
 from . import arrow
-from .byte_ranges import cut_points, range_count
+from .byte_ranges import plan_ranges
 from .compressed_members import member_ranges
 from .compression import compression_of, read_head
 from .openwebtext import list_tar_members
@@ -179,11 +179,9 @@ def split_for_workers(shards, workers: int):
     pieces = []
     for index, shard in enumerate(shards):
         if shard.kind == "jsonl" and compression_of(shard.path) is None:
-            size = os.path.getsize(shard.path)
-            count = range_count(size, workers)
-            if count > 1:
-                pieces += [(index, Shard("jsonl-range", shard.path, start=a, stop=b))
-                           for a, b in cut_points(size, count)]
+            ranges = plan_ranges(os.path.getsize(shard.path), workers)
+            if len(ranges) > 1:
+                pieces += [(index, Shard("jsonl-range", shard.path, start=a, stop=b)) for a, b in ranges]
                 continue
         elif shard.kind == "jsonl":
             ranges = member_ranges(shard.path, workers)
