@@ -22,7 +22,8 @@ import pytest
 
 from alum.tools.readers import byte_ranges, plan_shards, split_for_workers
 from alum.tools.readers import compressed_members as cm
-from alum.tools.readers.compression import CHUNK_BYTES, TruncatedInputError, iter_file_chunks, iter_lines
+from alum.tools.readers.compression import (CHUNK_BYTES, TruncatedInputError, compression_of, iter_file_chunks,
+                                             iter_lines)
 
 from .helpers import expected_ids, read_documents, run_preprocess
 
@@ -446,3 +447,25 @@ def test_whole_file_reading_follows_the_same_damage_rule(tmp_path):
     expected = [json.loads(line)["text"] for _, line in lines if line.strip()]
     assert list(iter_texts([str(path)], log=log)) == expected
     assert log.examples[0].startswith(f"{path}:{report_line}: truncated")
+
+
+def test_zstd_file_opening_with_a_skippable_frame_is_read_and_split(tmp_path, small_ranges):
+    """pzstd's layout: a skippable frame holding the size of each data frame before it."""
+    zstandard = _zstandard()
+    rng = random.Random(4)
+    lines = _messy_text(rng, 300, True).split(b"\n")
+    data = b"".join(json.dumps({"text": line.decode()}).encode() + b"\n" for line in lines)
+    members = []
+    for chunk in _random_chunks(rng, data, 20):
+        frame = zstandard.ZstdCompressor().compress(chunk)
+        members += [struct.pack("<III", 0x184D2A50, 4, len(frame)), frame]
+    path = tmp_path / "pzstd-like.zst"
+    path.write_bytes(b"".join(members))
+    assert compression_of(str(path)) == "zstd"
+    assert b"".join(iter_file_chunks(str(path))) == data
+    assert cm.list_members(str(path)) == _offsets(members)
+    pieces = split_for_workers(plan_shards([str(path)]), 2)
+    assert len(pieces) > 2 and {p.kind for _, p in pieces} == {"jsonl-members"}
+    got = [line for _, piece in pieces
+           for _, line, _ in cm.iter_member_range_lines(str(path), piece.start, piece.stop)]
+    assert got == data.split(b"\n")[:-1]

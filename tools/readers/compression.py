@@ -23,6 +23,9 @@ _MAGIC = (
     (b"\xfd7zXZ\x00", "xz"),
     (b"\x28\xb5\x2f\xfd", "zstd"),
 )
+# A zstd file may open with a skippable frame (magic 0x184D2A50-5F, little endian):
+# pzstd writes one before each data frame, holding that frame's size.
+_ZSTD_SKIPPABLE_TAIL = b"\x2a\x4d\x18"
 
 
 class TruncatedInputError(Exception):
@@ -34,6 +37,8 @@ def compression_of_bytes(head: bytes):
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
+    if len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == _ZSTD_SKIPPABLE_TAIL:
+        return "zstd"
     return None
 
 
