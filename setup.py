@@ -50,7 +50,10 @@ if "alum.pretrain" in PACKAGES:
 # pip from replacing it with a multi-GB CUDA build.
 INSTALL_REQUIRES = [
     "torch>=2.4,<=2.14.1",
-    "transformers>=5.0,<6",
+    # 5.25 requires Hugging Face's `kernels` package, which registers a setuptools hook
+    # (`kernels._internals`) and which transformers imports eagerly: from the repository
+    # root both resolve `kernels` to our kernels/ folder, and builds and imports fail.
+    "transformers>=5.0,<5.25",
     "datasets>=5.0,<6",
     "tokenizers>=0.21",
     "safetensors",
