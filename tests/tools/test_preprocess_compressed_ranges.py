@@ -127,16 +127,25 @@ def _messy_text(rng, n_lines, trailing_newline):
     return data + b"\n" if trailing_newline else data
 
 
+def _read_range(path, start, stop, previous):
+    return [(n, line, None if damage is None else str(damage))
+            for n, line, damage in cm.iter_member_range_lines(str(path), start, stop, previous)]
+
+
 def _read_ranges(path, bounds):
-    """Absolute-numbered lines and damage reports of the ranges `bounds`, in order."""
+    """Absolute-numbered lines and damage reports of the ranges `bounds`, in order.
+    Each range is read twice: with the predecessor member the planner hands it, and
+    without (walking the headers from byte 0); both must give the same."""
     lines, reports = [], []
-    for start, stop in bounds:
+    for start, stop, previous in cm.ranges_at(str(path), [tuple(b[:2]) for b in bounds]):
         base = cm.lines_before(str(path), start)
-        for n, line, damage in cm.iter_member_range_lines(str(path), start, stop):
+        read = _read_range(path, start, stop, previous)
+        assert read == _read_range(path, start, stop, None), (start, stop, previous)
+        for n, line, damage in read:
             if damage is None:
                 lines.append((base + n, line))
             else:
-                reports.append((base + n, str(damage)))
+                reports.append((base + n, damage))
     return lines, reports
 
 
@@ -467,5 +476,36 @@ def test_zstd_file_opening_with_a_skippable_frame_is_read_and_split(tmp_path, sm
     pieces = split_for_workers(plan_shards([str(path)]), 2)
     assert len(pieces) > 2 and {p.kind for _, p in pieces} == {"jsonl-members"}
     got = [line for _, piece in pieces
-           for _, line, _ in cm.iter_member_range_lines(str(path), piece.start, piece.stop)]
+           for _, line, _ in cm.iter_member_range_lines(str(path), piece.start, piece.stop,
+                                                        piece.items[0] if piece.items else None)]
     assert got == data.split(b"\n")[:-1]
+    # each piece's predecessor is the data frame before it, never a skippable frame
+    frames = {o: l for o, l in _offsets(members)[1::2]}
+    assert all(frames.get(piece.items[0][0]) == piece.items[0][1] for _, piece in pieces[1:])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_range_with_its_predecessor_does_not_walk_from_the_start(tmp_path, monkeypatch, fmt,
+                                                                   small_ranges):
+    """The planner lists every member once; a range it planned decodes the member before
+    it directly instead of walking the headers from byte 0 again (which would make the
+    ranges' total work quadratic in the members). Only an empty predecessor walks."""
+    rng = random.Random(8)
+    data = _messy_text(rng, 80, True)
+    chunks = [c for c in _random_chunks(rng, data, 50) if c]  # no empty member
+    members = _members(fmt, chunks)
+    path = tmp_path / f"p.{fmt}"
+    path.write_bytes(b"".join(members))
+    ranges = cm.member_ranges(str(path), 3)
+    assert len(ranges) > 2 and ranges[0].previous is None
+    assert all(r.previous in _offsets(members) and sum(r.previous) == r.start for r in ranges[1:])
+    expected = data.split(b"\n")[:-1]
+
+    def walked(*args):
+        raise AssertionError("walked the headers from byte 0")
+
+    monkeypatch.setattr(cm, "_members_before", walked)
+    got = [line for r in ranges for _, line, _ in cm.iter_member_range_lines(str(path), *r)]
+    assert got == expected
+    with pytest.raises(AssertionError, match="walked"):  # without the hint it does walk
+        list(cm.iter_member_range_lines(str(path), ranges[1].start, ranges[1].stop))

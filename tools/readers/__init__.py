@@ -21,7 +21,8 @@ def iter_documents(shard: Shard, json_key: str, log: SkipLog):
     if kind == "jsonl-range":
         return iter_json_line_range(shard.path, shard.start, shard.stop, json_key, log)
     if kind == "jsonl-members":
-        return iter_json_member_range(shard.path, shard.start, shard.stop, json_key, log)
+        previous = shard.items[0] if shard.items else None
+        return iter_json_member_range(shard.path, shard.start, shard.stop, json_key, log, previous)
     if kind == "wiki":
         return wikiextractor.iter_wiki_documents(shard.path, json_key, log)
     if kind == "text":

@@ -25,7 +25,10 @@ lines that START in the decompressed text of its members: the rule of
 byte_ranges.py, applied to the decompressed stream. Its reader decodes the
 last non-empty member before `start` (only that one) to learn whether a
 line starts at its first byte, and if not, drops its text through the
-first newline. It finishes its last line by decoding the members after
+first newline. The planner, which lists every member anyway, hands each
+range the last data member before it (`MemberRange.previous`), so that a
+range does not walk the headers from byte 0 to find it; only when that
+member decodes to nothing (an empty member) does the range walk back further. It finishes its last line by decoding the members after
 `stop` only until a newline appears. The ranges' lines, concatenated in
 order, are therefore the file's lines, for any cut points.
 
@@ -54,7 +57,8 @@ message to write.
 """
 import itertools
 import os
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from typing import NamedTuple, Optional, Tuple
 
 from .byte_ranges import LineBase, plan_ranges
 from .compression import TruncatedInputError, compression_of, iter_fileobj_chunks
@@ -146,10 +150,9 @@ def _compression_and_size(path: str):
     return compression, os.path.getsize(path)
 
 
-def list_members(path: str):
-    """[(offset, length)] of the independent members of a BGZF or multi-frame
-    zstd file, covering the whole file; None when it cannot be split (not
-    BGZF or zstd, or fewer than two members with data)."""
+def _listing(path: str):
+    """[(offset, length, kind)] of every member of a BGZF or multi-frame zstd file,
+    or None when it cannot be split (not BGZF or zstd, or fewer than two data members)."""
     found = _compression_and_size(path)
     if found is None:
         return None
@@ -158,7 +161,15 @@ def list_members(path: str):
         members = list(_walk(f.fileno(), compression, 0, size))
     if sum(kind == DATA for _, _, kind in members) < 2:
         return None
-    return [(offset, length) for offset, length, _ in members]
+    return members
+
+
+def list_members(path: str):
+    """[(offset, length)] of the independent members of a BGZF or multi-frame
+    zstd file, covering the whole file; None when it cannot be split (not
+    BGZF or zstd, or fewer than two members with data)."""
+    members = _listing(path)
+    return None if members is None else [(offset, length) for offset, length, _ in members]
 
 
 def is_splittable(path: str) -> bool:
@@ -176,18 +187,48 @@ def is_splittable(path: str) -> bool:
     return False
 
 
+class MemberRange(NamedTuple):
+    """Compressed bytes [start, stop) at member boundaries, and `previous`: the
+    (offset, length) of the last data member before `start` (None if none), which
+    the range decodes to learn whether a line starts at its first byte."""
+
+    start: int
+    stop: int
+    previous: Optional[Tuple[int, int]] = None
+
+
+def _with_previous(members, bounds):
+    """MemberRange for each (start, stop) in `bounds`, given the file's listing."""
+    data = [(offset, length) for offset, length, kind in members if kind == DATA]
+    ends = [offset + length for offset, length in data]
+    out = []
+    for start, stop in bounds:
+        before = bisect_right(ends, start)  # data members that end at or before start
+        out.append(MemberRange(start, stop, data[before - 1] if start > 0 and before else None))
+    return out
+
+
+def ranges_at(path: str, bounds):
+    """MemberRange for each (start, stop) member-boundary range in `bounds` of a
+    splittable file (the predecessors found from one listing of its headers)."""
+    members = _listing(path)
+    if members is None:
+        raise ValueError(f"{path}: not a BGZF or multi-frame zstd file")
+    return _with_previous(members, bounds)
+
+
 def member_ranges(path: str, workers: int):
-    """[(start, stop)] compressed byte ranges at member boundaries for `workers`
-    workers (the sizing of byte_ranges.py, each cut moved to the next member
-    boundary), or None when the file cannot be split. A splittable file gets
-    ranges even when that is a single one: it is always read member by member."""
-    members = list_members(path)
+    """[MemberRange] at member boundaries for `workers` workers (the sizing of
+    byte_ranges.py, each cut moved to the next member boundary), or None when
+    the file cannot be split. A splittable file gets ranges even when that is a
+    single one: it is always read member by member."""
+    members = _listing(path)
     if not members:
         return None
     size = members[-1][0] + members[-1][1]
-    bounds = [offset for offset, _ in members] + [size]
+    bounds = [offset for offset, _, _ in members] + [size]
     starts = sorted({bounds[bisect_left(bounds, a)] for a, _ in plan_ranges(size, workers)})
-    return [(a, b) for a, b in zip(starts, starts[1:] + [size]) if b > a]
+    return _with_previous(members, [(a, b) for a, b in zip(starts, starts[1:] + [size]) if b > a])
 
 
 class _Window:
@@ -222,18 +263,33 @@ def _members_before(path: str, fd: int, compression: str, start: int, size: int)
     return before
 
 
-def _line_starts_at(path: str, fd: int, compression: str, start: int, size: int) -> bool:
+def _last_decoded_byte(fd: int, compression: str, offset: int, length: int):
+    """The member's last decoded byte (b"" when it decodes to nothing), or None when
+    it is damaged (its damage point is then the last thing before what follows it)."""
+    last = b""
+    try:
+        for chunk in _member_chunks(fd, compression, offset, length):
+            last = chunk[-1:] or last
+    except TruncatedInputError:
+        return None
+    return last
+
+
+def _line_starts_at(path: str, fd: int, compression: str, start: int, size: int,
+                    previous=None) -> bool:
     """Whether a line starts at the first decoded byte of the member at `start`:
     the last byte decoded before it is a newline (or none is), and no damage
-    point lies right there. Decodes members backwards to the first non-empty one."""
+    point lies right there (a damage point right before the range: its first
+    line is dropped). Decodes members backwards to the first non-empty one,
+    from `previous` (the last data member before `start`) when given; only if
+    that one decodes to nothing are the headers walked from byte 0."""
+    if previous is not None:
+        last = _last_decoded_byte(fd, compression, *previous)
+        if last != b"":
+            return last == b"\n"
     for offset, length in reversed(_members_before(path, fd, compression, start, size)):
-        last = b""
-        try:
-            for chunk in _member_chunks(fd, compression, offset, length):
-                last = chunk[-1:] or last
-        except TruncatedInputError:
-            return False  # a damage point right before the range: its first line is dropped
-        if last:
+        last = _last_decoded_byte(fd, compression, offset, length)
+        if last != b"":
             return last == b"\n"
     return True
 
@@ -280,17 +336,19 @@ def _finish_line(fd: int, compression: str, members, parts):
     return b"".join(parts)  # the file's last line, without a newline
 
 
-def iter_member_range_lines(path: str, start: int, stop: int):
+def iter_member_range_lines(path: str, start: int, stop: int, previous=None):
     """(relative_line, line_bytes, None) for each line that starts in the decoded
     text of the members in [start, stop), in order, and (relative_line, None,
     TruncatedInputError) where a member of the range is damaged, naming the line
     that holds the damage point. Relative line 1 is the line holding the range's
-    first decoded byte; add `lines_before(path, start)` for absolute numbers."""
+    first decoded byte; add `lines_before(path, start)` for absolute numbers.
+    `previous`: the (offset, length) of the last data member before `start`
+    (MemberRange.previous), if known; without it the headers before `start` are walked."""
     compression = compression_of(path)
     with open(path, "rb") as f:
         fd = f.fileno()
         size = os.fstat(fd).st_size
-        dropping = start > 0 and not _line_starts_at(path, fd, compression, start, size)
+        dropping = start > 0 and not _line_starts_at(path, fd, compression, start, size, previous)
         newlines, pending = 0, b""
         walk = _walk(fd, compression, start, size)
         following = []

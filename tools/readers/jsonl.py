@@ -60,16 +60,18 @@ def iter_json_line_range(path: str, start: int, end: int, json_key: str, log: Sk
     yield from _documents(iter_range_lines(path, start, end), lambda n: RangeLine(base, n), json_key, log)
 
 
-def iter_json_member_range(path: str, start: int, stop: int, json_key: str, log: SkipLog):
+def iter_json_member_range(path: str, start: int, stop: int, json_key: str, log: SkipLog,
+                           previous=None):
     """(where, text) for the lines that start in the decoded members in [start, stop)
-    of a BGZF or multi-frame zstd `path` (compressed byte offsets at member boundaries).
+    of a BGZF or multi-frame zstd `path` (compressed byte offsets at member boundaries;
+    `previous`: the last data member before `start`, as the planner found it).
 
     A damaged member is logged as "truncated" at the absolute line holding the damage.
     """
     base = MemberLineBase(path, start)
 
     def lines():
-        for lineno, line, damage in iter_member_range_lines(path, start, stop):
+        for lineno, line, damage in iter_member_range_lines(path, start, stop, previous):
             if damage is None:
                 yield lineno, line
             else:

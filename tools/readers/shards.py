@@ -48,7 +48,9 @@ class Shard:
     #       | hf-disk | parquet | error
     kind: str
     path: str
-    items: tuple = ()  # tar-members: ((name, offset, size), ...); txt-files: (path, ...)
+    # tar-members: ((name, offset, size), ...); txt-files: (path, ...); jsonl-members:
+    # ((offset, length),) of the last data member before `start`, when there is one
+    items: tuple = ()
     split: object = None  # hf-disk split name
     start: int = 0  # hf-disk first row / parquet row group / jsonl-range, jsonl-members first byte
     stop: int = 0  # hf-disk end row / parquet first row number / jsonl-range, jsonl-members end byte
@@ -186,7 +188,9 @@ def split_for_workers(shards, workers: int):
         elif shard.kind == "jsonl":
             ranges = member_ranges(shard.path, workers)
             if ranges:
-                pieces += [(index, Shard("jsonl-members", shard.path, start=a, stop=b)) for a, b in ranges]
+                pieces += [(index, Shard("jsonl-members", shard.path, start=r.start, stop=r.stop,
+                                         items=(r.previous,) if r.previous else ()))
+                           for r in ranges]
                 continue
         pieces.append((index, shard))
     return pieces
