@@ -21,7 +21,7 @@ newlines before its first line once (`LineBase`).
 import math
 
 CHUNK_BYTES = 1 << 20
-MIN_RANGE_BYTES = 1 << 20  # smaller ranges cost more in per-range overhead than they gain
+MIN_RANGE_BYTES = 1 << 18  # the last ranges: ~0.15 s of tokenizing, so workers end together
 MAX_RANGE_BYTES = 1 << 28  # resume granularity and per-range index memory for huge files
 SHARE_PER_RANGE = 2  # with N workers, a range takes 1 / (2 N) of the bytes still uncut
 
