@@ -150,7 +150,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                      norm="l2", level="token", update="project", epsilon_scale="relative",
                      loss="sym_kl"),
     # alum-finetune's default: the same at 5% of each token's norm. On the robustness study
-    # (MiniLM, tweets, 4 seeds) it costs 1.4 points of clean accuracy where 10% costs 2.6
+    # (MiniLM, tweets, 5 seeds) it costs 1.4 points of clean accuracy where 10% costs 2.6
     # (3 seeds), and keeps +27 points under embedding PGD at 5% (docs/robustness_study.md).
     "relative-finetune": dict(alpha=1.0, noise_std=1e-3, step_size=0.05, epsilon=0.05, steps=1,
                               norm="l2", level="token", update="project",
