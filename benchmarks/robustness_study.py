@@ -15,7 +15,10 @@ attack (DeepWordBug through TextAttack, ``--word-attack``). Arms:
   pre-training (``alum-pretrain --model-kind hf ... --alum``);
 * ``alum-embed-grad``: the ``relative`` preset with ``--adv-detach-embeddings false``
   (the perturbed branch also trains the embeddings, as the authors' fine-tuning code
-  does), against ``alum-relative``.
+  does), against ``alum-relative``;
+* ``alum-half-alpha``: the default preset with the adversarial term's weight α = 0.5
+  (``--adv-alpha 0.5``): whether a lighter regulariser keeps the robustness for less
+  clean accuracy.
 
 Stages (each runs the project's command-line tools as subprocesses; the commands are
 logged in state.json):
@@ -59,7 +62,8 @@ import time
 import zipfile
 from typing import Dict, List, Optional
 
-ARMS = ("standard", "alum", "alum-relative", "alum-paper", "alum-cpt", "alum-embed-grad")
+ARMS = ("standard", "alum", "alum-relative", "alum-paper", "alum-cpt", "alum-embed-grad",
+        "alum-half-alpha")
 # alum-finetune options of each arm (after the shared ones); alum-cpt starts from the
 # continually pre-trained model.
 ARM_OPTIONS = {
@@ -69,6 +73,7 @@ ARM_OPTIONS = {
     "alum-paper": ["--alum", "--alum-preset", "paper-finetune"],
     "alum-cpt": ["--alum"],
     "alum-embed-grad": ["--alum", "--alum-preset", "relative", "--adv-detach-embeddings", "false"],
+    "alum-half-alpha": ["--alum", "--adv-alpha", "0.5"],
 }
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                               "robustness_study")
