@@ -28,8 +28,9 @@ line starts at its first byte, and if not, drops its text through the
 first newline. The planner, which lists every member anyway, hands each
 range the last data member before it (`MemberRange.previous`), so that a
 range does not walk the headers from byte 0 to find it; only when that
-member decodes to nothing (an empty member) does the range walk back further. It finishes its last line by decoding the members after
-`stop` only until a newline appears. The ranges' lines, concatenated in
+member decodes to nothing (an empty member) does the range walk back
+further. It finishes its last line by decoding the members after `stop`
+only until a newline appears. The ranges' lines, concatenated in
 order, are therefore the file's lines, for any cut points.
 
 Damage. A member that fails to decode (corrupt data, a bad checksum, the end
