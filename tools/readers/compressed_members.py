@@ -283,11 +283,13 @@ def _line_starts_at(path: str, fd: int, compression: str, start: int, size: int,
     point lies right there (a damage point right before the range: its first
     line is dropped). Decodes members backwards to the first non-empty one,
     from `previous` (the last data member before `start`) when given; only if
-    that one decodes to nothing are the headers walked from byte 0."""
+    that one decodes to nothing are the headers walked from byte 0, to the
+    members before it."""
     if previous is not None:
         last = _last_decoded_byte(fd, compression, *previous)
         if last != b"":
             return last == b"\n"
+        start = previous[0]  # it, and the non-data members after it, decode to nothing
     for offset, length in reversed(_members_before(path, fd, compression, start, size)):
         last = _last_decoded_byte(fd, compression, offset, length)
         if last != b"":
