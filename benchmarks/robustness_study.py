@@ -6,19 +6,17 @@ under embedding-space PGD at two radii (``alum-robustness``) and under a word-le
 attack (DeepWordBug through TextAttack, ``--word-attack``). Arms:
 
 * ``standard``: ``alum-finetune --no-alum``;
-* ``alum``: ``alum-finetune`` with its default ALUM preset (``relative-finetune``: an L2
-  ball of 5% of each token's embedding norm);
-* ``alum-relative``: the ``relative`` preset (10% of each token's norm), the default
-  before this study showed its clean-accuracy cost;
+* ``alum``: the ``relative-finetune`` preset (an L2 ball of 5% of each token's embedding
+  norm) with the adversarial term at full weight, α = 1 (``--adv-alpha 1.0``);
+* ``alum-half-alpha``: the same ball at α = 0.5: ``alum-finetune``'s default (the arm
+  still passes ``--adv-alpha 0.5``, so its runs mean the same whatever the default);
+* ``alum-relative``: the ``relative`` preset (10% of each token's norm, α = 1);
 * ``alum-paper``: the paper's fine-tuning settings (``--alum-preset paper-finetune``);
-* ``alum-cpt``: the default ALUM fine-tuning of MiniLM after ALUM continual
+* ``alum-cpt``: arm ``alum``'s fine-tuning (5%, α = 1) of MiniLM after ALUM continual
   pre-training (``alum-pretrain --model-kind hf ... --alum``);
 * ``alum-embed-grad``: the ``relative`` preset with ``--adv-detach-embeddings false``
   (the perturbed branch also trains the embeddings, as the authors' fine-tuning code
-  does), against ``alum-relative``;
-* ``alum-half-alpha``: the default preset with the adversarial term's weight α = 0.5
-  (``--adv-alpha 0.5``): whether a lighter regulariser keeps the robustness for less
-  clean accuracy.
+  does), against ``alum-relative``.
 
 Stages (each runs the project's command-line tools as subprocesses; the commands are
 logged in state.json):
@@ -64,16 +62,17 @@ from typing import Dict, List, Optional
 
 ARMS = ("standard", "alum", "alum-relative", "alum-paper", "alum-cpt", "alum-embed-grad",
         "alum-half-alpha")
-# alum-finetune options of each arm (after the shared ones); alum-cpt starts from the
-# continually pre-trained model.
+# alum-finetune options of each arm (after the shared ones), explicit rather than the
+# tool's defaults so that a run means what the arm's earlier records mean; alum-cpt
+# starts from the continually pre-trained model.
 ARM_OPTIONS = {
     "standard": ["--no-alum"],
-    "alum": ["--alum"],
+    "alum": ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "1.0"],
     "alum-relative": ["--alum", "--alum-preset", "relative"],
     "alum-paper": ["--alum", "--alum-preset", "paper-finetune"],
-    "alum-cpt": ["--alum"],
+    "alum-cpt": ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "1.0"],
     "alum-embed-grad": ["--alum", "--alum-preset", "relative", "--adv-detach-embeddings", "false"],
-    "alum-half-alpha": ["--alum", "--adv-alpha", "0.5"],
+    "alum-half-alpha": ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "0.5"],
 }
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                               "robustness_study")
