@@ -116,7 +116,7 @@ def _alum_spans(series: Series) -> List[Tuple[int, int]]:
 def draw_run(series: Series, title: str = ""):
     """The figure and what it shows: ``{panel title: [scalars drawn]}``, one line each."""
     plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharex=True)
     spans = _alum_spans(series)
     shown: Dict[str, List[str]] = {}
     for ax, (panel, names, log) in zip(axes.flat, PANELS):
@@ -133,7 +133,8 @@ def draw_run(series: Series, title: str = ""):
             ax.text(0.5, 0.5, "not logged (ALUM off?)", ha="center", va="center",
                     transform=ax.transAxes, color="gray")
         ax.set_title(panel, fontsize=10)
-        ax.set_xlabel("optimizer step", fontsize=9)
+        if ax in axes[-1]:
+            ax.set_xlabel("optimizer step", fontsize=9)
         ax.grid(alpha=0.3)
         if len(drawn) > 1:
             ax.legend(fontsize=8)
