@@ -39,7 +39,8 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmu
 
     if decay not in ("linear", "cosine", "constant"):
         raise ValueError(f"OptimConfig.lr_decay={decay!r}: unknown lr decay")
-    if decay == "constant" or min_lr >= peak_lr:
+    if decay == "constant" or min_lr >= peak_lr or warmup_steps >= total_steps:
+        # (no decay left: transformers' polynomial decay would divide by zero steps)
         return hf.get_constant_schedule_with_warmup(optimizer, warmup_steps)
     if decay == "linear":
         # It reads the peak from optimizer.defaults["lr"]: DeepSpeed builds the optimizer

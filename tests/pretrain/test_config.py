@@ -76,6 +76,11 @@ def test_lr_warmup_then_decay_matches_the_formulas(decay, min_lr):
         assert lrs[k] == pytest.approx(want, rel=1e-9, abs=1e-15), (decay, k)
 
 
+def test_lr_schedule_that_is_all_warmup_ends_at_the_peak():
+    lrs = _lr_curve("linear", total=4, warmup=4, peak=1.0)
+    assert lrs == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+
+
 def test_lr_schedule_refuses_an_unknown_decay():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="OptimConfig.lr_decay"):
