@@ -252,6 +252,10 @@ class Study:
 
     def calibrate(self) -> List[float]:
         a = self.args
+        if "radii" in self.state and not a.radii:
+            # Calibrated once, for the whole study: every record is attacked at these radii
+            # (a fresh machine has no models/ but the state in git says what they were).
+            return self.state["radii"]
         seed = self.seeds[0]
         model = self.finetune("standard", seed, self.minilm)
         candidates = [float(r) for r in a.calib_radii.split(",")]
