@@ -33,9 +33,6 @@ import copy
 import os
 from typing import Any, Dict, Optional
 
-MONITOR_SECTIONS = ("tensorboard", "wandb", "csv_monitor")
-"""The DeepSpeed config sections of the writers this project sets up."""
-
 TENSORBOARD_DIR = "tensorboard"
 CSV_DIR = "csv"
 
