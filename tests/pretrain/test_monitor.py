@@ -69,7 +69,8 @@ def monitored_run(tmp_path_factory, sample_cache):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         mp.setenv("WANDB_SILENT", "true")
-        mp.delenv("WANDB_DIR", raising=False)
+        mp.setenv("WANDB_DIR", "")  # recorded, so restored after the run
+        del os.environ["WANDB_DIR"]  # unset: the run directory is the default
         summary = Trainer(cfg).train()
     return str(out / "run"), summary
 
