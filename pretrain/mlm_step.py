@@ -2,7 +2,8 @@
 
 The clean forward runs in two halves (``embed``, then ``forward_from_embeddings``)
 so that ALUM gets the embedding output that produced the clean logits; the
-adversarial term (alum.adversarial_loss, Algorithm 1) then perturbs that output.
+adversarial term (the core's staged step, alum.adversarial.AlumStep, all stages at once)
+then perturbs that output.
 This is the *fast* order of docs/algorithm.md's cost model: the clean graph stays alive
 through the ascent and the final perturbed pass, and one backward runs at the end.
 The *lean* order (one graph at a time) is alum.pretrain.lean_order.
@@ -19,11 +20,11 @@ from typing import Callable, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from alum import AlumConfig, AdversarialStats, adversarial_loss
+from alum import AlumConfig, AdversarialStats
+from alum.split_term import add_gradient
 
-from .alum_layout import build_alum_layout
+from .alum_layout import build_alum_step
 from .pass_runner import PassRunner, as_runner, call_through_hooks
-from .split_term import add_gradient
 from .tensor_parallel import predicted_ids
 
 
@@ -44,29 +45,30 @@ class MicroBatchResult:
 
 
 @dataclass
-class KLRows:
-    """Which positions the MLM head runs at in ALUM's passes, and the KL's row weights."""
+class AlumPositions:
+    """Where ALUM's KL is taken: the positions the MLM head runs at in ALUM's passes, and
+    the KL's weights over those rows."""
 
     head_rows: Optional[torch.Tensor]
     """``[b, s]`` bool: the head runs at these positions only (``masked``: the predicted
     ones, which the MLM loss reads too); None: at all positions (``all``)."""
-    rows_mask: Optional[torch.Tensor]
+    kl_weights: Optional[torch.Tensor]
     """Weights of the KL's rows (``[b, s]`` padding mask for ``all``; None: all count)."""
 
 
-def kl_rows(batch: Dict[str, torch.Tensor], positions: str) -> Optional[KLRows]:
+def alum_positions(batch: Dict[str, torch.Tensor], positions: str) -> Optional[AlumPositions]:
     """``masked``: the predicted positions (the authors' code); ``all``: every non-padding
     position. None when nothing is predicted (no KL positions either)."""
     if positions == "masked":
         selected = batch["labels"].ne(-100)
         if not bool(selected.any()):
             return None
-        return KLRows(selected, None)
-    return KLRows(None, batch["attention_mask"])
+        return AlumPositions(selected, None)
+    return AlumPositions(None, batch["attention_mask"])
 
 
 def clean_head_rows(batch: Dict[str, torch.Tensor],
-                    rows: Optional[KLRows]) -> Optional[torch.Tensor]:
+                    rows: Optional[AlumPositions]) -> Optional[torch.Tensor]:
     """Where the clean pass runs the MLM head: at the predicted positions (``[b, s]``
     bool), unless ALUM's KL reads all positions (None). The ``[b, s, V]`` decoder output
     is most of the head's cost; the loss reads ≈15% of it (docs/alum_cost.md)."""
@@ -75,7 +77,7 @@ def clean_head_rows(batch: Dict[str, torch.Tensor],
     return rows.head_rows  # the predicted positions (masked) or None (all)
 
 
-def clean_pass_args(batch: Dict[str, torch.Tensor], rows: Optional[KLRows]) -> Tuple:
+def clean_pass_args(batch: Dict[str, torch.Tensor], rows: Optional[AlumPositions]) -> Tuple:
     """``clean_pass``'s arguments for ``batch``: its inputs and ``clean_head_rows``."""
     return (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
             clean_head_rows(batch, rows))
@@ -83,16 +85,17 @@ def clean_pass_args(batch: Dict[str, torch.Tensor], rows: Optional[KLRows]) -> T
 
 @dataclass
 class CleanObjective:
-    """The clean pass's MLM loss, accuracy counts and ALUM's clean KL rows."""
+    """The clean pass's MLM loss, accuracy counts and the clean logits ALUM's KL reads."""
 
     mlm: torch.Tensor
     correct: torch.Tensor
     predicted: torch.Tensor
-    kl_rows: Optional[torch.Tensor]
+    alum_logits: Optional[torch.Tensor]
+    """The logits at ``AlumPositions.head_rows`` (None without ALUM)."""
 
 
 def clean_objective(model: nn.Module, logits: torch.Tensor, batch: Dict[str, torch.Tensor],
-                    rows: Optional[KLRows]) -> CleanObjective:
+                    rows: Optional[AlumPositions]) -> CleanObjective:
     """MLM loss and counts from the logits of a clean pass run at
     ``clean_head_rows(batch, rows)``: ``[n, V/tp]`` at the predicted positions, or
     ``[b, s, V/tp]`` when the KL reads all positions (the predicted rows are then
@@ -127,7 +130,7 @@ def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
 
 
 def perturbed_forward(model: nn.Module, batch: Dict[str, torch.Tensor],
-                      rows: KLRows) -> Callable[[torch.Tensor], torch.Tensor]:
+                      rows: AlumPositions) -> Callable[[torch.Tensor], torch.Tensor]:
     """perturbed embedding output → the KL rows of its logits (through the module's hooks)."""
     def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
         return call_through_hooks(model, model.forward_from_embeddings, perturbed,
@@ -158,21 +161,16 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
     """
     runner = as_runner(model)
     model = runner.model
-    rows = kl_rows(batch, positions) if alum is not None and alum_active else None
+    rows = alum_positions(batch, positions) if alum is not None and alum_active else None
     embeds, logits = runner.forward(clean_pass(model), *clean_pass_args(batch, rows))
     clean = clean_objective(model, logits, batch, rows)
     del logits
     if rows is None:
         return MicroBatchResult(clean.mlm, clean.mlm.detach(), clean.correct, clean.predicted)
-    layout = build_alum_layout(model, batch, embeds, alum, rows.rows_mask, run_seed)
-    # Frozen parameters during the ascent: megatron's linears compute weight gradients
-    # in any backward that reaches them, even autograd.grad w.r.t. δ alone.
-    adv_term, stats = adversarial_loss(perturbed_forward(model, batch, rows), embeds,
-                                       clean.kl_rows, alum, mask=layout.delta_mask,
-                                       init_noise=layout.init_noise, loss_scale=loss_scale,
-                                       divergences=layout.divergences,
-                                       all_finite=layout.all_finite, freeze=model,
-                                       update=layout.update,
-                                       row_weights=layout.row_weights)
+    # Every stage now, the clean graph alive throughout (the step freezes the parameters
+    # during the ascent: megatron's linears compute weight gradients in any backward that
+    # reaches them, even autograd.grad w.r.t. δ alone).
+    step = build_alum_step(model, batch, embeds, alum, rows.kl_weights, run_seed, loss_scale)
+    adv_term, stats = step.run(perturbed_forward(model, batch, rows), clean.alum_logits)
     return MicroBatchResult(clean.mlm + adv_term, clean.mlm.detach(), clean.correct,
                             clean.predicted, stats)
