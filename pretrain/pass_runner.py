@@ -9,7 +9,7 @@ runner; the lean order (alum.pretrain.lean_order) runs every pass and backward t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 from torch import nn
@@ -93,3 +93,8 @@ def _zero3_fresh_partitions(engine) -> None:
 def as_runner(model: Union[nn.Module, PassRunner]) -> PassRunner:
     """``model`` itself if it is a runner, else ``module_runner(model)``."""
     return model if isinstance(model, PassRunner) else module_runner(model)
+
+
+def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
+    """A micro-batch's tensors on the engine's device."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
