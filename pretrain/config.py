@@ -1,18 +1,20 @@
 """Typed configuration of a pre-training run (``alum-pretrain``).
 
 One dataclass per concern; every field has one docstring (which is also its
-``--help`` text, see ``alum.pretrain.options``) and is validated in
+``--help`` text, see ``alum.cli_args``) and is validated in
 ``__post_init__``: a bad value raises ``ValueError`` naming the field, and
 invalid combinations are rejected when the config is built, not mid-run.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from alum.config import AlumConfig
+from alum.config_base import bad_value, check_choice, check_int, check_number
+
+from .ds_json import load_ds_config, precision_of, zero_stage
 
 PRECISIONS = ("config", "fp32", "bf16", "fp16")
 LR_DECAYS = ("linear", "cosine", "constant")
@@ -21,33 +23,8 @@ ALUM_POSITIONS = ("masked", "all")
 ALUM_ORDERS = ("auto", "fast", "lean")
 PACKINGS = ("document", "cross_document")
 TORCH_ADAM = ("auto", "true", "false")
-
-
-def _bad(cls: str, name: str, value: Any, why: str) -> ValueError:
-    return ValueError(f"{cls}.{name}={value!r}: {why}")
-
-
-def _check_int(obj: Any, name: str, minimum: int) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _bad(type(obj).__name__, name, value, f"must be an integer >= {minimum}")
-
-
-def _check_float(obj: Any, name: str, minimum: float, strict: bool = False,
-                 maximum: Optional[float] = None) -> None:
-    value = getattr(obj, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > minimum if strict else value >= minimum)
-    ok = ok and (maximum is None or value <= maximum)
-    if not ok:
-        bound = f"{'>' if strict else '>='} {minimum}" + (f" and <= {maximum}" if maximum else "")
-        raise _bad(type(obj).__name__, name, value, f"must be a finite number {bound}")
-
-
-def _check_choice(obj: Any, name: str, choices: Tuple[str, ...]) -> None:
-    value = getattr(obj, name)
-    if value not in choices:
-        raise _bad(type(obj).__name__, name, value, f"must be one of {list(choices)}")
+FAMILIES = ("bert", "roberta")
+MODEL_SIZES = ("tiny", "small", "base", "large")
 
 
 @dataclass
@@ -91,11 +68,11 @@ class DataConfig:
         if isinstance(self.data_path, str):
             self.data_path = tuple(self.data_path.split())
         self.data_path = tuple(str(p) for p in self.data_path)
-        _check_int(self, "seq_length", 8)
-        _check_int(self, "num_workers", 0)
-        _check_choice(self, "packing", PACKINGS)
+        check_int(self, "seq_length", 8)
+        check_int(self, "num_workers", 0)
+        check_choice(self, "packing", PACKINGS)
         if self.data_path and not self.tokenizer:
-            raise _bad("DataConfig", "tokenizer", self.tokenizer,
+            raise bad_value("DataConfig", "tokenizer", self.tokenizer,
                        "a tokenizer directory is required with data_path (the one the data "
                        "was preprocessed with)")
         self.masking_rate = str(self.masking_rate)
@@ -133,18 +110,18 @@ class ModelChoice:
     """Seed of the weight initialisation (megatron)."""
 
     def __post_init__(self) -> None:
-        _check_choice(self, "model_kind", MODEL_KINDS)
-        _check_choice(self, "family", ("bert", "roberta"))
-        _check_float(self, "dropout", 0.0, maximum=0.99)
+        check_choice(self, "model_kind", MODEL_KINDS)
+        check_choice(self, "family", FAMILIES)
+        check_number(self, "dropout", 0.0, maximum=0.99)
         if self.model_kind == "hf" and not self.hf_model:
-            raise _bad("ModelChoice", "hf_model", self.hf_model,
+            raise bad_value("ModelChoice", "hf_model", self.hf_model,
                        "model_kind='hf' needs a local model directory")
         if self.model_kind == "megatron" and self.hf_model:
-            raise _bad("ModelChoice", "hf_model", self.hf_model,
+            raise bad_value("ModelChoice", "hf_model", self.hf_model,
                        "is only used with model_kind='hf'")
         for name in ("hidden_size", "num_layers"):
             if getattr(self, name) is not None:
-                _check_int(self, name, 1)
+                check_int(self, name, 1)
 
 
 @dataclass
@@ -186,16 +163,16 @@ class OptimConfig:
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "adam_eps", "clip_grad"):
             if getattr(self, name) is not None:
-                _check_float(self, name, 0.0, strict=name in ("lr", "adam_eps"))
+                check_number(self, name, 0.0, strict=name in ("lr", "adam_eps"))
         for name in ("adam_beta1", "adam_beta2"):
             if getattr(self, name) is not None:
-                _check_float(self, name, 0.0, maximum=0.999999)
-        _check_float(self, "min_lr", 0.0)
-        _check_int(self, "warmup_steps", 0)
-        _check_choice(self, "lr_decay", LR_DECAYS)
-        _check_choice(self, "torch_adam", TORCH_ADAM)
+                check_number(self, name, 0.0, maximum=0.999999)
+        check_number(self, "min_lr", 0.0)
+        check_int(self, "warmup_steps", 0)
+        check_choice(self, "lr_decay", LR_DECAYS)
+        check_choice(self, "torch_adam", TORCH_ADAM)
         if self.lr is not None and self.min_lr > self.lr:
-            raise _bad("OptimConfig", "min_lr", self.min_lr, f"exceeds lr={self.lr}")
+            raise bad_value("OptimConfig", "min_lr", self.min_lr, f"exceeds lr={self.lr}")
 
 
 @dataclass
@@ -269,26 +246,26 @@ class TrainConfig:
         for name, low in (("train_steps", 1), ("micro_batch_size", 1), ("grad_accum_steps", 1),
                           ("eval_interval", 0), ("eval_batches", 1), ("log_interval", 1),
                           ("seed", 0)):
-            _check_int(self, name, low)
+            check_int(self, name, low)
         if self.max_steps is not None:
-            _check_int(self, "max_steps", 0)
-        _check_int(self, "tensor_parallel_size", 1)
+            check_int(self, "max_steps", 0)
+        check_int(self, "tensor_parallel_size", 1)
         if self.sequence_parallel and self.tensor_parallel_size == 1:
-            raise _bad("TrainConfig", "sequence_parallel", True,
+            raise bad_value("TrainConfig", "sequence_parallel", True,
                        "needs tensor_parallel_size > 1")
-        _check_choice(self, "precision", PRECISIONS)
-        _check_int(self, "pipeline_parallel_size", 1)
+        check_choice(self, "precision", PRECISIONS)
+        check_int(self, "pipeline_parallel_size", 1)
         if self.compile:
             self._check_compile()
-        _check_int(self, "virtual_pipeline_size", 1)
+        check_int(self, "virtual_pipeline_size", 1)
         pp, vp = self.pipeline_parallel_size, self.virtual_pipeline_size
         if vp > 1:
             if pp == 1:
-                raise _bad("TrainConfig", "virtual_pipeline_size", vp,
+                raise bad_value("TrainConfig", "virtual_pipeline_size", vp,
                            "needs pipeline_parallel_size > 1 (model chunks per stage of the "
                            "interleaved schedule)")
             if self.grad_accum_steps % pp:
-                raise _bad("TrainConfig", "virtual_pipeline_size", vp,
+                raise bad_value("TrainConfig", "virtual_pipeline_size", vp,
                            f"needs grad_accum_steps (the schedule's micro-batches) to be a "
                            f"multiple of pipeline_parallel_size={pp}, but it is "
                            f"{self.grad_accum_steps} (megatron-core's interleaved schedule "
@@ -297,18 +274,16 @@ class TrainConfig:
         # megatron-core's schedule sizes the p2p tensors for sequence parallel, and the
         # loop's clipping counts TP shards on every TP rank and replicas once.
         if pp > 1:
-            from .ds_config import load_ds_config, precision_of, zero_stage
-
             ds = load_ds_config(self.ds_config)
             stage = zero_stage(ds)
             if stage > 1:
-                raise _bad("TrainConfig", "pipeline_parallel_size", pp,
+                raise bad_value("TrainConfig", "pipeline_parallel_size", pp,
                            f"needs ZeRO stage 0 or 1, but ds_config={self.ds_config!r} is "
                            f"stage {stage} (ZeRO-2/3 partition gradients in hooks that the "
                            f"pipeline schedule's backward bypasses)")
             precision = precision_of(ds) if self.precision == "config" else self.precision
             if precision == "fp16":
-                raise _bad("TrainConfig", "pipeline_parallel_size", pp,
+                raise bad_value("TrainConfig", "pipeline_parallel_size", pp,
                            "does not support fp16 (the schedule's backward has no loss "
                            "scaling); use fp32 or bf16")
 
@@ -324,14 +299,12 @@ class TrainConfig:
                    f"{self.tensor_parallel_size} and {self.pipeline_parallel_size}): the "
                    f"compiled layers are not tested with megatron's communication")
         else:
-            from .ds_config import load_ds_config, zero_stage
-
             stage = zero_stage(load_ds_config(self.ds_config))
             if stage == 3:
                 why = (f"cannot be combined with ZeRO-3 (ds_config={self.ds_config!r}), which "
                        f"gathers each layer's parameters in hooks around its forward")
         if why:
-            raise _bad("TrainConfig", "compile", True, why)
+            raise bad_value("TrainConfig", "compile", True, why)
 
 
 @dataclass
@@ -380,15 +353,15 @@ class CheckpointConfig:
             self.init_from = None
         if self.init_from is not None:
             if not isinstance(self.init_from, str):
-                raise _bad("CheckpointConfig", "init_from", self.init_from, "must be a path")
+                raise bad_value("CheckpointConfig", "init_from", self.init_from, "must be a path")
             if self.resume not in ("auto", "never"):
-                raise _bad("CheckpointConfig", "init_from", self.init_from,
+                raise bad_value("CheckpointConfig", "init_from", self.init_from,
                            f"cannot be combined with resume={self.resume!r} (a checkpoint to "
                            f"resume from); use one of the two")
-        _check_int(self, "save_interval", 0)
-        _check_int(self, "keep_last", 0)
+        check_int(self, "save_interval", 0)
+        check_int(self, "keep_last", 0)
         if not self.output_dir:
-            raise _bad("CheckpointConfig", "output_dir", self.output_dir, "must be a path")
+            raise bad_value("CheckpointConfig", "output_dir", self.output_dir, "must be a path")
 
 
 @dataclass
@@ -407,7 +380,7 @@ class LoggingConfig:
 
     def __post_init__(self) -> None:
         if self.peak_tflops is not None:
-            _check_float(self, "peak_tflops", 0.0, strict=True)
+            check_number(self, "peak_tflops", 0.0, strict=True)
 
 
 @dataclass
@@ -433,57 +406,57 @@ class PretrainConfig:
     ``auto``: fast, or lean under pipeline parallelism (the only order there)."""
 
     def __post_init__(self) -> None:
-        _check_choice(self, "alum_positions", ALUM_POSITIONS)
-        _check_choice(self, "alum_order", ALUM_ORDERS)
+        check_choice(self, "alum_positions", ALUM_POSITIONS)
+        check_choice(self, "alum_order", ALUM_ORDERS)
         if self.alum is not None and self.train.pipeline_parallel_size > 1 \
                 and self.alum_order == "fast":
-            raise _bad("PretrainConfig", "alum_order", "fast",
+            raise bad_value("PretrainConfig", "alum_order", "fast",
                        "under pipeline parallelism ALUM runs in the lean order (separate "
                        "schedule passes, alum.pretrain.pipeline_alum); use 'lean' or 'auto'")
         if self.alum is not None and not isinstance(self.alum, AlumConfig):
-            raise _bad("PretrainConfig", "alum", self.alum, "must be an AlumConfig or None")
+            raise bad_value("PretrainConfig", "alum", self.alum, "must be an AlumConfig or None")
         if self.alum is not None and self.alum.start_step >= self.train.train_steps \
                 and self.alum.alpha > 0:
-            raise _bad("AlumConfig", "start_step", self.alum.start_step,
+            raise bad_value("AlumConfig", "start_step", self.alum.start_step,
                        f"is not before train_steps={self.train.train_steps}: ALUM would never "
                        f"run (use --no-alum for standard training)")
         if self.checkpoint.init_from and self.model.model_kind != "megatron":
-            raise _bad("CheckpointConfig", "init_from", self.checkpoint.init_from,
+            raise bad_value("CheckpointConfig", "init_from", self.checkpoint.init_from,
                        "needs model_kind='megatron' (an HF model starts from --hf-model)")
         if self.checkpoint.export_hf and self.model.model_kind != "hf":
-            raise _bad("CheckpointConfig", "export_hf", self.checkpoint.export_hf,
+            raise bad_value("CheckpointConfig", "export_hf", self.checkpoint.export_hf,
                        "needs model_kind='hf' (the megatron-core model has no HF export here)")
         if self.train.compile and self.model.model_kind != "megatron":
-            raise _bad("TrainConfig", "compile", True,
+            raise bad_value("TrainConfig", "compile", True,
                        "needs model_kind='megatron' (it compiles alum.models' encoder layers)")
         tp = self.train.tensor_parallel_size
         if tp > 1 and self.model.model_kind != "megatron":
-            raise _bad("TrainConfig", "tensor_parallel_size", tp,
+            raise bad_value("TrainConfig", "tensor_parallel_size", tp,
                        "needs model_kind='megatron' (an HF model trains at TP=1)")
         if tp > 1 and self.alum is not None and self.alum.loss != "sym_kl":
-            raise _bad("AlumConfig", "loss", self.alum.loss,
+            raise bad_value("AlumConfig", "loss", self.alum.loss,
                        f"tensor_parallel_size={tp} takes ALUM's KL over the vocabulary-parallel "
                        f"logits with the symmetric KL only (loss='sym_kl')")
         if self.train.sequence_parallel and self.alum is not None \
                 and self.alum.level == "sequence":
-            raise _bad("AlumConfig", "level", "sequence",
+            raise bad_value("AlumConfig", "level", "sequence",
                        "with sequence_parallel each rank holds a shard of the sequence; the "
                        "sequence-level norm is not reduced across shards here (use "
                        "level='token', the paper's, or turn sequence_parallel off)")
         pp = self.train.pipeline_parallel_size
         if pp > 1 and self.model.model_kind != "megatron":
-            raise _bad("TrainConfig", "pipeline_parallel_size", pp,
+            raise bad_value("TrainConfig", "pipeline_parallel_size", pp,
                        "needs model_kind='megatron' (an HF model trains at PP=1)")
         if pp > 1 and self.alum is not None and self.train.virtual_pipeline_size > 1:
-            raise _bad("TrainConfig", "virtual_pipeline_size", self.train.virtual_pipeline_size,
+            raise bad_value("TrainConfig", "virtual_pipeline_size", self.train.virtual_pipeline_size,
                        "ALUM under pipeline parallelism replays the clean pass's randomness "
                        "in the plain 1F1B schedule's forward order; the interleaved "
                        "schedule is not supported with ALUM (use virtual_pipeline_size=1)")
         if self.train.sequence_parallel and self.data.seq_length % tp:
-            raise _bad("DataConfig", "seq_length", self.data.seq_length,
+            raise bad_value("DataConfig", "seq_length", self.data.seq_length,
                        f"must be divisible by tensor_parallel_size={tp} (sequence_parallel)")
         if self.alum is not None and self.alum.loss == "mse":
-            raise _bad("AlumConfig", "loss", "mse",
+            raise bad_value("AlumConfig", "loss", "mse",
                        "is for regression heads; MLM uses sym_kl or kl")
 
     @property
@@ -513,3 +486,9 @@ class PretrainConfig:
             if key in values:
                 kwargs[key] = values[key]
         return cls(**kwargs)
+
+
+OPTION_CHOICES = {"precision": PRECISIONS, "lr_decay": LR_DECAYS, "model_kind": MODEL_KINDS,
+                  "packing": PACKINGS, "torch_adam": TORCH_ADAM, "family": FAMILIES,
+                  "model_size": MODEL_SIZES, "alum_positions": ALUM_POSITIONS}
+"""The fields whose command-line option takes a fixed set of values (alum.pretrain.cli)."""
