@@ -134,7 +134,7 @@ def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tens
     gradient hooks (ZeRO's buckets stay untouched), and PyTorch's own ops skip their
     weight-gradient matmuls. A custom autograd function may still compute them (megatron's
     linear layers do, measured: docs/alum_cost.md) unless the parameters are frozen, which
-    ``find_perturbation(freeze=model)`` does for the ascent. ``loss_scale`` multiplies D
+    ``AlumStep(freeze=model)`` does for the ascent. ``loss_scale`` multiplies D
     before the backward pass and divides g after it: under fp16 the inner gradient would
     otherwise underflow (docs/algorithm.md, "Known faults of the reference code").
     ``mask``: the divergence's row weights. ``divergence`` defaults to the config's
@@ -159,20 +159,6 @@ def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tens
     return g, adv
 
 
-@dataclass
-class Perturbation:
-    """δ after the K ascent steps of Algorithm 1, and what the statistics need."""
-
-    delta: torch.Tensor
-    """The final δ (no graph), zero on padding."""
-    grad: torch.Tensor
-    """The last ascent gradient."""
-    share: torch.Tensor
-    """The gradient's share of the last update (``AdversarialStats.grad_share``)."""
-    skipped: Optional[str] = None
-    """What was non-finite ("the ascent gradient"), or None."""
-
-
 def _mean_rows(values: torch.Tensor, m: Optional[torch.Tensor]) -> torch.Tensor:
     """Mean of per-row values ([..., 1] or [B, 1, ..., 1]) over the valid rows."""
     if m is None or values.dim() != m.dim():
@@ -195,35 +181,6 @@ def gradient_share(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
     return _mean_rows(step / (step + before).clamp_min(torch.finfo(step.dtype).tiny), m)
 
 
-def random_start(embeds: torch.Tensor, config: AlumConfig, mask: Optional[torch.Tensor],
-                 scale: Optional[torch.Tensor], init_noise: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """δ₀ (Algorithm 1, line 1): ``init_noise`` (zeroed on padding) or ``initial_noise``."""
-    if init_noise is None:
-        return initial_noise(embeds, config, mask, scale, generator)
-    if init_noise.shape != embeds.shape:
-        raise ValueError(f"init_noise shape {tuple(init_noise.shape)} != embeds shape "
-                         f"{tuple(embeds.shape)}")
-    delta = init_noise.detach().to(embeds.dtype)
-    m = row_mask(mask, delta)
-    return delta if m is None else (delta * m).to(embeds.dtype)
-
-
-def ascent_update(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
-                  mask: Optional[torch.Tensor], scale: Optional[torch.Tensor],
-                  update: UpdateFn = adv_project, all_finite: AllFinite = all_finite_local,
-                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[str]]:
-    """One ascent step on δ from its gradient (Algorithm 1, the δ line; ``mask``: δ's,
-    ``scale``: ``embedding_scale``): ``(new δ, gradient share, None)``, or ``(δ, None,
-    what was non-finite)`` when ``all_finite(grad)`` refuses it (the term is skipped)."""
-    if not all_finite(grad):
-        return delta, None, "the ascent gradient"
-    share = gradient_share(delta, grad, config, row_mask(mask, delta), scale)
-    with torch.no_grad():
-        delta = update(delta, grad, config, mask, scale)
-    return delta.detach(), share, None
-
-
 class AlumStep:
     """ALUM's adversarial term for one batch, in the stages of Algorithm 1.
 
@@ -231,9 +188,9 @@ class AlumStep:
     them (docs/algorithm.md, "Cost model"):
 
     1. ``start()``: δ₀, the random start (Algorithm 1, line 1);
-    2. K times ``ascend_once(forward_fn, clean_logits)`` (= ``gradient`` then ``update``):
-       δ's gradient with the parameters frozen, then the projected step; or ``ascend`` for
-       all K. A layout that computes δ's gradient itself (a pipeline schedule) calls
+    2. K times ``gradient(forward_fn, clean_logits)`` (δ's gradient, the parameters
+       frozen) then ``update(grad)`` (the projected step), or ``ascend`` for all K. A
+       layout that computes δ's gradient itself (a pipeline schedule) calls
        ``ascent_divergence`` for its loss and ``update`` with the gradient;
     3. the term on ``perturbed_input()``'s logits: whole (``term``, one backward) or split
        into its perturbed and clean halves for two backward passes (``split``, then
@@ -295,10 +252,19 @@ class AlumStep:
 
     # -- 1. the random start ----------------------------------------------------
     def start(self) -> torch.Tensor:
-        """δ₀ (Algorithm 1, line 1), zero on padding."""
-        self.scale = embedding_scale(self.embeds, self.config, self.mask)
-        self.delta = random_start(self.embeds, self.config, self.mask, self.scale,
-                                  self.init_noise, self.generator)
+        """δ₀ (Algorithm 1, line 1): ``init_noise`` or N(0, σ²I), zero on padding."""
+        embeds, noise = self.embeds, self.init_noise
+        self.scale = embedding_scale(embeds, self.config, self.mask)
+        if noise is None:
+            self.delta = initial_noise(embeds, self.config, self.mask, self.scale,
+                                       self.generator)
+        elif noise.shape != embeds.shape:
+            raise ValueError(f"init_noise shape {tuple(noise.shape)} != embeds shape "
+                             f"{tuple(embeds.shape)}")
+        else:
+            m = row_mask(self.mask, noise)
+            delta = noise.detach().to(embeds.dtype)
+            self.delta = delta if m is None else (delta * m).to(embeds.dtype)
         self.grad = torch.zeros_like(self.delta)
         return self.delta
 
@@ -320,28 +286,25 @@ class AlumStep:
         """One ascent step on δ from ``grad`` (Algorithm 1, the δ line); False, δ unchanged
         and the term skipped when the gradient is not finite. ``finite``: the layout's
         verdict, agreed across its ranks (a stage without δ passes ``grad=None``)."""
-        verdict = self.all_finite if finite is None else (lambda _grad: finite)
-        if self.delta is None:  # this rank holds no δ: it only follows the verdict
-            if not verdict(grad):
-                self._skip("the ascent gradient", grad)
-            return self.skipped is None
-        self.grad = grad
-        delta, share, skipped = ascent_update(self.delta, grad, self.config, self.mask,
-                                              self.scale, self.update_fn, verdict)
-        if skipped:
-            self._skip(skipped, grad)
+        if self.delta is not None:  # a rank without δ only follows the verdict
+            self.grad = grad
+        if not (self.all_finite(grad) if finite is None else finite):
+            self.skipped, self._bad = "the ascent gradient", grad
             return False
-        self.delta, self.share = delta, share
+        if self.delta is not None:
+            self.share = gradient_share(self.delta, grad, self.config,
+                                        row_mask(self.mask, self.delta), self.scale)
+            with torch.no_grad():
+                self.delta = self.update_fn(self.delta, grad, self.config, self.mask,
+                                            self.scale).detach()
         return True
 
-    def ascend_once(self, forward_fn: ForwardFn, clean_logits: Logits) -> bool:
-        """One ascent step: ``gradient`` then ``update``; False when it was skipped."""
-        return self.update(self.gradient(forward_fn, clean_logits))
-
     def ascend(self, forward_fn: ForwardFn, clean_logits: Logits) -> bool:
-        """The K ascent steps of Algorithm 1; False when one was skipped."""
+        """The K ascent steps of Algorithm 1 (``gradient`` then ``update``, K times);
+        False when one was skipped."""
         clean = detach_logits(clean_logits)
-        return all(self.ascend_once(forward_fn, clean) for _ in range(self.config.steps))
+        return all(self.update(self.gradient(forward_fn, clean))
+                   for _ in range(self.config.steps))
 
     # -- 3. the term --------------------------------------------------------------
     def perturbed_input(self) -> torch.Tensor:
@@ -359,11 +322,9 @@ class AlumStep:
         a zero when the ascent or the term was not finite."""
         if self.skipped is None:
             value = self.divergences.final(adv_logits, clean_logits, self.row_weights)
-            if self.all_finite(value):
-                self.value = value
+            if self._finite(value, self.all_finite):
                 return self.weighted(value)
-            self._skip("the adversarial term", value)
-        return self._zero()
+        return torch.zeros((), device=self.embeds.device, dtype=compute_dtype(self.embeds.dtype))
 
     def split(self, adv_logits: torch.Tensor, clean_logits: torch.Tensor,
               all_finite: Optional[AllFinite] = None) -> bool:
@@ -374,10 +335,9 @@ class AlumStep:
         split = SplitTerm(lambda a, c, _m: self.divergences.final(a, c, w),
                           None if both is None else (lambda a, c: both(a, c, w)),
                           adv_logits, clean_logits)
-        if not (all_finite or self.all_finite)(split.value):
-            self._skip("the adversarial term", split.value)
+        if not self._finite(split.value, all_finite or self.all_finite):
             return False
-        self.value, self._split = split.value, split
+        self._split = split
         return True
 
     def perturbed_half(self) -> torch.Tensor:
@@ -414,39 +374,50 @@ class AlumStep:
                                       self.row_weights)
 
     def delta_stats(self) -> Dict[str, torch.Tensor]:
-        """The statistics of δ and its gradient (``perturbation_stats``)."""
-        return perturbation_stats(self.embeds, self.perturbation(), self.config, self.mask)
+        """``AdversarialStats``' fields that describe δ and its gradient."""
+        m = row_mask(self.mask, self.delta)
+        config, level = self.config, self.config.level
+        with torch.no_grad():
+            dtype = compute_dtype(self.delta.dtype)
+            d, g = self.delta.to(dtype), self.grad.to(dtype)
+            g = g if m is None else g * m
+            size_norm = config.norm if config.norm != "l1" else "inf"
+            dn = row_norm(d, size_norm, level)
+            en = row_norm(self.embeds.detach().to(dtype), size_norm, level)
+            dims = -1 if level == "token" else tuple(range(1, d.dim()))
+            cos = (d * g).sum(dim=dims, keepdim=True) / (
+                d.pow(2).sum(dim=dims, keepdim=True).sqrt()
+                * g.pow(2).sum(dim=dims, keepdim=True).sqrt()).clamp_min(1e-30)
+            return dict(grad_norm=_mean_rows(row_norm(g, config.norm, level), m),
+                        delta_norm=_mean_rows(dn, m),
+                        delta_rel_norm=_mean_rows(dn / en.clamp_min(1e-30), m),
+                        cos_delta_grad=_mean_rows(cos, m), grad_share=self.share.detach())
 
     def stats(self, adv_logits: Optional[Logits] = None,
               clean_logits: Optional[Logits] = None) -> AdversarialStats:
-        """``AdversarialStats`` of the step; NaN with ``skipped=True`` (logged) when the
-        ascent or the term was dropped."""
-        if not self.on:
-            return skipped_term(self.embeds, self.skipped, self._bad, self.config)[1]
-        return AdversarialStats(adv_loss=self.value.detach(), skipped=False,
-                                flip_rate=self.flips(adv_logits, clean_logits),
-                                **self.delta_stats())
+        """``AdversarialStats`` of the step; NaN with ``skipped=True`` when the ascent or
+        the term was dropped (a warning is logged, once per call)."""
+        if self.on:
+            return AdversarialStats(adv_loss=self.value.detach(), skipped=False,
+                                    flip_rate=self.flips(adv_logits, clean_logits),
+                                    **self.delta_stats())
+        n_bad = int((~torch.isfinite(self._bad.detach())).sum())
+        logger.warning("ALUM: %s has %d non-finite value(s); the adversarial term is skipped "
+                       "for this step", self.skipped, n_bad)
+        nan = torch.tensor(float("nan"))
+        zero = torch.zeros((), device=self.embeds.device, dtype=compute_dtype(self.embeds.dtype))
+        return AdversarialStats(adv_loss=zero, grad_norm=nan, delta_norm=nan,
+                                delta_rel_norm=nan, cos_delta_grad=nan, grad_share=nan,
+                                flip_rate=None if self.config.loss == "mse" else nan,
+                                skipped=True)
 
-    def perturbation(self) -> Perturbation:
-        return Perturbation(self.delta, self.grad, self.share, self.skipped
-                            if self.skipped == "the ascent gradient" else None)
-
-    def _skip(self, what: str, value: Optional[torch.Tensor]) -> None:
-        self.skipped, self._bad = what, value
-
-    def _zero(self) -> torch.Tensor:
-        return torch.zeros((), device=self.embeds.device, dtype=compute_dtype(self.embeds.dtype))
-
-
-def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
-                      config: AlumConfig, mask: Optional[torch.Tensor] = None,
-                      **options: Any) -> Perturbation:
-    """The random start and the K ascent steps of Algorithm 1 (δ only, no weight
-    gradients); ``options``: ``AlumStep``'s keyword arguments."""
-    step = AlumStep(config, embeds, mask, **options)
-    step.start()
-    step.ascend(forward_fn, clean_logits)
-    return step.perturbation()
+    def _finite(self, value: torch.Tensor, all_finite: AllFinite) -> bool:
+        """Keeps ``value`` as the term when ``all_finite`` accepts it, else skips it."""
+        if all_finite(value):
+            self.value = value
+            return True
+        self.skipped, self._bad = "the adversarial term", value
+        return False
 
 
 def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
@@ -470,40 +441,3 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
     say ``skipped=True`` and a warning is logged; the caller counts these.
     """
     return AlumStep(config, embeds, mask, **search).run(forward_fn, clean_logits)
-
-
-def perturbation_stats(embeds: torch.Tensor, pert: Perturbation, config: AlumConfig,
-                       mask: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """``AdversarialStats``' fields that describe δ and its gradient (``mask``: δ's)."""
-    m = row_mask(mask, pert.delta)
-    with torch.no_grad():
-        dtype = compute_dtype(pert.delta.dtype)
-        d = pert.delta.to(dtype)
-        g = pert.grad.to(dtype)
-        if m is not None:
-            g = g * m
-        size_norm = config.norm if config.norm != "l1" else "inf"
-        dn = row_norm(d, size_norm, config.level)
-        en = row_norm(embeds.detach().to(dtype), size_norm, config.level)
-        gn = row_norm(g, config.norm, config.level)
-        dims = -1 if config.level == "token" else tuple(range(1, d.dim()))
-        dot = (d * g).sum(dim=dims, keepdim=True)
-        cos = dot / (d.pow(2).sum(dim=dims, keepdim=True).sqrt()
-                     * g.pow(2).sum(dim=dims, keepdim=True).sqrt()).clamp_min(1e-30)
-        return dict(grad_norm=_mean_rows(gn, m), delta_norm=_mean_rows(dn, m),
-                    delta_rel_norm=_mean_rows(dn / en.clamp_min(1e-30), m),
-                    cos_delta_grad=_mean_rows(cos, m), grad_share=pert.share.detach())
-
-
-def skipped_term(embeds: torch.Tensor, what: str, value: torch.Tensor,
-                 config: AlumConfig) -> Tuple[torch.Tensor, AdversarialStats]:
-    """A zero term and NaN statistics with ``skipped=True``, logged once per call."""
-    nan = torch.tensor(float("nan"))
-    n_bad = int((~torch.isfinite(value.detach())).sum())
-    logger.warning("ALUM: %s has %d non-finite value(s); the adversarial term is skipped for "
-                   "this step", what, n_bad)
-    zero = torch.zeros((), device=embeds.device, dtype=compute_dtype(embeds.dtype))
-    stats = AdversarialStats(adv_loss=zero.detach(), grad_norm=nan, delta_norm=nan,
-                             delta_rel_norm=nan, cos_delta_grad=nan, grad_share=nan,
-                             flip_rate=None if config.loss == "mse" else nan, skipped=True)
-    return zero, stats

@@ -144,7 +144,7 @@ def naive_step(model, batch, alum, positions: str, resting_grads: bool = True) -
 def step_functions(model, batch, alum, positions: str,
                    resting_grads: bool = True) -> Dict[str, Callable[[], None]]:
     from alum.pretrain.lean_order import lean_micro_batch
-    from alum.pretrain.pass_runner import module_runner
+    from alum.pretrain.mlm_step import module_runner
     from alum.pretrain.mlm_step import mlm_micro_batch
 
     runner = module_runner(model)

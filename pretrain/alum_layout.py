@@ -20,6 +20,9 @@ The core (alum.adversarial) works on one process's tensors. Under the loop's lay
   the clean logits detached: its gradient with respect to the perturbed logits,
   p_adv − p_clean, is exactly that of KL(stopgrad p_clean ‖ p_adv) (Algorithm 1's D);
   only that gradient is used. The flip rate takes the argmax across shards.
+* **Predicted ids** (the flip rate, the MLM accuracy): each TP rank holds ``V / tp``
+  columns of the logits, so the argmax is taken per shard and the winner chosen across
+  the group (two tiny all-gathers instead of gathering ``[N, V]`` logits).
 * **Skipping.** Under sequence parallelism each rank sees only its shard of ∇δ, so the
   NaN/Inf test is agreed over the model-parallel group: every rank skips together (a
   rank that skipped alone would leave the others waiting in a collective).
@@ -38,9 +41,32 @@ from alum.adversarial import AlumStep, all_finite_local, initial_noise
 from alum.divergence import Divergences, Logits
 from alum.perturbation import embedding_scale
 
-from .tensor_parallel import predicted_ids, tensor_parallel_size
 
 NOISE_SEED_STRIDE = 1_000_003
+
+
+def tensor_parallel_size(model: nn.Module) -> int:
+    spec = getattr(model, "spec", None)
+    return int(getattr(spec, "tp_size", 1)) if spec is not None else 1
+
+
+def predicted_ids(model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """argmax over the full vocabulary of logits ``[N, V / tp]`` (plain argmax at TP=1)."""
+    tp = tensor_parallel_size(model)
+    if tp == 1:
+        return rows.argmax(dim=-1)
+    from megatron.core import parallel_state as ps
+
+    group = ps.get_tensor_model_parallel_group()
+    start, _ = model.spec.vocab_range(model.padded_vocab)
+    local_max, local_arg = rows.float().max(dim=-1)
+    maxes = [torch.empty_like(local_max) for _ in range(tp)]
+    args = [torch.empty_like(local_arg) for _ in range(tp)]
+    dist.all_gather(maxes, local_max.contiguous(), group=group)
+    dist.all_gather(args, (local_arg + start).contiguous(), group=group)
+    # Ties go to the lowest rank, i.e. the lowest vocabulary id, as torch's argmax.
+    winner = torch.stack(maxes).argmax(dim=0)
+    return torch.stack(args).gather(0, winner.unsqueeze(0)).squeeze(0)
 
 
 def sequence_parallel(model: nn.Module) -> bool:

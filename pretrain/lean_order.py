@@ -39,9 +39,8 @@ from alum import AlumConfig
 
 from .alum_layout import build_alum_step
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (MicroBatchResult, alum_positions, clean_objective, clean_pass,
-                       clean_pass_args, mlm_micro_batch, perturbed_forward)
-from .pass_runner import PassRunner
+from .mlm_step import (MicroBatchResult, PassRunner, alum_positions, clean_objective,
+                       clean_pass, clean_pass_args, mlm_micro_batch, perturbed_forward)
 
 
 def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],

@@ -26,8 +26,8 @@ import torch
 from .config import PretrainConfig
 from .data import valid_batches
 from .lean_order import lean_micro_batch
-from .mlm_step import clean_head_rows, clean_objective, mlm_micro_batch
-from .pass_runner import engine_runner, to_device
+from .mlm_step import (clean_head_rows, clean_objective, engine_runner, mlm_micro_batch,
+                       to_device)
 from .run_stats import ADV_KEYS, all_reduce_sum, current_loss_scale, grad_norm
 
 
@@ -45,13 +45,16 @@ class MicroBatchSteps:
         self.engine, self.cfg, self.lr_scheduler = engine, cfg, lr_scheduler
         self.dp_rank, self.dp_size = dp_rank, dp_size
         self.device = engine.device
+        # The order is the run's: chosen once (PretrainConfig.resolved_alum_order).
+        self.micro_batch = lean_micro_batch if cfg.resolved_alum_order == "lean" \
+            else mlm_micro_batch
 
     def optimizer_step(self, batches: Iterator, alum_on: bool) -> Dict[str, Any]:
         """grad_accum_steps micro-batches and the optimizer step; per-step metrics
         (``adv_skipped``: the micro-batches whose term was dropped, over data parallel)."""
         cfg, tc = self.cfg, self.cfg.train
         runner = engine_runner(self.engine)
-        micro_batch = lean_micro_batch if cfg.resolved_alum_order == "lean" else mlm_micro_batch
+        micro_batch = self.micro_batch
         loss_sum = correct = predicted = 0.0
         adv: Dict[str, List[float]] = {k: [] for k in ADV_KEYS}
         skipped = 0

@@ -15,7 +15,7 @@ all ranks of a model-parallel group agree on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -23,9 +23,99 @@ from torch import nn
 from alum import AlumConfig, AdversarialStats
 from alum.split_term import add_gradient
 
-from .alum_layout import build_alum_step
-from .pass_runner import PassRunner, as_runner, call_through_hooks
-from .tensor_parallel import predicted_ids
+from .alum_layout import build_alum_step, predicted_ids
+
+
+# -- how a pass reaches the model -------------------------------------------------
+# A pass is a function run *as the module's forward* (``call_through_hooks``), so that the
+# hooks of the module and of the DeepSpeed engine wrapping it run: ZeRO-3 gathers its
+# partitioned parameters there, and the engine's forward registers the hooks that start its
+# backward bookkeeping. The fast order runs its clean pass through a runner; the lean order
+# (alum.pretrain.lean_order) runs every pass and backward through one.
+
+def call_through_hooks(model: nn.Module, method: Callable, *args: torch.Tensor,
+                       via: Optional[Callable] = None):
+    """``method(*args)`` invoked as ``model(*args)`` (or ``via(*args)``, a wrapper of
+    ``model`` such as the DeepSpeed engine), so the module's own hooks run.
+
+    ZeRO-3 gathers partitioned parameters in forward hooks; a parameter used by a
+    module that does not own it (the MLM decoder reading the tied word embedding) is
+    gathered only by the root module's hooks, which a plain method call skips.
+    """
+    model.forward = method
+    try:
+        return (via or model)(*args)
+    finally:
+        del model.forward
+
+
+@dataclass
+class PassRunner:
+    """How a pass reaches the model: ``forward(fn, *args)`` runs ``fn`` as the module's
+    forward (so DeepSpeed's/ZeRO's hooks run); ``backward(loss, last)`` back-propagates,
+    ``last`` marking the micro-batch's final backward (DeepSpeed reduces gradients there)."""
+
+    model: nn.Module
+    forward: Callable[..., Any]
+    backward: Callable[[torch.Tensor, bool], None]
+
+
+def module_runner(model: nn.Module) -> PassRunner:
+    """Passes straight through the module (no DeepSpeed engine)."""
+    return PassRunner(model, lambda fn, *args: call_through_hooks(model, fn, *args),
+                      lambda loss, last: loss.backward())
+
+
+def engine_runner(engine) -> PassRunner:
+    """Passes through a DeepSpeed engine. Only a micro-batch's last backward may be an
+    accumulation boundary: ZeRO-0/1 all-reduce there, once for both backward passes."""
+    module = engine.module
+
+    def forward(fn, *args):
+        return call_through_hooks(module, fn, *args, via=engine)
+
+    def backward(loss: torch.Tensor, last: bool) -> None:
+        if last:
+            engine.backward(loss)
+            return
+        _zero3_fresh_partitions(engine)
+        engine.set_gradient_accumulation_boundary(False)
+        try:
+            engine.backward(loss)
+        finally:
+            engine.set_gradient_accumulation_boundary(None)
+
+    return PassRunner(module, forward, backward)
+
+
+def _zero3_fresh_partitions(engine) -> None:
+    """Zero ZeRO-3's gradient partitions before an optimizer step's first backward.
+
+    ZeRO-3 *copies* a gradient into its partition during the step's first backward
+    (``micro_step_id == 0``) and adds afterwards, so the partitions keep the previous
+    step's values until overwritten. Measured (DeepSpeed 0.19.8, tests/pretrain/
+    test_alum_orders.py): after a non-boundary backward, some gradients (the embedding
+    layer's, the last produced) reach their partitions only during the next backward,
+    with ``micro_step_id == 1``, and are added to the stale values. With one backward per
+    micro-batch that never happens at micro step 0; the lean order's two do. Starting the
+    step from zeroed partitions makes copy and add agree.
+    """
+    optimizer = getattr(engine, "optimizer", None)
+    if engine.zero_optimization_stage() != 3 or getattr(optimizer, "micro_step_id", 1) != 0:
+        return
+    buffer = getattr(optimizer, "grad_partitions_flat_buffer", None)
+    if buffer is not None:
+        buffer.zero_()
+
+
+def as_runner(model: Union[nn.Module, PassRunner]) -> PassRunner:
+    """``model`` itself if it is a runner, else ``module_runner(model)``."""
+    return model if isinstance(model, PassRunner) else module_runner(model)
+
+
+def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
+    """A micro-batch's tensors on the engine's device."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @dataclass
@@ -119,7 +209,7 @@ def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
     """``(input_ids, attention_mask, token_type_ids, rows) -> (embedding output, logits)``:
     the clean forward in the two halves ALUM needs, the head at ``rows`` (see
     ``clean_head_rows``), to be run as the module's forward (so the DeepSpeed engine's and
-    ZeRO-3's hooks run: alum.pretrain.pass_runner). ``embeds_grad``: a gradient
+    ZeRO-3's hooks run: ``call_through_hooks``). ``embeds_grad``: a gradient
     the embedding output also receives in the backward pass (the lean passes' pass 4).
     A later pipeline stage has no embedding output (None) and reads its input tensor."""
     def forward(input_ids, attention_mask, token_type_ids=None, rows=None):
@@ -147,7 +237,7 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
     Args:
         model: the module (embed / forward_from_embeddings / mlm_loss), or a
             ``PassRunner`` the clean pass goes through (the trainer's: through the
-            DeepSpeed engine, alum.pretrain.pass_runner.engine_runner).
+            DeepSpeed engine, ``engine_runner``).
         batch: ``input_ids``, ``attention_mask``, ``labels`` (and ``token_type_ids``,
             ``sample_index``).
         alum: ALUM's config, or None for standard MLM.

@@ -19,8 +19,7 @@ from megatron.core import parallel_state as ps
 
 from .config import PretrainConfig, TrainConfig
 from .data import valid_batches
-from .mlm_step import clean_head_rows, clean_objective
-from .pass_runner import to_device
+from .mlm_step import clean_head_rows, clean_objective, to_device
 from .pipeline_alum import PipelineAlumStep
 from .run_stats import ADV_KEYS, all_reduce_sum, current_loss_scale, grad_norm
 

@@ -8,7 +8,7 @@ import alum.kernels.adv_project_dispatch as dispatch
 from alum import AlumConfig
 from alum.pretrain.config import ModelChoice
 from alum.pretrain.lean_order import lean_micro_batch
-from alum.pretrain.pass_runner import module_runner
+from alum.pretrain.mlm_step import module_runner
 from alum.pretrain.mlm_step import alum_positions, mlm_micro_batch
 from alum.pretrain.pipeline_alum import MicroBatchState, PipelineAlumStep
 
