@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from alum.config import AlumConfig
-from alum.config_base import bad_value, check_choice, check_int, check_number
+from alum.config_base import bad_value as _bad, check_choice, check_int, check_number
 
 from .ds_json import load_ds_config, precision_of, zero_stage
 
@@ -72,7 +72,7 @@ class DataConfig:
         check_int(self, "num_workers", 0)
         check_choice(self, "packing", PACKINGS)
         if self.data_path and not self.tokenizer:
-            raise bad_value("DataConfig", "tokenizer", self.tokenizer,
+            raise _bad("DataConfig", "tokenizer", self.tokenizer,
                        "a tokenizer directory is required with data_path (the one the data "
                        "was preprocessed with)")
         self.masking_rate = str(self.masking_rate)
@@ -109,19 +109,28 @@ class ModelChoice:
     init_seed: int = 1234
     """Seed of the weight initialisation (megatron)."""
 
+    freeze_encoder: bool = False
+    """Train the MLM head alone: the embeddings and the encoder are frozen (an output
+    layer tied to the word embeddings too). Warms up a newly initialised head on a
+    released encoder before continual pre-training, so the encoder never trains through
+    a random head (``model_kind=hf``; standard MLM only)."""
+
     def __post_init__(self) -> None:
         check_choice(self, "model_kind", MODEL_KINDS)
         check_choice(self, "family", FAMILIES)
         check_number(self, "dropout", 0.0, maximum=0.99)
         if self.model_kind == "hf" and not self.hf_model:
-            raise bad_value("ModelChoice", "hf_model", self.hf_model,
+            raise _bad("ModelChoice", "hf_model", self.hf_model,
                        "model_kind='hf' needs a local model directory")
         if self.model_kind == "megatron" and self.hf_model:
-            raise bad_value("ModelChoice", "hf_model", self.hf_model,
+            raise _bad("ModelChoice", "hf_model", self.hf_model,
                        "is only used with model_kind='hf'")
         for name in ("hidden_size", "num_layers"):
             if getattr(self, name) is not None:
                 check_int(self, name, 1)
+        if self.freeze_encoder and self.model_kind != "hf":
+            raise _bad("ModelChoice", "freeze_encoder", True,
+                       "needs model_kind='hf' (it warms up the head of a released model)")
 
 
 @dataclass
@@ -172,7 +181,7 @@ class OptimConfig:
         check_choice(self, "lr_decay", LR_DECAYS)
         check_choice(self, "torch_adam", TORCH_ADAM)
         if self.lr is not None and self.min_lr > self.lr:
-            raise bad_value("OptimConfig", "min_lr", self.min_lr, f"exceeds lr={self.lr}")
+            raise _bad("OptimConfig", "min_lr", self.min_lr, f"exceeds lr={self.lr}")
 
 
 @dataclass
@@ -251,7 +260,7 @@ class TrainConfig:
             check_int(self, "max_steps", 0)
         check_int(self, "tensor_parallel_size", 1)
         if self.sequence_parallel and self.tensor_parallel_size == 1:
-            raise bad_value("TrainConfig", "sequence_parallel", True,
+            raise _bad("TrainConfig", "sequence_parallel", True,
                        "needs tensor_parallel_size > 1")
         check_choice(self, "precision", PRECISIONS)
         check_int(self, "pipeline_parallel_size", 1)
@@ -261,11 +270,11 @@ class TrainConfig:
         pp, vp = self.pipeline_parallel_size, self.virtual_pipeline_size
         if vp > 1:
             if pp == 1:
-                raise bad_value("TrainConfig", "virtual_pipeline_size", vp,
+                raise _bad("TrainConfig", "virtual_pipeline_size", vp,
                            "needs pipeline_parallel_size > 1 (model chunks per stage of the "
                            "interleaved schedule)")
             if self.grad_accum_steps % pp:
-                raise bad_value("TrainConfig", "virtual_pipeline_size", vp,
+                raise _bad("TrainConfig", "virtual_pipeline_size", vp,
                            f"needs grad_accum_steps (the schedule's micro-batches) to be a "
                            f"multiple of pipeline_parallel_size={pp}, but it is "
                            f"{self.grad_accum_steps} (megatron-core's interleaved schedule "
@@ -277,13 +286,13 @@ class TrainConfig:
             ds = load_ds_config(self.ds_config)
             stage = zero_stage(ds)
             if stage > 1:
-                raise bad_value("TrainConfig", "pipeline_parallel_size", pp,
+                raise _bad("TrainConfig", "pipeline_parallel_size", pp,
                            f"needs ZeRO stage 0 or 1, but ds_config={self.ds_config!r} is "
                            f"stage {stage} (ZeRO-2/3 partition gradients in hooks that the "
                            f"pipeline schedule's backward bypasses)")
             precision = precision_of(ds) if self.precision == "config" else self.precision
             if precision == "fp16":
-                raise bad_value("TrainConfig", "pipeline_parallel_size", pp,
+                raise _bad("TrainConfig", "pipeline_parallel_size", pp,
                            "does not support fp16 (the schedule's backward has no loss "
                            "scaling); use fp32 or bf16")
 
@@ -304,7 +313,7 @@ class TrainConfig:
                 why = (f"cannot be combined with ZeRO-3 (ds_config={self.ds_config!r}), which "
                        f"gathers each layer's parameters in hooks around its forward")
         if why:
-            raise bad_value("TrainConfig", "compile", True, why)
+            raise _bad("TrainConfig", "compile", True, why)
 
 
 @dataclass
@@ -353,15 +362,15 @@ class CheckpointConfig:
             self.init_from = None
         if self.init_from is not None:
             if not isinstance(self.init_from, str):
-                raise bad_value("CheckpointConfig", "init_from", self.init_from, "must be a path")
+                raise _bad("CheckpointConfig", "init_from", self.init_from, "must be a path")
             if self.resume not in ("auto", "never"):
-                raise bad_value("CheckpointConfig", "init_from", self.init_from,
+                raise _bad("CheckpointConfig", "init_from", self.init_from,
                            f"cannot be combined with resume={self.resume!r} (a checkpoint to "
                            f"resume from); use one of the two")
         check_int(self, "save_interval", 0)
         check_int(self, "keep_last", 0)
         if not self.output_dir:
-            raise bad_value("CheckpointConfig", "output_dir", self.output_dir, "must be a path")
+            raise _bad("CheckpointConfig", "output_dir", self.output_dir, "must be a path")
 
 
 @dataclass
@@ -410,53 +419,57 @@ class PretrainConfig:
         check_choice(self, "alum_order", ALUM_ORDERS)
         if self.alum is not None and self.train.pipeline_parallel_size > 1 \
                 and self.alum_order == "fast":
-            raise bad_value("PretrainConfig", "alum_order", "fast",
+            raise _bad("PretrainConfig", "alum_order", "fast",
                        "under pipeline parallelism ALUM runs in the lean order (separate "
                        "schedule passes, alum.pretrain.pipeline_alum); use 'lean' or 'auto'")
         if self.alum is not None and not isinstance(self.alum, AlumConfig):
-            raise bad_value("PretrainConfig", "alum", self.alum, "must be an AlumConfig or None")
+            raise _bad("PretrainConfig", "alum", self.alum, "must be an AlumConfig or None")
         if self.alum is not None and self.alum.start_step >= self.train.train_steps \
                 and self.alum.alpha > 0:
-            raise bad_value("AlumConfig", "start_step", self.alum.start_step,
+            raise _bad("AlumConfig", "start_step", self.alum.start_step,
                        f"is not before train_steps={self.train.train_steps}: ALUM would never "
                        f"run (use --no-alum for standard training)")
         if self.checkpoint.init_from and self.model.model_kind != "megatron":
-            raise bad_value("CheckpointConfig", "init_from", self.checkpoint.init_from,
+            raise _bad("CheckpointConfig", "init_from", self.checkpoint.init_from,
                        "needs model_kind='megatron' (an HF model starts from --hf-model)")
         if self.checkpoint.export_hf and self.model.model_kind != "hf":
-            raise bad_value("CheckpointConfig", "export_hf", self.checkpoint.export_hf,
+            raise _bad("CheckpointConfig", "export_hf", self.checkpoint.export_hf,
                        "needs model_kind='hf' (the megatron-core model has no HF export here)")
         if self.train.compile and self.model.model_kind != "megatron":
-            raise bad_value("TrainConfig", "compile", True,
+            raise _bad("TrainConfig", "compile", True,
                        "needs model_kind='megatron' (it compiles alum.models' encoder layers)")
         tp = self.train.tensor_parallel_size
         if tp > 1 and self.model.model_kind != "megatron":
-            raise bad_value("TrainConfig", "tensor_parallel_size", tp,
+            raise _bad("TrainConfig", "tensor_parallel_size", tp,
                        "needs model_kind='megatron' (an HF model trains at TP=1)")
         if tp > 1 and self.alum is not None and self.alum.loss != "sym_kl":
-            raise bad_value("AlumConfig", "loss", self.alum.loss,
+            raise _bad("AlumConfig", "loss", self.alum.loss,
                        f"tensor_parallel_size={tp} takes ALUM's KL over the vocabulary-parallel "
                        f"logits with the symmetric KL only (loss='sym_kl')")
         if self.train.sequence_parallel and self.alum is not None \
                 and self.alum.level == "sequence":
-            raise bad_value("AlumConfig", "level", "sequence",
+            raise _bad("AlumConfig", "level", "sequence",
                        "with sequence_parallel each rank holds a shard of the sequence; the "
                        "sequence-level norm is not reduced across shards here (use "
                        "level='token', the paper's, or turn sequence_parallel off)")
         pp = self.train.pipeline_parallel_size
         if pp > 1 and self.model.model_kind != "megatron":
-            raise bad_value("TrainConfig", "pipeline_parallel_size", pp,
+            raise _bad("TrainConfig", "pipeline_parallel_size", pp,
                        "needs model_kind='megatron' (an HF model trains at PP=1)")
         if pp > 1 and self.alum is not None and self.train.virtual_pipeline_size > 1:
-            raise bad_value("TrainConfig", "virtual_pipeline_size", self.train.virtual_pipeline_size,
+            raise _bad("TrainConfig", "virtual_pipeline_size", self.train.virtual_pipeline_size,
                        "ALUM under pipeline parallelism replays the clean pass's randomness "
                        "in the plain 1F1B schedule's forward order; the interleaved "
                        "schedule is not supported with ALUM (use virtual_pipeline_size=1)")
         if self.train.sequence_parallel and self.data.seq_length % tp:
-            raise bad_value("DataConfig", "seq_length", self.data.seq_length,
+            raise _bad("DataConfig", "seq_length", self.data.seq_length,
                        f"must be divisible by tensor_parallel_size={tp} (sequence_parallel)")
+        if self.model.freeze_encoder and self.alum is not None:
+            raise _bad("ModelChoice", "freeze_encoder", True,
+                       "trains the MLM head alone, with standard MLM: ALUM perturbs the "
+                       "encoder's input and regularises the encoder (use --no-alum)")
         if self.alum is not None and self.alum.loss == "mse":
-            raise bad_value("AlumConfig", "loss", "mse",
+            raise _bad("AlumConfig", "loss", "mse",
                        "is for regression heads; MLM uses sym_kl or kl")
 
     @property

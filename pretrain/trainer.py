@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import time
+from functools import partial
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -26,16 +27,17 @@ from alum.atomic_write import atomic_path, atomic_write_text
 from .checkpoint import CheckpointManager, any_checkpoint, resumable_tag
 from .config import PretrainConfig
 from .consolidate import LAYOUT_KEY, parallel_layout
-from .data import RunData, build_run_data, train_batches
+from .data import RunData, build_run_data, train_batches, valid_batches
 from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of, zero_stage
 from .flops import device_peak_tflops, model_dims, step_flops
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
 from .micro_batch_steps import MicroBatchSteps
+from .mlm_step import to_device
 from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
                             load_init_weights, model_config_of)
 from .pipeline_loop import PipelineSteps
-from .run_stats import ADV_KEYS, TrainSummary, Window, world
+from .run_stats import ADV_KEYS, TrainSummary, Window, all_reduce_sum, world
 from .tensor_parallel import register_sequence_parallel_grad_hooks
 
 logger = logging.getLogger("alum.pretrain")
@@ -83,6 +85,10 @@ class Trainer:
                                           tc.virtual_pipeline_size, model_config=model_config)
         if init_ckpt is not None:
             load_init_weights(self.model, init_ckpt)
+        if cfg.model.freeze_encoder:
+            trainable = self.model.freeze_encoder()
+            logger.info("encoder frozen: training the MLM head alone (%d parameters)",
+                        trainable)
         self.pipeline = tc.pipeline_parallel_size > 1
         self._grad_hooks = register_sequence_parallel_grad_hooks(self.model)
         if tc.activation_checkpointing:
@@ -221,6 +227,22 @@ class Trainer:
             return None
         return self.steps.evaluate(self.data.valid)
 
+    def flip_check(self) -> Optional[Dict[str, float]]:
+        """ALUM's flip rate against dropout's, on the validation batches with the final
+        weights (alum.pretrain.flip_check); None without ALUM, validation data or under
+        pipeline parallelism (whose stages hold no whole forward)."""
+        cfg = self.cfg
+        if cfg.alum is None or cfg.alum.alpha == 0.0 or self.data.valid is None \
+                or self.pipeline:
+            return None
+        from .flip_check import flip_rates
+
+        batches = valid_batches(self.data.valid, cfg.train.micro_batch_size,
+                                cfg.train.eval_batches, self.dp_rank, self.dp_size)
+        return flip_rates(self.engine.module, batches, cfg.alum, cfg.alum_positions,
+                          cfg.train.seed, partial(to_device, device=self.engine.device),
+                          all_reduce_sum)
+
     # -- training -------------------------------------------------------------
     def train(self) -> TrainSummary:
         cfg, tc = self.cfg, self.cfg.train
@@ -280,6 +302,7 @@ class Trainer:
                                                        self.client_state())
         if cfg.checkpoint.export_hf:
             summary.export_hf = self.export_hf(cfg.checkpoint.export_hf)
+        summary.flip_check = self.flip_check()
         summary.end_step = self.step
         summary.first_loss = self.first_loss
         summary.last_loss = summary.losses[-1] if summary.losses else None
