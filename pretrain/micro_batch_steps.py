@@ -18,9 +18,8 @@ start from ``embeds.detach() + δ``, so they never reach the clean outputs' hook
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, Optional
 
-import numpy as np
 import torch
 
 from .config import PretrainConfig
@@ -28,7 +27,7 @@ from .data import valid_batches
 from .lean_order import lean_micro_batch
 from .mlm_step import (clean_head_rows, clean_objective, engine_runner, mlm_micro_batch,
                        to_device)
-from .run_stats import ADV_KEYS, all_reduce_sum, current_loss_scale, grad_norm
+from .run_stats import ADV_KEYS, AlumTotals, all_reduce_sum, current_loss_scale, grad_norm
 
 
 class MicroBatchSteps:
@@ -56,8 +55,7 @@ class MicroBatchSteps:
         runner = engine_runner(self.engine)
         micro_batch = self.micro_batch
         loss_sum = correct = predicted = 0.0
-        adv: Dict[str, List[float]] = {k: [] for k in ADV_KEYS}
-        skipped = 0
+        totals = AlumTotals()
         for _ in range(tc.grad_accum_steps):
             batch = to_device(next(batches), self.device)
             result = micro_batch(runner, batch, cfg.alum, alum_on, cfg.alum_positions,
@@ -69,24 +67,18 @@ class MicroBatchSteps:
             correct += float(result.correct)
             predicted += float(result.predicted)
             if result.adv is not None:
-                stats = result.adv.to_dict()
-                skipped += int(result.adv.skipped)
-                for k in ADV_KEYS:  # a skipped term's statistics are NaN: counted, not averaged
-                    if k in stats and not result.adv.skipped:
-                        adv[k].append(stats[k])
-        sums = all_reduce_sum([loss_sum, correct, predicted, float(skipped)]
-                               + [float(np.sum(adv[k])) for k in ADV_KEYS]
-                               + [float(len(adv[k])) for k in ADV_KEYS])
+                totals.skipped += int(result.adv.skipped)
+                if not result.adv.skipped:  # a skipped term's statistics are NaN: not averaged
+                    stats = result.adv.to_dict()
+                    for k in ADV_KEYS:
+                        totals.add(k, stats.get(k))
+        sums = all_reduce_sum([loss_sum, correct, predicted] + totals.vector())
         n_micro = tc.grad_accum_steps * self.dp_size
         out: Dict[str, Any] = {"loss": sums[0] / n_micro,
                                "accuracy": sums[1] / max(sums[2], 1.0),
                                "lr": float(self.lr_scheduler.get_last_lr()[0]),
-                               "grad_norm": grad_norm(self.engine),
-                               "adv_skipped": sums[3], "predicted": sums[2]}
-        k_count = len(ADV_KEYS)
-        for i, k in enumerate(ADV_KEYS):
-            count = sums[4 + k_count + i]
-            out[k] = sums[4 + i] / count if count else None
+                               "grad_norm": grad_norm(self.engine), "predicted": sums[2]}
+        out.update(AlumTotals.means(sums[3:]))
         return out
 
     @torch.no_grad()

@@ -47,10 +47,7 @@ from .alum_layout import all_finite_each, all_finite_over, build_alum_step
 from .checkpoint import capture_rng_state, restore_rng_state
 from .mlm_step import (AlumPositions, alum_positions, clean_head_rows, clean_objective,
                        clean_pass, clean_pass_args)
-
-
-STAT_KEYS = ("adv_loss_sum", "flip_sum", "term_count", "delta_rel_sum", "cos_sum", "share_sum",
-             "delta_count", "skipped", "flip_count")
+from .run_stats import AlumTotals
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -229,9 +226,9 @@ class PipelineAlumStep:
         return out, loss_func
 
     # -- the whole step ----------------------------------------------------------
-    def run(self, loss_scale: float = 1.0) -> Tuple[List[Dict], Dict[str, float]]:
+    def run(self, loss_scale: float = 1.0) -> Tuple[List[Dict], List[float]]:
         """The four passes; returns pass 4's loss dicts (last stage) and the step's ALUM
-        statistics summed over the pipeline (sums and counts; see ``stats_vector``)."""
+        statistics summed over the pipeline (``stats_vector``)."""
         self.loss_scale = loss_scale
         start = capture_rng_state()
         self._schedule(self._clean_forward, forward_only=True)
@@ -246,27 +243,22 @@ class PipelineAlumStep:
         restore_rng_state(after)
         return outputs, self.stats_vector()
 
-    def stats_vector(self) -> Dict[str, float]:
-        """ALUM's statistics of the step, each stage contributing what it holds (the first:
-        δ's, the last: the term's and the flips), summed over the pipeline group."""
-        acc = dict.fromkeys(STAT_KEYS, 0.0)
+    def stats_vector(self) -> List[float]:
+        """ALUM's statistics of the step (``AlumTotals.vector``), each stage contributing
+        what it holds (the first: δ's, the last: the term's and the flips), summed over
+        the pipeline group."""
+        totals = AlumTotals()
         for s in self.states if self.first else ():
             if s.active:
                 st = s.step.delta_stats()
-                acc["delta_rel_sum"] += float(st["delta_rel_norm"])
-                acc["cos_sum"] += float(st["cos_delta_grad"])
-                acc["share_sum"] += float(st["grad_share"])
-                acc["delta_count"] += 1
+                for k in ("delta_rel_norm", "cos_delta_grad", "grad_share"):
+                    totals.add(k, st[k])
         for s in self.states if self.last else ():
-            acc["skipped"] += float(not s.active and s.rows is not None)
-            if s.step is not None and s.step.on:
-                acc["adv_loss_sum"] += float(s.step.value)
-                acc["term_count"] += 1
-            if s.flips is not None:
-                acc["flip_sum"] += float(s.flips)
-                acc["flip_count"] += 1
-        vec = torch.tensor([acc[k] for k in STAT_KEYS], dtype=torch.float64)
+            totals.skipped += float(not s.active and s.rows is not None)
+            totals.add("adv_loss", s.step.value if s.step is not None and s.step.on else None)
+            totals.add("flip_rate", s.flips)
+        vec = torch.tensor(totals.vector(), dtype=torch.float64)
         if dist.is_available() and dist.is_initialized():
             vec = vec.to(self.device)
             dist.all_reduce(vec, group=ps.get_pipeline_model_parallel_group())
-        return dict(zip(STAT_KEYS, vec.cpu().tolist()))
+        return vec.cpu().tolist()

@@ -21,7 +21,7 @@ from .config import PretrainConfig, TrainConfig
 from .data import valid_batches
 from .mlm_step import clean_head_rows, clean_objective, to_device
 from .pipeline_alum import PipelineAlumStep
-from .run_stats import ADV_KEYS, all_reduce_sum, current_loss_scale, grad_norm
+from .run_stats import AlumTotals, all_reduce_sum, current_loss_scale, grad_norm
 
 
 @dataclass
@@ -119,7 +119,7 @@ class PipelineSteps:
     def _alum_step(self, batches: Iterator, loss_scale: float):
         """ALUM's four schedule passes over the next ``grad_accum_steps`` micro-batches:
         the summed loss dicts (as ``_run_pipeline``) and the step's ALUM statistics
-        (means over this replica's micro-batches, and the skipped count)."""
+        (``AlumTotals.vector`` of this replica's micro-batches)."""
         cfg = self.cfg
         micro = [to_device(next(batches), self.device)
                  for _ in range(cfg.train.grad_accum_steps)]
@@ -142,7 +142,7 @@ class PipelineSteps:
         from alum.parallel import allreduce_embedding_grads
 
         tc = self.cfg.train
-        adv = None
+        adv = AlumTotals().vector()
         if alum_on:  # ALUM's four schedule passes (alum.pretrain.pipeline_alum)
             per_micro, adv = self._alum_step(batches, current_loss_scale(self.engine))
         else:
@@ -163,17 +163,14 @@ class PipelineSteps:
         finally:
             self.engine.set_gradient_accumulation_boundary(None)
         # per_micro[3] sums each micro-batch's mean loss (as the PP=1 loop does).
-        sums = all_reduce_sum([per_micro[3], per_micro[1], per_micro[2]])
+        sums = all_reduce_sum([per_micro[3], per_micro[1], per_micro[2]] + adv)
         n_micro = tc.grad_accum_steps * self.dp_size
         out: Dict[str, Any] = {"loss": sums[0] / n_micro,
                                "accuracy": sums[1] / max(sums[2], 1.0),
                                "lr": float(self.lr_scheduler.get_last_lr()[0]),
                                "grad_norm": norm if norm is not None
-                               else grad_norm(self.engine), "adv_skipped": 0.0,
-                               "predicted": sums[2]}
-        out.update({k: None for k in ADV_KEYS})
-        if adv is not None:
-            out.update(_alum_means(adv))
+                               else grad_norm(self.engine), "predicted": sums[2]}
+        out.update(AlumTotals.means(sums[3:]))
         return out
 
     @torch.no_grad()
@@ -254,20 +251,3 @@ def _pipeline_forward_step(data_iterator, view):
                        "predicted": n.float(), "mean": mean}
 
     return output, loss_func
-
-
-def _alum_means(adv: Dict[str, float]) -> Dict[str, Any]:
-    """The loop's ALUM metrics from pipeline_alum's per-replica sums, over data parallel."""
-    keys = ("adv_loss_sum", "term_count", "flip_sum", "flip_count", "delta_rel_sum",
-            "cos_sum", "share_sum", "delta_count", "skipped")
-    s = dict(zip(keys, all_reduce_sum([adv[k] for k in keys])))
-
-    def mean(total: str, count: str) -> Optional[float]:
-        return s[total] / s[count] if s[count] else None
-
-    return {"adv_loss": mean("adv_loss_sum", "term_count"),
-            "flip_rate": mean("flip_sum", "flip_count"),
-            "delta_rel_norm": mean("delta_rel_sum", "delta_count"),
-            "cos_delta_grad": mean("cos_sum", "delta_count"),
-            "grad_share": mean("share_sum", "delta_count"),
-            "adv_skipped": s["skipped"]}
