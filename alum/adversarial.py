@@ -262,8 +262,8 @@ class AlumStep:
             raise ValueError(f"init_noise shape {tuple(noise.shape)} != embeds shape "
                              f"{tuple(embeds.shape)}")
         else:
-            m = row_mask(self.mask, noise)
             delta = noise.detach().to(embeds.dtype)
+            m = row_mask(self.mask, delta)
             self.delta = delta if m is None else (delta * m).to(embeds.dtype)
         self.grad = torch.zeros_like(self.delta)
         return self.delta
