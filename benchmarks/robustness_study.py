@@ -307,6 +307,13 @@ class Study:
                   "word": word[0] if word else None,
                   "train_seconds": ft["train_seconds"], "steps": ft["steps"],
                   "alum": ft.get("alum"), "adv_stats": ft.get("adv_stats_mean", {})}
+        stage = ARM_STAGE.get(arm)
+        if stage:
+            # Which model the fine-tuning started from: a stage re-run on another machine
+            # is compared by this digest (study_cpt.ContinualPretraining.export).
+            record["start_stage"] = stage
+            record["start_sha256"] = self.state.get("cpt_stages", {}).get(stage, {}).get(
+                "export_sha256")
         from alum.atomic_write import atomic_write_text
 
         os.makedirs(os.path.dirname(path), exist_ok=True)
