@@ -120,9 +120,13 @@ class Trainer(PipelineSteps):
             model=self.model, model_parameters=groups, config=self.ds_config,
             lr_scheduler=scheduler, mpu=mpu)
         self.precision = precision_of(self.ds_config)
-        self.checkpoints = CheckpointManager(os.path.join(cfg.checkpoint.output_dir,
-                                                          "checkpoints"),
-                                             cfg.checkpoint.keep_last)
+        self.checkpoints = CheckpointManager(
+            os.path.join(cfg.checkpoint.output_dir, "checkpoints"), cfg.checkpoint.keep_last,
+            on_damaged=cfg.checkpoint.resume_damaged,
+            identity={"model": model_config_of(self.model),
+                      "tensor_parallel_size": tc.tensor_parallel_size,
+                      "pipeline_parallel_size": tc.pipeline_parallel_size,
+                      "virtual_pipeline_size": tc.virtual_pipeline_size})
         self.log = MetricsLog(os.path.join(cfg.checkpoint.output_dir, "tensorboard"),
                               enabled=self.rank == 0, use_tensorboard=cfg.logging.tensorboard)
         self.step = 0
