@@ -136,9 +136,10 @@ def incomplete_reason(save_dir: str, tag: str, verify: bool = True) -> Optional[
 
 
 def mark_complete(save_dir: str, tag: str, step: int,
-                  identity: Optional[Dict[str, Any]] = None) -> None:
+                  identity: Optional[Dict[str, Any]] = None, point_latest: bool = True) -> None:
     """Declare a written tag complete: every file flushed to disk, then its marker (sizes
-    and checksums, and ``identity``: what wrote it), then ``latest``."""
+    and checksums, and ``identity``: what wrote it), then ``latest`` (unless
+    ``point_latest`` is False: checkpoints that are found by name, not by ``latest``)."""
     tag_dir = os.path.join(save_dir, tag)
     names = _tag_files(tag_dir)
     for name in names:    # the data must be on disk before a marker vouches for it
@@ -153,7 +154,8 @@ def mark_complete(save_dir: str, tag: str, step: int,
     if identity is not None:
         marker["identity"] = identity
     atomic_write_text(os.path.join(tag_dir, MARKER), json.dumps(marker, indent=1))
-    atomic_write_text(os.path.join(save_dir, LATEST), tag)
+    if point_latest:
+        atomic_write_text(os.path.join(save_dir, LATEST), tag)
 
 
 def all_tags(save_dir: str) -> List[Tuple[int, str]]:

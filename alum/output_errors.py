@@ -60,8 +60,12 @@ def megabytes(n: Optional[int]) -> str:
 
 
 def no_space_message(what: str, path: str, needed_bytes: Optional[int]) -> str:
+    free = megabytes(free_bytes(path))
+    if needed_bytes is None:
+        return (f"no space left on device: writing {what} {path} failed, {free} free on that "
+                f"file system")
     return (f"no space left on device: {what} {path} needs about {megabytes(needed_bytes)}, "
-            f"{megabytes(free_bytes(path))} free on that file system")
+            f"{free} free on that file system")
 
 
 def describe_output_error(err: BaseException, what: str, path: str,
@@ -74,8 +78,9 @@ def describe_output_error(err: BaseException, what: str, path: str,
     if any(e in (errno.EACCES, errno.EPERM) for e in _errnos(err)):
         return f"cannot write {what} {path}: permission denied"
     if isinstance(err, OSError) and err.strerror:
-        where = err.filename or path
-        return f"cannot write {what} {where}: {err.strerror}"
+        if err.filename and os.path.abspath(str(err.filename)) != os.path.abspath(path):
+            return f"{err.filename}: {err.strerror}"   # not necessarily our output
+        return f"cannot write {what} {path}: {err.strerror}"
     return f"cannot write {what} {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
 
 
