@@ -5,8 +5,9 @@ A checkpoint directory (DeepSpeed's ``save_dir``) holds one directory per tag,
 them. A tag is declared complete, once every file of it is written, by
 ``mark_complete``: every file is flushed to disk (fsync), then
 ``<tag>/alum_complete.json`` records the step, every file's size and its CRC-32
-(``zlib.crc32``: 2.7 GB/s on one core of the development VM, about 0.4 s per GB
-of checkpoint; ``benchmarks/checksum_cost.py``), and optionally what wrote it (the
+(``zlib.crc32``: 1.2 GB/s reading a file back and hashing it on one core of the
+development VM, about 0.9 s per GB of checkpoint; ``benchmarks/checksum_cost.py``
+and docs/pretrain.md, "Checkpoints"), and optionally what wrote it (the
 model's shape and parallel layout), then ``latest`` is pointed at the tag, both
 through an atomic write (``alum.atomic_write``). A tag is *complete* when its
 marker exists and every listed file has its recorded size and, when verified, its
