@@ -165,6 +165,22 @@ def describe_faults(faults: List[Tuple[str, str]]) -> str:
     return "; ".join(f"{tag}: {why}" for tag, why in faults)
 
 
+SHAPE_FIELDS = ("family", "vocab_size", "hidden_size", "num_layers", "num_attention_heads",
+                "ffn_hidden_size", "max_position_embeddings", "type_vocab_size",
+                "make_vocab_size_divisible_by")
+"""The model-config fields that decide the checkpoint's tensors (dropout, init do not)."""
+
+
+def checkpoint_identity(model_config: Optional[Dict[str, Any]], tensor_parallel_size: int,
+                        pipeline_parallel_size: int,
+                        virtual_pipeline_size: int) -> Dict[str, Any]:
+    """What a checkpoint's tensors depend on: the model's shape and the parallel layout."""
+    shape = {k: v for k, v in (model_config or {}).items() if k in SHAPE_FIELDS}
+    return {"model": shape or None, "tensor_parallel_size": tensor_parallel_size,
+            "pipeline_parallel_size": pipeline_parallel_size,
+            "virtual_pipeline_size": virtual_pipeline_size}
+
+
 def identity_mismatch(saved: Dict[str, Any], current: Dict[str, Any]) -> Optional[str]:
     """The first fields on which two checkpoint identities differ (None if none does)."""
     diffs = []

@@ -34,7 +34,8 @@ import torch.distributed as dist
 
 from alum.atomic_write import atomic_path, atomic_write_text
 
-from .checkpoint import CheckpointManager, any_checkpoint, resumable_tag
+from .checkpoint import (CheckpointManager, any_checkpoint, checkpoint_identity,
+                         resumable_tag)
 from .config import PretrainConfig
 from .consolidate import LAYOUT_KEY, parallel_layout
 from .data import RunData, build_run_data, train_batches, valid_batches
@@ -127,10 +128,8 @@ class Trainer(PipelineSteps):
         self.checkpoints = CheckpointManager(
             os.path.join(cfg.checkpoint.output_dir, "checkpoints"), cfg.checkpoint.keep_last,
             on_damaged=cfg.checkpoint.resume_damaged,
-            identity={"model": model_config_of(self.model),
-                      "tensor_parallel_size": tc.tensor_parallel_size,
-                      "pipeline_parallel_size": tc.pipeline_parallel_size,
-                      "virtual_pipeline_size": tc.virtual_pipeline_size})
+            identity=checkpoint_identity(model_config_of(self.model), tc.tensor_parallel_size,
+                                         tc.pipeline_parallel_size, tc.virtual_pipeline_size))
         self.log = MetricsLog(os.path.join(cfg.checkpoint.output_dir, "tensorboard"),
                               enabled=self.rank == 0, use_tensorboard=cfg.logging.tensorboard)
         self.step = 0

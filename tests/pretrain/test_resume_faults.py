@@ -119,6 +119,9 @@ def test_a_checkpoint_of_another_shape_is_refused_in_one_line(tmp_path, sample_c
     assert "\n" not in str(err.value)
     assert "global_step2 was written by another model shape or parallel layout" in str(err.value)
     assert "hidden_size 32 there, 64 here" in str(err.value)
+    # What does not shape the tensors (dropout) is no mismatch.
+    assert Trainer(tiny_config(out, sample_cache, steps=4, hidden=32, dropout=0.1,
+                               resume="auto")).step == 2
     # A marker without the writer's identity (older runs): DeepSpeed's size mismatch,
     # still one line naming the checkpoint.
     marker_path = os.path.join(ckpt_dir(out), "global_step2", MARKER)
