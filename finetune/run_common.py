@@ -86,7 +86,7 @@ def train_resumable(trainer, args: argparse.Namespace, work_dir: str) -> None:
     point = None
     if args.resume:
         try:
-            point = resume_point(work_dir, args.resume_damaged,
+            point = resume_point(work_dir, getattr(args, "resume_damaged", "refuse"),
                                  move=trainer.is_world_process_zero())
         except DamagedCheckpointsError as err:
             fail(str(err))
