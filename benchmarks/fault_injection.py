@@ -9,9 +9,10 @@ What it does, all on this machine (no network, one process at a time):
 1. an uninterrupted reference run of ``alum-pretrain`` (the main job's tiny BERT,
    dropout 0.1, standard MLM for the first half of the steps and ALUM for the second);
 2. the same run SIGKILLed ``--kills`` times and resumed (``--resume auto``) after each
-   kill: every other kill lands *during a checkpoint save* (a random delay after the
-   save starts, up to the save's measured duration), the others a random moment
-   into a randomly chosen step;
+   kill: every other kill lands *inside a checkpoint save* of a random save step, after
+   a random number (0-3) of its files are written (the child pauses ``--file-pause``
+   seconds after each file and announces it, so the kill lands there however loaded
+   the machine is), the others a random moment into a randomly chosen step;
 3. the same again (``--damage-kills`` times), but before each resume one random file of the newest complete
    checkpoint is damaged: truncated to half, 64 KiB zeroed in the middle (size
    unchanged), or deleted. The resume must name the damaged checkpoint and fall back
@@ -49,7 +50,12 @@ EVENT = "@@fault_injection "
 # -- the child: alum-pretrain with every step's exact numbers recorded -----------------
 def child_main(record_path: str, argv: List[str]) -> int:
     """Runs ``alum-pretrain argv`` in this process, recording each step to
-    ``record_path`` and announcing steps, saves and the resume point on stdout."""
+    ``record_path`` and announcing steps, saves (and each file a save writes) and the
+    resume point on stdout. ``FAULT_INJECTION_FILE_PAUSE`` seconds of pause after each
+    checkpoint file give the parent a window to kill the process *inside* a save, with
+    some of its files written, whatever the machine's load; it changes no number."""
+    import torch
+
     from alum.pretrain import cli
     from alum.pretrain.checkpoint import CheckpointManager
     from alum.pretrain.run_stats import ADV_KEYS
@@ -77,9 +83,22 @@ def child_main(record_path: str, argv: List[str]) -> int:
         real_resume(self)
         say(f"resumed {self.step}")
 
+    pause = float(os.environ.get("FAULT_INJECTION_FILE_PAUSE", "0"))
+    real_torch_save = torch.save
+
     def save(self, engine, step, client_state):
         say(f"save_begin {step}")
-        tag = real_save(self, engine, step, client_state)
+
+        def announced_save(obj, f, *args, **kwargs):
+            real_torch_save(obj, f, *args, **kwargs)
+            say(f"file_written {step}")
+            time.sleep(pause)
+
+        torch.save = announced_save
+        try:
+            tag = real_save(self, engine, step, client_state)
+        finally:
+            torch.save = real_torch_save
         say(f"save_end {step}")
         return tag
 
@@ -100,9 +119,9 @@ def run_args(output_dir: str, args: argparse.Namespace) -> List[str]:
 class Child:
     """One child process; its events read on a thread, with the time each arrived."""
 
-    def __init__(self, record: str, argv: List[str], log_path: str):
+    def __init__(self, record: str, argv: List[str], log_path: str, file_pause: float = 0.0):
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", FAULT_INJECTION_FILE_PAUSE=str(file_pause))
         self.log = open(log_path, "a")
         self.proc = subprocess.Popen(
             [sys.executable, HERE, "--child", record, "--", *argv],
@@ -220,7 +239,15 @@ def kill_phase(args, rng: random.Random, work: str, name: str, reference: Dict[i
     steps = args.steps
     # Kill targets spread over the run: even kills during a save, odd ones in a step.
     kills = args.damage_kills if with_damage else args.kills
-    targets = sorted(rng.randint(1, steps - 1) for _ in range(kills))
+    # Even kills: inside a save (a save step, a random number of its files written);
+    # odd kills: a random moment in a random step. In order of the step they aim at.
+    # With damage, kills come after the first checkpoint, so there is one to damage.
+    save_steps = list(range(args.save_interval, steps + 1, args.save_interval))
+    first = args.save_interval + 1 if with_damage else 1
+    plan = [("save", rng.choice(save_steps[1:] if with_damage else save_steps),
+             rng.randint(0, 3)) if i % 2 == 0 else
+            ("step", rng.randint(first, steps - 2), 0) for i in range(kills)]
+    plan.sort(key=lambda p: (p[1], p[0] == "save"))
     rows: List[dict] = []
     kill_no = 0
     pending_damage = None
@@ -228,28 +255,30 @@ def kill_phase(args, rng: random.Random, work: str, name: str, reference: Dict[i
     while True:
         before = len(read_records(record)[1]) if os.path.exists(record) else 0
         log_start = os.path.getsize(log_path) if os.path.exists(log_path) else 0
-        child = Child(record, run_args(run_dir, args) + extra, log_path)
+        child = Child(record, run_args(run_dir, args) + extra, log_path, args.file_pause)
         extra = []
         resumed_from = None
         killed = None
+        written = 0
         while True:
             _, kind, value = child.next_event()
             if kind == "resumed":
                 resumed_from = value
-            if kind == "exit" or kill_no >= len(targets):
-                if kind == "exit":
-                    break
+            if kind == "exit":
+                break
+            if kill_no >= len(plan):
                 continue
-            want_save = kill_no % 2 == 0
-            target = targets[kill_no]
-            if want_save and kind == "save_begin" and value >= target:
-                time.sleep(rng.uniform(0, timing["save"]))
+            mode, target, files = plan[kill_no]
+            if kind == "save_begin":
+                written = 0
+            if kind == "file_written":
+                written += 1
+            if mode == "save" and value >= target and (
+                    (kind == "save_begin" and files == 0) or
+                    (kind == "file_written" and written >= files)):
+                time.sleep(rng.uniform(0, args.file_pause))   # inside the pause
                 killed = value
-            elif not want_save and kind == "step" and value >= target:
-                time.sleep(rng.uniform(0, timing["step"]))
-                killed = value
-            elif want_save and kind == "step" and value >= steps - 1:
-                # no save left before the end: kill in this step instead
+            elif mode == "step" and kind == "step" and value >= target:
                 time.sleep(rng.uniform(0, timing["step"]))
                 killed = value
             if killed is not None:
@@ -282,11 +311,19 @@ def kill_phase(args, rng: random.Random, work: str, name: str, reference: Dict[i
                 raise RuntimeError(f"the run failed (exit {rc}); see {log_path}")
             break
         kill_no += 1
-        last = [(k, v) for _, k, v in child.seen if k in ("step", "save_begin", "save_end")]
+        last = [(k, v) for _, k, v in child.seen
+                if k in ("step", "save_begin", "save_end", "file_written")]
         kind, value = last[-1] if last else ("start", 0)
-        moment = {"save_begin": f"during the save of step {value}",
-                  "save_end": f"just after the save of step {value}",
-                  "step": f"after step {value}"}.get(kind, "at start-up")
+        if kind in ("save_begin", "file_written"):
+            n = 0
+            for k, _ in reversed(last):
+                if k == "save_begin":
+                    break
+                n += k == "file_written"
+            moment = f"during the save of step {value} ({n} files written)"
+        else:
+            moment = {"save_end": f"just after the save of step {value}",
+                      "step": f"after step {value}"}.get(kind, "at start-up")
         row = {"kill": kill_no, "moment": moment, "damaged file": "-", "detected": "-"}
         pending_damage = damage(run_dir, rng) if with_damage else None
         if pending_damage is not None:
@@ -327,6 +364,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--save-interval", type=int, default=5, help="default 5")
     p.add_argument("--micro-batch-size", type=int, default=8, help="default 8")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill moments and damage")
+    p.add_argument("--file-pause", type=float, default=0.3,
+                   help="seconds the child pauses after each checkpoint file it writes, so "
+                        "that kills land inside saves on a loaded machine (default 0.3)")
     p.add_argument("--phases", default="kill,damage",
                    help="kill (kills only), damage (kills and damage) or both (default)")
     p.add_argument("--work-dir", default=None,

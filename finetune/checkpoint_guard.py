@@ -99,6 +99,12 @@ def resume_point(work_dir: str, on_damaged: str = "refuse",
             return os.path.join(work_dir, name)
         faults.append((name, reason))
     listed = "; ".join(f"{n}: {why}" for n, why in faults)
+    if not any(os.path.isfile(os.path.join(work_dir, n, f)) for _, n in found
+               for f in (MARKER, TRAINER_STATE)):
+        # Only saves that never finished (killed in the first save): no work to lose.
+        logger.warning("%s holds only unfinished saves (%s): starting from step 0",
+                       work_dir, listed)
+        return None
     if on_damaged == "refuse":
         raise DamagedCheckpointsError(
             f"{work_dir} holds checkpoints but none is usable ({listed}); nothing was "

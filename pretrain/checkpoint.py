@@ -161,6 +161,13 @@ def _warn_fallback(save_dir: str, tag: str, faults: List[Tuple[str, str]]) -> No
                    + f"; resuming from the previous complete checkpoint {tag!r}")
 
 
+def holds_work(save_dir: str) -> bool:
+    """Whether a checkpoint was ever completed here: a ``latest`` file (written only after
+    a marker) or a tag with a marker. Unfinished saves alone hold no work."""
+    return os.path.isfile(os.path.join(save_dir, LATEST)) or any(
+        os.path.isfile(os.path.join(save_dir, tag, MARKER)) for _, tag in all_tags(save_dir))
+
+
 def describe_faults(faults: List[Tuple[str, str]]) -> str:
     return "; ".join(f"{tag}: {why}" for tag, why in faults)
 
@@ -314,6 +321,12 @@ class CheckpointManager:
         load_dir = load_dir or self.save_dir
         if tag is None:
             tag, faults = resume_choice(load_dir)
+            if tag is None and faults and not holds_work(load_dir):
+                # Only saves that never finished (killed in the first save): no work
+                # to lose; they are debris, removed when their step is saved again.
+                logger.warning("%s holds only unfinished saves (%s): starting from step 0",
+                               load_dir, describe_faults(faults))
+                return None
             if tag is None and faults:
                 if self.on_damaged == "refuse":
                     raise DamagedCheckpointsError(

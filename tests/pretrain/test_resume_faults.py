@@ -271,3 +271,28 @@ def test_summary_after_a_resume_reports_this_runs_first_steps(tmp_path, sample_c
     assert f"{second.losses[0]:.3f} (first 1 steps after resuming at step 3)" in line
     assert f"{first.losses[0]:.3f}" not in line.split("->")[0] or \
         f"{first.losses[0]:.3f}" == f"{second.losses[0]:.3f}"
+
+
+def test_a_run_killed_in_its_first_save_starts_over_without_asking(tmp_path, sample_cache,
+                                                                   caplog):
+    # No checkpoint was ever completed: an unfinished save is debris, not work to keep.
+    out = tmp_path / "run"
+    trainer = Trainer(tiny_config(out, sample_cache, steps=2, save_interval=1))
+    real_save = trainer.engine.save_checkpoint
+
+    def dies(save_dir, tag=None, **kwargs):
+        real_save(save_dir, tag=tag, **kwargs)
+        raise KeyboardInterrupt("killed while saving")
+
+    trainer.engine.save_checkpoint = dies
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    d = ckpt_dir(out)
+    assert [t for _, t in all_tags(d)] == ["global_step1"] and not os.path.exists(
+        os.path.join(d, LATEST))
+    with caplog.at_level(logging.WARNING, logger="alum.pretrain"):
+        summary = Trainer(tiny_config(out, sample_cache, steps=2, save_interval=1,
+                                      resume="auto")).train()
+    assert "holds only unfinished saves" in caplog.text
+    assert summary.start_step == 0 and summary.end_step == 2
+    assert incomplete_reason(d, "global_step2") is None
