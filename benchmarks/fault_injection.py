@@ -66,21 +66,28 @@ def child_main(record_path: str, argv: List[str]) -> int:
     def say(text: str) -> None:
         print(EVENT + text, flush=True)
 
-    real_step, real_resume, real_save = (Trainer._optimizer_step, Trainer._resume,
-                                         CheckpointManager.save)
+    from alum.pretrain.micro_batch_steps import MicroBatchSteps
+    from alum.pretrain.pipeline_loop import PipelineSteps
 
-    def optimizer_step(self, batches, alum_on=False):
-        stats = real_step(self, batches, alum_on)
-        entry = {"step": self.step + 1, "loss": float(stats["loss"]).hex(),
-                 "adv": {k: float(stats[k]).hex() for k in ADV_KEYS
-                         if stats.get(k) is not None}}
-        record.write(json.dumps(entry) + "\n")
-        record.flush()
-        say(f"step {self.step + 1}")
-        return stats
+    real_resume, real_save = Trainer._resume, CheckpointManager.save
+    position = {"step": 0}    # the loop's step: set at resume, advanced by each step
+
+    def wrap_step(real_step):
+        def optimizer_step(self, batches, alum_on=False):
+            stats = real_step(self, batches, alum_on)
+            position["step"] += 1
+            entry = {"step": position["step"], "loss": float(stats["loss"]).hex(),
+                     "adv": {k: float(stats[k]).hex() for k in ADV_KEYS
+                             if stats.get(k) is not None}}
+            record.write(json.dumps(entry) + "\n")
+            record.flush()
+            say(f"step {position['step']}")
+            return stats
+        return optimizer_step
 
     def resume(self):
         real_resume(self)
+        position["step"] = self.step
         say(f"resumed {self.step}")
 
     pause = float(os.environ.get("FAULT_INJECTION_FILE_PAUSE", "0"))
@@ -102,8 +109,9 @@ def child_main(record_path: str, argv: List[str]) -> int:
         say(f"save_end {step}")
         return tag
 
-    Trainer._optimizer_step, Trainer._resume, CheckpointManager.save = (
-        optimizer_step, resume, save)
+    for steps_class in (MicroBatchSteps, PipelineSteps):
+        steps_class.optimizer_step = wrap_step(steps_class.optimizer_step)
+    Trainer._resume, CheckpointManager.save = resume, save
     return cli.main(argv)
 
 

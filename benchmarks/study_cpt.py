@@ -259,4 +259,12 @@ def stage_table(stages: Dict[str, Dict]) -> List[str]:
                      f"{c['after']['accuracy']:.3f} | {c['wall_s'] or 0:.0f} | "
                      f"{pct(f.get('alum'))} | {pct(f.get('dropout'))} | "
                      f"{'–' if rel is None else f'{rel:.2g}'} |")
+    warm = stages.get("warmup")
+    if warm and len(warm.get("evals", [])) >= 3:
+        # Whether the head's warm-up had stopped improving: its last held-out losses.
+        tail = warm["evals"][-3:]
+        change = (tail[-2]["loss"] - tail[-1]["loss"]) / tail[-2]["loss"]
+        lines += ["", "Head warm-up, held-out MLM loss at its last evaluations: " + " → ".join(
+            f"{e['loss']:.3f} (step {e['step']})" for e in tail)
+            + f"; the last interval improved it by {100 * change:.1f}%."]
     return lines

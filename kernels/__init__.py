@@ -11,7 +11,7 @@
 is active and why. See docs/kernels.md.
 """
 if __name__ == "alum.kernels":
-    from .adv_project_dispatch import adv_project, adv_project_with_flag
+    from .adv_project_dispatch import adv_project
     from .extension import extension_state
     from .fallback import KernelFallbackWarning
     from .status import op_statuses, report
@@ -19,7 +19,7 @@ if __name__ == "alum.kernels":
     from .sym_kl_vocab_parallel import vocab_parallel_symmetric_kl
 
     __all__ = [
-        "adv_project", "adv_project_with_flag", "fused_symmetric_kl",
+        "adv_project", "fused_symmetric_kl",
         "vocab_parallel_symmetric_kl", "extension_state", "op_statuses", "report",
         "KernelFallbackWarning",
     ]
