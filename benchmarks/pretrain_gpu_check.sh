@@ -49,7 +49,7 @@ python3 "$REPO/pretrain/run_pretrain.py" --data-path /tmp/alum_data/kjv \
   --seq-length "$SEQ" --model-size "$SIZE" --micro-batch-size "$MBS" --train-steps "$STEPS" \
   --warmup-steps 20 --lr 1e-4 --precision bf16 --ds-config zero1 --eval-interval "$STEPS" \
   --eval-batches 2 --log-interval 50 --save-at-end false --progress-bar false \
-  --peak-tflops "$PEAK" --compile "${COMPILE:-false}" --output-dir "$OUT/run" 2>&1 | \
+  --tensorboard false --peak-tflops "$PEAK" --compile "${COMPILE:-false}" --output-dir "$OUT/run" 2>&1 | \
   tee "$OUT/pretrain.log" | grep -v -E "^\[|Warning|warn" | tail -40
 fi
 if [ "${ALUM_COST:-1}" != "0" ]; then

@@ -36,8 +36,8 @@ logged in state.json):
    stopped, across sittings (the records, state.json and results are small and meant
    to be kept in git; models, logs and data are not).
 5. report: per arm mean ± sample std; per seed, each ALUM arm minus standard (paired:
-   same split, same seed), their mean ± std; the training-time ratio. results.md and
-   results.json in --output.
+   same split, same seed), their mean ± std; the training-time ratio. results.md,
+   results.json and the figure results.png in --output.
 
 One command runs or resumes the whole study (hours on a 2-core CPU):
     python benchmarks/robustness_study.py
@@ -447,6 +447,11 @@ class Study:
              "cpt": self.state.get("cpt"), "cpt_stages": self.state.get("cpt_stages"),
              "calibration": self.state.get("calibration")},
             indent=1))
+        if summary:
+            from alum.finetune.robustness_study_figure import plot_study
+
+            plot_study(os.path.join(self.out, "results.json"),
+                       os.path.join(self.out, "results.png"))
         if final:
             print("\n" + text, flush=True)
         return summary

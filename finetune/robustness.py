@@ -1,12 +1,14 @@
 """``alum-robustness``: clean accuracy and accuracy under an embedding-space PGD attack.
 
-Given a fine-tuned Hugging Face model directory (sequence classification, extractive
-QA or multiple choice) and an evaluation file, reports the clean metric and the metric
+Given fine-tuned Hugging Face model directories (sequence classification, extractive
+QA or multiple choice; several --model are evaluated in turn on the same files) and an
+evaluation file, reports the clean metric and the metric
 under PGD in the embedding space (``embedding_attack``: the perturbation ALUM trains
 against, with the gold label as the attack's target) at one or several radii, as a
 table and as JSON. Further files (Adversarial SQuAD, ANLI rounds, HANS, ...) are
 evaluated clean through the same readers with ``--adv-eval NAME=PATH``. A
 word-substitution attack runs only when TextAttack is installed (``--word-attack``).
+``--plot FILE.png`` draws the metric against the radius, one curve per model.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ EXAMPLES = """examples:
   # SST-2 model: clean accuracy and L2 attacks at 1%, 5% and 10% of each token's norm
   alum-robustness --model runs/sst2-alum --eval SST-2/dev.tsv --text-field sentence \\
       --radius 0.01 --radius 0.05 --radius 0.1 --norm l2 --relative --json sst2.json
+  # standard vs ALUM fine-tuning: accuracy against the radius, one curve per model
+  alum-robustness --model runs/sst2-standard --model runs/sst2-alum --eval SST-2/dev.tsv \\
+      --radius 0.01 --radius 0.05 --radius 0.1 --norm l2 --relative --plot sst2.png
   # MNLI model: matched dev under attack, ANLI rounds evaluated clean
   alum-robustness --model runs/mnli --eval MNLI/dev_matched.jsonl --text-field sentence1 \\
       --text-pair-field sentence2 --label-field gold_label --ignore-label - \\
@@ -43,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("model and data")
-    io.add_argument("--model", required=True, help="fine-tuned local HF model directory "
-                    "(with its tokenizer), e.g. the output of alum-finetune")
+    io.add_argument("--model", required=True, action="append",
+                    help="fine-tuned local HF model directory (with its tokenizer), e.g. the "
+                         "output of alum-finetune; repeatable: each model is evaluated on "
+                         "the same files in turn")
     io.add_argument("--eval", required=True, help="evaluation file, attacked at every radius "
                     "(classification: .tsv/.csv/.jsonl/.parquet; qa: SQuAD .json; "
                     "multiple-choice: SWAG .csv / HellaSwag .jsonl)")
@@ -97,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--batch-size", dest="eval_batch_size", type=int, default=32,
                     help="evaluation batch size (default: 32)")
     rn.add_argument("--json", dest="json_out", default=None, metavar="PATH",
-                    help="write the results as JSON here")
+                    help="write the results as JSON here (one model: its result object; "
+                         "several: a list of them, in --model order)")
+    rn.add_argument("--plot", default=None, metavar="FILE.png",
+                    help="draw the metric (accuracy; F1 for QA) against the attack radius to "
+                         "this PNG, one curve per --model; needs a --radius > 0")
     rn.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU exists")
     rn.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
@@ -113,8 +124,16 @@ def detect_task(config: Any) -> str:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if not os.path.isfile(os.path.join(args.model, "config.json")):
-        fail(f"--model {args.model!r} is not a HF model directory with config.json", PROG)
+    for model in args.model:
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            fail(f"--model {model!r} is not a HF model directory with config.json", PROG)
+    if args.plot is not None:
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not args.plot.lower().endswith(".png") or not os.path.isdir(folder):
+            fail(f"--plot {args.plot!r}: needs a .png path in an existing folder", PROG)
+        if not any(r > 0 for r in args.radius):
+            fail("--plot draws the metric against the radius: give at least one --radius > 0",
+                 PROG)
     if any(not r >= 0 for r in args.radius):
         fail("--radius must be >= 0", PROG)
     if args.steps < 0 or args.eval_batch_size < 1 or args.max_length < 1:
@@ -128,23 +147,39 @@ def _check_args(args: argparse.Namespace) -> None:
              f"installed; the embedding-space attack needs nothing extra", PROG)
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
-    """Evaluates as ``args`` say; returns the results (also written to --json)."""
+def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """Evaluates each --model as ``args`` say; returns one result per model (also written
+    to --json, and drawn to --plot)."""
     _check_args(args)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = [evaluate_model(args, model_dir) for model_dir in args.model]
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(results[0] if len(results) == 1 else results, fh, indent=2)
+    if args.plot:
+        from .robustness_plot import plot_robustness
+
+        plot_robustness(results, args.plot)
+    return results
+
+
+def evaluate_model(args: argparse.Namespace, model_dir: str) -> Dict[str, Any]:
+    """The result of one model: the clean and attacked rows of every file."""
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
     from .embedding_attack import AttackConfig
     from .robustness_tasks import TASK_EVALUATORS
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = AutoConfig.from_pretrained(args.model)
+    config = AutoConfig.from_pretrained(model_dir)
     task = detect_task(config) if args.task == "auto" else args.task
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     evaluator = TASK_EVALUATORS[task](args, tokenizer)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
-    model = evaluator.load_model(args.model).to(device).eval()
+    model = evaluator.load_model(model_dir).to(device).eval()
     attacks: List[Optional[AttackConfig]] = [None]
     for radius in args.radius:
         attacks.append(AttackConfig(radius=radius, norm=args.norm, steps=args.steps,
@@ -172,16 +207,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                          "attack": f"textattack:{args.word_attack}", "radius": None, **scores})
     except (TaskDataError, RuntimeError) as err:
         fail(str(err), PROG)
-    result = {"model": os.path.abspath(args.model), "task": task,
-              "metric": evaluator.metric,
-              "attack": {"norm": args.norm, "steps": args.steps, "step_size": args.step_size,
-                         "relative": args.relative, "random_start": args.random_start,
-                         "radii": list(args.radius)},
-              "results": rows}
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(result, fh, indent=2)
-    return result
+    return {"model": os.path.abspath(model_dir), "task": task,
+            "metric": evaluator.metric,
+            "attack": {"norm": args.norm, "steps": args.steps, "step_size": args.step_size,
+                       "relative": args.relative, "random_start": args.random_start,
+                       "radii": list(args.radius)},
+            "results": rows}
 
 
 def _attack_name(attack) -> str:
@@ -212,10 +243,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     # The table is the output: no per-file tokenizing/loading progress bars around it.
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
-    result = run(args)
-    print(format_table(result))
+    results = run(args)
+    for result in results:
+        if len(results) > 1:
+            print(f"model: {result['model']}")
+        print(format_table(result))
     if args.json_out:
         print(f"{PROG}: results written to {args.json_out}")
+    if args.plot:
+        print(f"{PROG}: figure written to {args.plot}")
     return 0
 
 

@@ -382,10 +382,28 @@ class CheckpointConfig:
 
 @dataclass
 class LoggingConfig:
-    """Console, TensorBoard and progress bar."""
+    """Console, progress bar and DeepSpeed's monitors (TensorBoard, W&B, CSV); a monitor
+    section in the DeepSpeed JSON takes precedence over these (pretrain/metrics_log.py)."""
 
     tensorboard: bool = True
-    """Write TensorBoard events under output_dir/tensorboard when tensorboard is installed."""
+    """Write TensorBoard events under output_dir/tensorboard (DeepSpeed's TensorBoard
+    monitor)."""
+
+    csv: bool = False
+    """Write one CSV file per scalar under output_dir/csv (DeepSpeed's CSV monitor)."""
+
+    wandb: bool = False
+    """Log to Weights & Biases (DeepSpeed's W&B monitor; needs the wandb package; run
+    files under output_dir unless WANDB_DIR is set; WANDB_MODE=offline logs locally)."""
+
+    wandb_project: str = "alum-pretrain"
+    """The W&B project."""
+
+    wandb_group: Optional[str] = None
+    """The W&B group (runs to show together), or none."""
+
+    wandb_team: Optional[str] = None
+    """The W&B team (entity), or none: your default entity."""
 
     progress_bar: bool = True
     """tqdm progress bar on the main rank."""
@@ -397,6 +415,9 @@ class LoggingConfig:
     def __post_init__(self) -> None:
         if self.peak_tflops is not None:
             check_number(self, "peak_tflops", 0.0, strict=True)
+        if not self.wandb_project:
+            raise _bad("LoggingConfig", "wandb_project", self.wandb_project,
+                       "must be a project name")
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""Weight-decay parameter groups and the warmup + decay learning-rate schedule."""
+"""Weight-decay parameter groups and the warmup + decay learning-rate schedule
+(transformers' schedules)."""
 from __future__ import annotations
 
-import math
 from typing import Dict, List
 
 import torch
@@ -27,34 +27,26 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     return [g for g in groups if g["params"]]
 
 
-def lr_multiplier(step: int, total_steps: int, warmup_steps: int, decay: str,
-                  min_ratio: float) -> float:
-    """Factor of the peak lr at optimizer step ``step`` (0-based, the lr of the next update).
-
-    Linear warmup from 0 over ``warmup_steps`` (BERT), then ``linear`` or ``cosine``
-    decay to ``min_ratio`` at ``total_steps``, or ``constant``.
-    """
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if decay == "constant":
-        return 1.0
-    span = max(total_steps - warmup_steps, 1)
-    progress = min(max(step - warmup_steps, 0) / span, 1.0)
-    if decay == "linear":
-        shape = 1.0 - progress
-    elif decay == "cosine":
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:
-        raise ValueError(f"unknown lr decay {decay!r}")
-    return min_ratio + (1.0 - min_ratio) * shape
-
-
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
                        decay: str, peak_lr: float, min_lr: float
                        ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` over :func:`lr_multiplier`; DeepSpeed steps it after each update
-    and saves its state in the checkpoint."""
-    min_ratio = min_lr / peak_lr if peak_lr > 0 else 0.0
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, total_steps, warmup_steps, decay,
-                                              min_ratio))
+    """transformers' schedule for ``decay``: linear warmup from 0 over ``warmup_steps``
+    (BERT), then ``linear`` or ``cosine`` decay to ``min_lr`` at ``total_steps``, or
+    ``constant``. DeepSpeed steps it after each update and saves its state in the
+    checkpoint. A linear decay to ``min_lr`` is transformers' polynomial decay of power 1.
+    """
+    from transformers import optimization as hf
+
+    if decay not in ("linear", "cosine", "constant"):
+        raise ValueError(f"OptimConfig.lr_decay={decay!r}: unknown lr decay")
+    if decay == "constant" or min_lr >= peak_lr or warmup_steps >= total_steps:
+        # (no decay left: transformers' polynomial decay would divide by zero steps)
+        return hf.get_constant_schedule_with_warmup(optimizer, warmup_steps)
+    if decay == "linear":
+        # It reads the peak from optimizer.defaults["lr"]: DeepSpeed builds the optimizer
+        # from the completed config, whose lr is peak_lr.
+        optimizer.defaults["lr"] = peak_lr
+        return hf.get_polynomial_decay_schedule_with_warmup(
+            optimizer, warmup_steps, total_steps, lr_end=min_lr, power=1.0)
+    return hf.get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, warmup_steps, total_steps, min_lr_rate=min_lr / peak_lr)

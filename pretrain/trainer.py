@@ -32,7 +32,7 @@ from .data import RunData, build_run_data, train_batches, valid_batches
 from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of, zero_stage
 from .flops import device_peak_tflops, model_dims, step_flops
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
-from .metrics_log import MetricsLog, format_metrics
+from .metrics_log import MetricsLog, add_monitor_sections, format_metrics, memory_scalars
 from .micro_batch_steps import MicroBatchSteps
 from .mlm_step import to_device
 from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
@@ -98,7 +98,8 @@ class Trainer:
             from .compile import compile_layers
 
             compile_layers(self.model)
-        self.ds_config = build_ds_config(tc, cfg.optim, self.dp_size)
+        self.ds_config = add_monitor_sections(build_ds_config(tc, cfg.optim, self.dp_size),
+                                              cfg.logging, cfg.checkpoint.output_dir)
         hp = optimizer_hyperparameters(self.ds_config)
         groups = weight_decay_groups(self.model, hp["weight_decay"])
         from alum.parallel import mpu
@@ -124,8 +125,7 @@ class Trainer:
             on_damaged=cfg.checkpoint.resume_damaged,
             identity=checkpoint_identity(model_config_of(self.model), tc.tensor_parallel_size,
                                          tc.pipeline_parallel_size, tc.virtual_pipeline_size))
-        self.log = MetricsLog(os.path.join(cfg.checkpoint.output_dir, "tensorboard"),
-                              enabled=self.rank == 0, use_tensorboard=cfg.logging.tensorboard)
+        self.log = MetricsLog(self.engine.monitor, enabled=self.rank == 0)
         self.step = 0
         self.consumed_samples = 0
         self.adv_skipped = 0
@@ -371,7 +371,8 @@ class Trainer:
         if self.peak_tflops and tflops is not None:
             values["mfu"] = tflops / self.peak_tflops
         values["alum"] = 1.0 if alum_on else 0.0
-        self.log.scalars("train", {k: v for k, v in values.items()}, self.step)
+        values.update(memory_scalars())
+        self.log.scalars("train", dict(values, step=float(self.step)), self.consumed_samples)
         if self.rank == 0:
             shown = {k: v for k, v in values.items() if k != "alum"}
             self.log.line(format_metrics(self.step, self.cfg.train.train_steps, shown)
@@ -384,6 +385,6 @@ class Trainer:
         result = dict(result, step=self.step)
         summary.evals.append(result)
         self.log.scalars("valid", {"loss": result["loss"], "accuracy": result["accuracy"]},
-                         self.step)
+                         self.consumed_samples)
         self.log.line(f"validation at step {self.step}: loss {result['loss']:.4f} | "
                       f"MLM accuracy {result['accuracy']:.4f}", progress)

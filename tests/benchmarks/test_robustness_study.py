@@ -68,6 +68,54 @@ def test_report_covers_every_arm_with_records(study_module, tmp_path, capsys):
         study_module.main(["--output", str(tmp_path), "--report"])
 
 
+def test_report_draws_each_arm_with_its_spread(study_module, tmp_path):
+    from alum.plotting import read_png_data
+
+    args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
+    study = study_module.Study(args)
+    for r in (_record("standard", 1, 0.60, 0.40, 0.20, 0.30, 100.0),
+              _record("standard", 2, 0.64, 0.44, 0.22, 0.34, 110.0),
+              _record("alum", 1, 0.61, 0.55, 0.35, 0.33, 260.0)):
+        path = study.record_path(r["arm"], r["seed"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(r, fh)
+    summary = study.report(["standard", "alum"], [0.02, 0.05])
+    png = tmp_path / "results.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = read_png_data(str(png))
+    assert data["arms"] == ["standard", "alum"]
+    assert data["metrics"] == ["clean", "PGD r=0.02", "PGD r=0.05", "DeepWordBug"]
+    for arm in data["arms"]:
+        for key, label in zip(("clean", "r1", "r2", "word"), data["metrics"]):
+            bar = data["bars"][arm][label]
+            assert bar["mean"] == pytest.approx(100 * summary[arm][key]["mean"])
+            assert bar["std"] == pytest.approx(100 * summary[arm][key]["std"])
+            assert bar["values"] == pytest.approx([100 * v for v in summary[arm][key]["values"]])
+    assert data["bars"]["standard"]["clean"]["std"] == pytest.approx(
+        100 * statistics.stdev([0.60, 0.64]))
+
+
+def test_study_figure_of_the_committed_results(tmp_path):
+    """The shipped study's results.json draws, bar for bar, what its summary says."""
+    from alum.finetune.robustness_study_figure import main
+    from alum.plotting import read_png_data
+
+    results = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "results",
+                           "robustness_study", "results.json")
+    if not os.path.isfile(results):
+        pytest.skip("no committed study results")
+    png = tmp_path / "study.png"
+    assert main([results, str(png)]) == 0
+    summary = json.load(open(results))["summary"]
+    data = read_png_data(str(png))
+    assert data["arms"] == [a for a in summary if summary[a].get("n")]
+    for arm in data["arms"]:
+        assert data["bars"][arm]["clean"]["mean"] == pytest.approx(
+            100 * summary[arm]["clean"]["mean"])
+    assert main([str(tmp_path / "missing.json"), str(png)]) == 2
+
+
 def test_continual_pretraining_pairs_and_stage_table(study_module, tmp_path):
     args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
     study = study_module.Study(args)

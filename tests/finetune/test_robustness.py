@@ -156,3 +156,51 @@ def test_attack_equals_plain_pgd(tiny_bert_dir, injected, norm, relative, random
     want = _plain_pgd(model, batch, cfg, embeds, batch["attention_mask"])
     attacked_outputs(model, batch, cfg)
     torch.testing.assert_close(injected["last"] - embeds, want, rtol=1e-5, atol=1e-6)
+
+
+def test_plot_draws_one_curve_per_model_from_the_results(tiny_bert_dir, tmp_path, capsys):
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    from alum.plotting import read_png_data
+
+    # Two different models: the tiny BERT and a copy whose classifier is moved.
+    first, second = tmp_path / "model-a", tmp_path / "model-b"
+    shutil.copytree(tiny_bert_dir, first)
+    shutil.copytree(tiny_bert_dir, second)
+    model = AutoModelForSequenceClassification.from_pretrained(second)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.classifier.weight.add_(torch.randn_like(model.classifier.weight))
+    model.save_pretrained(second)
+    png, out_json = tmp_path / "curves.png", tmp_path / "r.json"
+    radii = ["0.05", "0.2", "1"]
+    assert robustness.main(["--model", str(first), "--model", str(second),
+                            "--eval", os.path.join(FIXTURES, "sst2_dev.tsv"), "--norm", "l2",
+                            "--eval-label-map", "0=LABEL_0,1=LABEL_1",
+                            "--relative", "--steps", "3", "--json", str(out_json),
+                            "--plot", str(png)] + [a for r in radii for a in ("--radius", r)]
+                           ) == 0
+    assert "model: " in capsys.readouterr().out
+    results = json.loads(out_json.read_text())
+    assert [r["model"] for r in results] == [str(first), str(second)]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = read_png_data(str(png))
+    assert data["metric"] == "accuracy" and list(data["curves"]) == ["model-a", "model-b"]
+    for result, points in zip(results, data["curves"].values()):
+        rows = {r["radius"]: r["accuracy"] for r in result["results"] if r["attack"] != "clean"}
+        clean = next(r["accuracy"] for r in result["results"] if r["attack"] == "clean")
+        assert points == [[0.0, clean]] + [[float(r), rows[float(r)]] for r in radii]
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(png)).shape[2] in (3, 4)  # a readable image
+
+
+def test_plot_without_a_radius_is_refused_before_evaluating(tiny_bert_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        robustness.main(["--model", tiny_bert_dir, "--eval",
+                         os.path.join(FIXTURES, "sst2_dev.tsv"), "--plot",
+                         str(tmp_path / "x.png")])
+    assert "--radius > 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

@@ -27,7 +27,7 @@ def test_squad_v2_with_alum(tiny_bert_dir, tmp_path):
     assert 0 <= final["eval_exact_match"] <= final["eval_f1"] <= 100
     AutoModelForQuestionAnswering.from_pretrained(out)
     # The QA model under the robustness command: radius 0 equals clean.
-    r = robustness.run(robustness.build_parser().parse_args([
+    [r] = robustness.run(robustness.build_parser().parse_args([
         "--model", str(out), "--eval", os.path.join(FIXTURES, "squad_v2_dev.json"),
         "--squad-v2", "--max-length", "64", "--doc-stride", "16", "--radius", "0",
         "--radius", "0.5", "--relative", "--steps", "2"]))
@@ -49,7 +49,7 @@ def test_multiple_choice_with_alum(train, evaluation, family, tiny_bert_dir, tin
     assert s["num_choices"] == 4 and s["adv_steps"] == s["steps"] > 0
     assert "eval_accuracy" in s["final_eval"]
     AutoModelForMultipleChoice.from_pretrained(out)
-    r = robustness.run(robustness.build_parser().parse_args([
+    [r] = robustness.run(robustness.build_parser().parse_args([
         "--model", str(out), "--eval", os.path.join(FIXTURES, evaluation), "--radius", "0"]))
     assert r["task"] == "multiple-choice"
     assert r["results"][0]["accuracy"] == r["results"][1]["accuracy"] \
@@ -67,7 +67,7 @@ def test_mnli_matched_mismatched_and_a_scitail_model_on_mnli(tiny_bert_dir, tmp_
     assert "eval_accuracy" in s["final_eval"]
     assert "eval_mismatched_accuracy" in s["extra_evals"]["mismatched"]
     # 3-way MNLI model scored on 2-way SciTail: contradiction counts as neutral.
-    r = robustness.run(robustness.build_parser().parse_args([
+    [r] = robustness.run(robustness.build_parser().parse_args([
         "--model", str(tmp_path / "mnli"), "--eval", os.path.join(FIXTURES, "scitail_dev.jsonl"),
         *pair, "--eval-label-map", "scitail-to-mnli", "--prediction-map", "mnli-to-2way",
         "--radius", "0.5", "--relative"]))
@@ -80,7 +80,7 @@ def test_mnli_matched_mismatched_and_a_scitail_model_on_mnli(tiny_bert_dir, tmp_
         "--label-map", "scitail-to-mnli", "--output", str(st), *COMMON]))
     assert s["label_list"] == ["entailment", "neutral"]
     # The 2-way model on 3-way MNLI, contradiction merged into neutral.
-    r = robustness.run(robustness.build_parser().parse_args([
+    [r] = robustness.run(robustness.build_parser().parse_args([
         "--model", str(st), "--eval", os.path.join(FIXTURES, "mnli_dev_mismatched.jsonl"),
         *pair, "--eval-label-map", "mnli-to-2way"]))
     assert r["results"][0]["examples"] == 9.0

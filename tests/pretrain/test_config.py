@@ -11,7 +11,7 @@ from alum.pretrain.config import (CheckpointConfig, DataConfig, ModelChoice, Opt
 from alum.pretrain.ds_config import (build_ds_config, ds_config_dir, load_ds_config,
                                      precision_of, shipped_ds_configs, zero_stage)
 from alum.pretrain.flops import forward_flops_per_sequence, step_flops_multiplier
-from alum.pretrain.lr_schedule import lr_multiplier, weight_decay_groups
+from alum.pretrain.lr_schedule import build_lr_scheduler, weight_decay_groups
 
 
 @pytest.mark.parametrize("make, field", [
@@ -42,14 +42,49 @@ def test_config_round_trips_through_dict():
     assert again == cfg
 
 
-def test_lr_warmup_then_linear_and_cosine_decay():
-    assert lr_multiplier(0, 100, 10, "linear", 0.0) == pytest.approx(0.1)
-    assert lr_multiplier(9, 100, 10, "linear", 0.0) == pytest.approx(1.0)
-    assert lr_multiplier(55, 100, 10, "linear", 0.0) == pytest.approx(0.5)
-    assert lr_multiplier(100, 100, 10, "linear", 0.1) == pytest.approx(0.1)
-    assert lr_multiplier(55, 100, 10, "cosine", 0.0) == pytest.approx(0.5)
-    assert lr_multiplier(100, 100, 10, "cosine", 0.0) == pytest.approx(0.0, abs=1e-12)
-    assert lr_multiplier(70, 100, 10, "constant", 0.0) == 1.0
+def _lr_curve(decay, total=100, warmup=10, peak=1e-3, min_lr=0.0):
+    """The lr of each update: what DeepSpeed's engine sees after each scheduler step."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    sched = build_lr_scheduler(opt, total, warmup, decay, peak, min_lr)
+    lrs = []
+    for _ in range(total + 1):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize("min_lr", [0.0, 1e-4])
+def test_lr_warmup_then_decay_matches_the_formulas(decay, min_lr):
+    """Against the schedule written out: linear warmup k/W (BERT), then linear
+    (1 - p) or cosine (1 + cos(pi p))/2 from the peak down to min_lr, p the decay's
+    progress, or constant."""
+    import math
+
+    total, warmup, peak = 100, 10, 1e-3
+    lrs = _lr_curve(decay, total, warmup, peak, min_lr)
+    for k in range(total + 1):
+        if k < warmup:
+            want = peak * k / warmup
+        elif decay == "constant":
+            want = peak
+        else:
+            p = (k - warmup) / (total - warmup)
+            shape = 1 - p if decay == "linear" else 0.5 * (1 + math.cos(math.pi * p))
+            want = min_lr + (peak - min_lr) * shape
+        assert lrs[k] == pytest.approx(want, rel=1e-9, abs=1e-15), (decay, k)
+
+
+def test_lr_schedule_that_is_all_warmup_ends_at_the_peak():
+    lrs = _lr_curve("linear", total=4, warmup=4, peak=1.0)
+    assert lrs == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+def test_lr_schedule_refuses_an_unknown_decay():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="OptimConfig.lr_decay"):
+        build_lr_scheduler(opt, 10, 1, "step", 1.0, 0.0)
 
 
 def test_no_weight_decay_on_biases_and_layernorm():
