@@ -23,7 +23,7 @@ from .label_maps import (NAMED_MAPS, mapped_predictions, parse_label_map,
 from .mc_cli import add_mc_arguments
 from .qa_cli import add_qa_arguments
 from .run_common import (add_task_file_arguments, adversarial_summary, fail,
-                         save_atomically, training_arguments)
+                         save_atomically, train_resumable, training_arguments)
 from .task_data import TaskDataError, load_task_file
 
 logger = logging.getLogger("alum.finetune")
@@ -136,7 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--save-checkpoints", action="store_true",
                     help="save a resumable checkpoint after each epoch in OUTPUT.work/")
     tr.add_argument("--resume", action="store_true",
-                    help="resume from the latest checkpoint in OUTPUT.work/")
+                    help="resume from the newest checkpoint in OUTPUT.work/ whose files match "
+                         "their recorded checksums (a damaged newer one is named in a warning "
+                         "and moved to OUTPUT.work/damaged/)")
+    tr.add_argument("--resume-damaged", choices=("refuse", "start-fresh"), default="refuse",
+                    help="with --resume, when OUTPUT.work/ holds checkpoints and none is "
+                         "usable: refuse (an error listing each and its fault; nothing is "
+                         "changed) or start-fresh (move them to OUTPUT.work/damaged/ and train "
+                         "from step 0) (default: refuse)")
     tr.add_argument("--overwrite", action="store_true",
                     help="replace an existing OUTPUT directory")
     tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -268,7 +275,7 @@ def run(args: argparse.Namespace) -> dict:
         compute_metrics=metrics_for(evaluation) if evaluation is not None else None,
         alum_config=alum_config)
     started = time.time()
-    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    train_resumable(trainer, args, work_dir)
     train_seconds = time.time() - started
 
     evals = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]

@@ -30,7 +30,8 @@ def run_multiple_choice(args: argparse.Namespace, alum_config) -> dict:
 
     from .metrics import compute_metrics
     from .multiple_choice_data import build_mc_dataset, load_multiple_choice_file, mc_collator
-    from .run_common import adversarial_summary, fail, save_atomically, training_arguments
+    from .run_common import (adversarial_summary, fail, save_atomically,
+                             train_resumable, training_arguments)
     from .trainer import AlumTrainer
 
     if args.threads:
@@ -65,7 +66,7 @@ def run_multiple_choice(args: argparse.Namespace, alum_config) -> dict:
         compute_metrics=metrics_fn if evaluation is not None else None,
         alum_config=alum_config)
     started = time.time()
-    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    train_resumable(trainer, args, work_dir)
     train_seconds = time.time() - started
     evals = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
     summary = {

@@ -81,7 +81,8 @@ def run_qa(args: argparse.Namespace, alum_config) -> dict:
 
     from .qa_data import load_squad_file
     from .qa_features import build_qa_features, qa_dataset
-    from .run_common import adversarial_summary, fail, save_atomically, training_arguments
+    from .run_common import (adversarial_summary, fail, save_atomically,
+                             train_resumable, training_arguments)
     from .trainer import AlumTrainer
 
     if args.threads:
@@ -106,7 +107,7 @@ def run_qa(args: argparse.Namespace, alum_config) -> dict:
         train_dataset=qa_dataset(features), data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer, alum_config=alum_config)
     started = time.time()
-    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    train_resumable(trainer, args, work_dir)
     train_seconds = time.time() - started
     final = None
     if evaluation is not None:

@@ -76,6 +76,23 @@ def training_arguments(args: argparse.Namespace, work_dir: str, evaluate: bool):
         remove_unused_columns=False, **extra)
 
 
+def train_resumable(trainer, args: argparse.Namespace, work_dir: str) -> None:
+    """``trainer.train()`` with verified checkpoints (alum.finetune.checkpoint_guard):
+    every save gets a checksummed marker, and ``--resume`` starts from the newest intact
+    checkpoint or refuses, in one line, when all are damaged."""
+    from .checkpoint_guard import DamagedCheckpointsError, MarkCompleteCheckpoints, resume_point
+
+    trainer.add_callback(MarkCompleteCheckpoints())
+    point = None
+    if args.resume:
+        try:
+            point = resume_point(work_dir, getattr(args, "resume_damaged", "refuse"),
+                                 move=trainer.is_world_process_zero())
+        except DamagedCheckpointsError as err:
+            fail(str(err))
+    trainer.train(resume_from_checkpoint=point)
+
+
 def adversarial_summary(trainer) -> Dict[str, Any]:
     """ALUM step counts and the mean of each logged ``adv_*`` statistic."""
     logs = [h for h in trainer.state.log_history if "adv_cos_delta_grad" in h]

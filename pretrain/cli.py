@@ -9,6 +9,7 @@ checkpoint, and a closing summary. Every default below is that job's setting.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -114,12 +115,16 @@ def closing_summary(summary, cfg: PretrainConfig) -> str:
     else:
         lines.append(f"steps {summary.start_step} -> {summary.end_step} of "
                      f"{cfg.train.train_steps} in {summary.wall_s:.1f} s")
-    if summary.first_loss is not None and summary.last_loss is not None:
+    if summary.losses:
+        # This invocation's own steps: after a resume, "first" means the first steps
+        # trained here (from start_step), not the original run's step 1.
         k = max(1, min(10, len(summary.losses) // 10))
-        head = sum(summary.losses[:k]) / k if summary.start_step == 0 else summary.first_loss
+        head = sum(summary.losses[:k]) / k
         tail = sum(summary.losses[-k:]) / k
         trend = "down" if tail < head else "NOT down"
-        lines.append(f"train MLM loss: {head:.3f} (first {k} steps) -> {tail:.3f} "
+        first = f"first {k} steps" if summary.start_step == 0 else \
+            f"first {k} steps after resuming at step {summary.start_step}"
+        lines.append(f"train MLM loss: {head:.3f} ({first}) -> {tail:.3f} "
                      f"(last {k}) : {trend}")
     for e in summary.evals[:1] + summary.evals[-1:] if len(summary.evals) > 1 \
             else summary.evals:
@@ -179,6 +184,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as err:
         print(f"alum-pretrain: error: {err}", file=sys.stderr)
         return 2
+    from alum.output_errors import OutputError, check_writable_dir
+
+    try:
+        check_writable_dir(cfg.checkpoint.output_dir, "run directory")
+    except OutputError as err:
+        print(f"alum-pretrain: error: {err}", file=sys.stderr)
+        return 1
     from .trainer import Trainer
 
     try:
@@ -186,10 +198,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as err:
         print(f"alum-pretrain: error: {err}", file=sys.stderr)
         return 2
-    summary = trainer.train()
+    except OSError as err:
+        print(f"alum-pretrain: error: {one_line(err)}", file=sys.stderr)
+        return 1
+    try:
+        summary = trainer.train()
+    except (OutputError, ValueError) as err:
+        print(f"alum-pretrain: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"alum-pretrain: error: {one_line(err)}", file=sys.stderr)
+        return 1
     if trainer.rank == 0:
         print(closing_summary(summary, cfg), flush=True)
     return 0
+
+
+def one_line(err: OSError) -> str:
+    """An OSError as one line naming the path and the cause (a full disk said so)."""
+    from alum.output_errors import OutputError, describe_output_error
+
+    if isinstance(err, OutputError):
+        return str(err)
+    path = err.filename or "output"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        return describe_output_error(err, "file", path)
+    return f"{path}: {err.strerror or err}"
 
 
 if __name__ == "__main__":

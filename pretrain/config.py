@@ -334,6 +334,12 @@ class CheckpointConfig:
     ``never``: start fresh (refused if output_dir holds checkpoints); or a checkpoint
     directory to load from."""
 
+    resume_damaged: str = "refuse"
+    """With resume ``auto``, when output_dir holds checkpoints and none is usable (each
+    incomplete or failing its checksums): ``refuse`` (an error listing each checkpoint
+    and its fault; nothing is changed) or ``start-fresh`` (move them all to
+    ``checkpoints/damaged/``, kept for inspection, and train from step 0)."""
+
     save_at_end: bool = True
     """Save a checkpoint when training stops."""
 
@@ -369,6 +375,7 @@ class CheckpointConfig:
                            f"resume from); use one of the two")
         check_int(self, "save_interval", 0)
         check_int(self, "keep_last", 0)
+        check_choice(self, "resume_damaged", ("refuse", "start-fresh"))
         if not self.output_dir:
             raise _bad("CheckpointConfig", "output_dir", self.output_dir, "must be a path")
 

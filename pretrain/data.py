@@ -88,9 +88,9 @@ class RunData:
 
 def build_run_data(cfg: DataConfig, train_samples: int, samples_per_step: int,
                    seed: int) -> RunData:
-    """Train/valid datasets for ``cfg`` (the sample corpus when ``data_path`` is empty)."""
-    from transformers import AutoTokenizer
-
+    """Train/valid datasets for ``cfg`` (the sample corpus when ``data_path`` is empty).
+    A missing or empty dataset, or a tokenizer that does not load, is a ``ValueError``
+    naming the path."""
     from alum.data import MLMDataset, build_mlm_datasets
 
     if cfg.data_path:
@@ -102,7 +102,9 @@ def build_run_data(cfg: DataConfig, train_samples: int, samples_per_step: int,
         data_path = (prefix,)
         split = cfg.split or SAMPLE_SPLIT
         cache = os.path.dirname(prefix)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    for prefix in dataset_prefixes(data_path):
+        check_dataset(prefix)
+    tokenizer = load_tokenizer(tokenizer_path)
     options = dict(packing=cfg.packing, masking_rate=_masking_rate(cfg.masking_rate),
                    whole_word_masking=cfg.whole_word_masking, samples_per_step=samples_per_step,
                    path_to_cache=os.path.join(cache, "packed_index") if cache else None)
@@ -120,6 +122,61 @@ def build_run_data(cfg: DataConfig, train_samples: int, samples_per_step: int,
     if valid is not None and len(valid) == 0:
         valid = None
     return RunData(train, valid, tokenizer, os.path.abspath(tokenizer_path), tuple(data_path))
+
+
+def dataset_prefixes(data_path: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The prefixes of a data path (a blend's weights left out)."""
+    def is_weight(token: str) -> bool:
+        try:
+            float(token)
+            return True
+        except ValueError:
+            return False
+
+    return tuple(t for t in data_path if not is_weight(t))
+
+
+def check_dataset(prefix: str) -> None:
+    """One line (``ValueError``) for a dataset that is not there or holds no documents,
+    before megatron-core's reader (an assertion, or "cannot mmap an empty file" without
+    the path). The index header, megatron-core's format: magic, version (u64), dtype
+    code (u8), sequence count (u64), document count (u64)."""
+    import struct
+
+    from alum.tools.indexed_output import INDEX_HEADER as _INDEX_MAGIC
+
+    for ext in (".idx", ".bin"):
+        if not os.path.isfile(prefix + ext):
+            raise ValueError(f"DataConfig.data_path: dataset {prefix} not found: {prefix}{ext} "
+                             f"does not exist (alum-preprocess writes PREFIX.bin and PREFIX.idx)")
+    try:
+        with open(prefix + ".idx", "rb") as f:
+            header = f.read(len(_INDEX_MAGIC) + 8 + 1 + 8)
+    except OSError as err:
+        raise ValueError(f"DataConfig.data_path: cannot read {prefix}.idx: {err.strerror}") \
+            from err
+    if len(header) < len(_INDEX_MAGIC) + 17 or not header.startswith(_INDEX_MAGIC):
+        raise ValueError(f"DataConfig.data_path: {prefix}.idx is not a megatron-core "
+                         f"indexed-dataset index (bad header)")
+    sequences = struct.unpack("<Q", header[-8:])[0]
+    if sequences == 0 or os.path.getsize(prefix + ".bin") == 0:
+        raise ValueError(f"DataConfig.data_path: dataset {prefix} holds no documents "
+                         f"({prefix}.bin is empty)")
+
+
+def load_tokenizer(path: str) -> Any:
+    """``AutoTokenizer.from_pretrained(path)``, its failure told in one line naming the path."""
+    from transformers import AutoTokenizer
+
+    if not os.path.isdir(path):
+        raise ValueError(f"DataConfig.tokenizer: {path} is not a directory (a tokenizer "
+                         f"directory from alum-tokenizer or save_pretrained is expected)")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as err:  # transformers raises OSError, ValueError, TypeError, ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"DataConfig.tokenizer: cannot load a tokenizer from {path}: "
+                         f"{first}") from err
 
 
 def _masking_rate(text: str) -> Any:

@@ -24,7 +24,8 @@ import torch.distributed as dist
 
 from alum.atomic_write import atomic_path, atomic_write_text
 
-from .checkpoint import CheckpointManager, any_checkpoint, resumable_tag
+from .checkpoint import (CheckpointManager, any_checkpoint, checkpoint_identity,
+                         resumable_tag)
 from .config import PretrainConfig
 from .consolidate import LAYOUT_KEY, parallel_layout
 from .data import RunData, build_run_data, train_batches, valid_batches
@@ -119,9 +120,11 @@ class Trainer:
         else:
             self.steps = MicroBatchSteps(self.engine, cfg, self.lr_scheduler, self.dp_rank,
                                          self.dp_size)
-        self.checkpoints = CheckpointManager(os.path.join(cfg.checkpoint.output_dir,
-                                                          "checkpoints"),
-                                             cfg.checkpoint.keep_last)
+        self.checkpoints = CheckpointManager(
+            os.path.join(cfg.checkpoint.output_dir, "checkpoints"), cfg.checkpoint.keep_last,
+            on_damaged=cfg.checkpoint.resume_damaged,
+            identity=checkpoint_identity(model_config_of(self.model), tc.tensor_parallel_size,
+                                         tc.pipeline_parallel_size, tc.virtual_pipeline_size))
         self.log = MetricsLog(self.engine.monitor, enabled=self.rank == 0)
         self.step = 0
         self.consumed_samples = 0

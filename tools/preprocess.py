@@ -17,6 +17,10 @@ import shutil
 import sys
 import time
 
+from alum.atomic_write import atomic_write_text
+from alum.output_errors import (OutputError, check_writable_dir, describe_output_error,
+                                disk_is_full, no_space_message)
+
 from .indexed_output import merge_datasets, merge_parts, smallest_dtype
 from .readers import FORMATS, REASONS, BadInputError, SkipLog, plan_shards, split_for_workers
 
@@ -44,13 +48,20 @@ bad input policy:
   the file and line instead. Empty documents (only whitespace, or no
   tokens) are always skipped and counted, even with --strict.
 
+  Inputs that hold no document at all are an error (nothing is written)
+  unless --allow-empty is given.
+
 outputs:
   Files are written under temporary names and renamed only on success
   (index last), so a failed or interrupted run leaves no PREFIX.bin/.idx
   pair. Finished pieces stay in PREFIX.work/ and a rerun with the same
   inputs, tokenizer and options resumes from them (byte ranges of a large
   file only with the same --workers, which decides the cut points); a
-  successful run removes PREFIX.work/ and replaces any older PREFIX.bin/.idx.
+  PREFIX.work/ without finished pieces is removed. A successful run removes
+  PREFIX.work/ and replaces any older PREFIX.bin/.idx. An output that cannot
+  be written (a read-only directory, a full disk) is one error line naming
+  the path and the cause ("no space left on device" with the space needed
+  and free).
 """
 
 
@@ -97,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true",
                    help="ignore finished shards left in PREFIX.work/ by an interrupted run and "
                         "redo everything")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="write a dataset of 0 documents when the inputs hold none (without "
+                        "it, that is an error and nothing is written)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (the summary is still printed to stderr)")
     return p
@@ -186,7 +200,12 @@ def run(args) -> int:
     from .shard_pool import run_jobs
 
     started = time.perf_counter()
-    dtype = smallest_dtype(vocab_size(load_tokenizer(args.tokenizer)))
+    try:
+        tokenizer = load_tokenizer(args.tokenizer)
+    except Exception as err:  # tokenizers/transformers raise many types for a bad directory
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise BadInputError(f"cannot load a tokenizer from {args.tokenizer}: {first}") from err
+    dtype = smallest_dtype(vocab_size(tokenizer))
     shards = plan_shards(args.input, args.format, args.json_key, args.hf_split)
     if not shards:
         raise BadInputError(f"no input documents found in {' '.join(args.input)}")
@@ -206,8 +225,32 @@ def run(args) -> int:
     progress = Progress(len(shards), enabled=not args.no_progress)
     try:
         results = run_jobs(jobs, args.workers, progress)
+    except OSError as err:
+        if disk_is_full(err, work_dir):
+            raise OutputError(no_space_message("tokenized pieces in", work_dir, None)) from err
+        raise
     finally:
         progress.close()
+    if not any(r.documents for r in results) and not args.allow_empty:
+        raise BadInputError(f"no documents in {' '.join(args.input)} (every input is empty or "
+                            f"was skipped); pass --allow-empty to write an empty dataset")
+    try:
+        outputs = _merge_outputs(args, jobs, pieces, shards, dtype)
+    except OSError as err:
+        needed = sum(os.path.getsize(job.out_prefix + ".bin") for job in jobs
+                     if os.path.isfile(job.out_prefix + ".bin"))
+        raise OutputError(describe_output_error(err, "dataset", args.output_prefix + ".bin",
+                                                needed)) from err
+    summary = _summary(args, shards, pieces, results, time.perf_counter() - started, dtype,
+                       [o + ext for o in outputs for ext in (".bin", ".idx")])
+    atomic_write_text(args.output_prefix + ".summary.json", json.dumps(summary, indent=1))
+    shutil.rmtree(work_dir, ignore_errors=True)
+    _print_summary(summary)
+    return 0
+
+
+def _merge_outputs(args, jobs, pieces, shards, dtype):
+    """The pieces merged into PREFIX.bin/.idx (or one dataset per shard); their prefixes."""
     if args.no_merge:
         outputs = []
         for shard_index in range(len(shards)):
@@ -218,13 +261,7 @@ def run(args) -> int:
     else:
         merge_parts([job.out_prefix for job in jobs], args.output_prefix, dtype)
         outputs = [args.output_prefix]
-    summary = _summary(args, shards, pieces, results, time.perf_counter() - started, dtype,
-                       [o + ext for o in outputs for ext in (".bin", ".idx")])
-    with open(args.output_prefix + ".summary.json", "w") as f:
-        json.dump(summary, f, indent=1)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    _print_summary(summary)
-    return 0
+    return outputs
 
 
 def build_indexed_dataset(inputs, tokenizer: str, output_prefix: str, **options) -> str:
@@ -252,23 +289,43 @@ def main(argv=None) -> int:
     if args.merge:
         try:
             return _run_merge(args)
-        except (FileNotFoundError, ValueError) as e:
+        except (FileNotFoundError, ValueError, OutputError) as e:
             print(f"alum-preprocess: error: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:
+            print(f"alum-preprocess: error: "
+                  f"{describe_output_error(e, 'dataset', args.output_prefix + '.bin')}",
+                  file=sys.stderr)
             return 1
     if not args.tokenizer:
         build_parser().error("--tokenizer is required (unless --merge)")
     if args.workers < 1:
         build_parser().error("--workers must be at least 1")
     parent = os.path.dirname(os.path.abspath(args.output_prefix))
-    os.makedirs(parent, exist_ok=True)
     try:
+        check_writable_dir(parent, "output directory")
         return run(args)
-    except (BadInputError, FileNotFoundError) as e:
+    except (BadInputError, FileNotFoundError, OutputError) as e:
         print(f"alum-preprocess: error: {e}", file=sys.stderr)
-        if os.path.isdir(args.output_prefix + ".work"):
-            print(f"alum-preprocess: finished pieces kept in {args.output_prefix}.work/; "
-                  "rerunning resumes from them", file=sys.stderr)
-        return 1
+    except OSError as e:
+        print(f"alum-preprocess: error: "
+              f"{describe_output_error(e, 'dataset', args.output_prefix + '.bin')}",
+              file=sys.stderr)
+    _report_work_dir(args.output_prefix + ".work")
+    return 1
+
+
+def _report_work_dir(work_dir: str) -> None:
+    """After a failure: say where finished pieces are kept, or remove a work directory
+    that holds none (it would only suggest a resume that has nothing to resume)."""
+    if not os.path.isdir(work_dir):
+        return
+    finished = [n for n in os.listdir(work_dir) if n.endswith(".done.json")]
+    if finished:
+        print(f"alum-preprocess: {len(finished)} finished pieces kept in {work_dir}/; "
+              "rerunning resumes from them", file=sys.stderr)
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
