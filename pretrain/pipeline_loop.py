@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.distributed as dist
 
+from alum.parallel.internals import require_instance_attrs
+
 from .data import valid_batches
 from .ds_config import zero_stage
 from .run_stats import ADV_KEYS, all_reduce_sum, current_loss_scale, grad_norm
@@ -97,6 +99,11 @@ class PipelineSteps:
         try:
             self.engine.allreduce_gradients()
             own_clip = zero_stage(self.ds_config) == 0 and self.precision == "fp32"
+            # engine._config is private to DeepSpeed (its gradient_clipping() reads it):
+            # checked, so a release that moves it stops here naming its version.
+            require_instance_attrs(self.engine, "deepspeed", ("_config.gradient_clipping",),
+                                   use="switches DeepSpeed's clipping off for a step it "
+                                       "clipped itself")
             clip = self.engine._config.gradient_clipping
             if own_clip:
                 norm = self._clip_pipeline_grads(clip)
