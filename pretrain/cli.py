@@ -144,6 +144,11 @@ def closing_summary(summary, cfg: PretrainConfig) -> str:
                              f"embedding norm: at these settings the term is a smoothness "
                              f"penalty at a tiny radius (flips include dropout's, which differs "
                              f"between the two passes); --alum-preset relative uses 10%")
+        f = summary.flip_check
+        if f:
+            lines.append(f"ALUM flips {100 * f['alum']:.1f}% of the masked-token predictions; "
+                         f"dropout alone flips {100 * f['dropout']:.1f}% between two clean "
+                         f"passes ({f['positions']} validation positions, final weights)")
     else:
         lines.append("ALUM: off (--no-alum)")
     if summary.optimizer_steps_skipped:

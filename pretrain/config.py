@@ -132,6 +132,12 @@ class ModelChoice:
     init_seed: int = 1234
     """Seed of the weight initialisation (megatron)."""
 
+    freeze_encoder: bool = False
+    """Train the MLM head alone: the embeddings and the encoder are frozen (an output
+    layer tied to the word embeddings too). Warms up a newly initialised head on a
+    released encoder before continual pre-training, so the encoder never trains through
+    a random head (``model_kind=hf``; standard MLM only)."""
+
     def __post_init__(self) -> None:
         _check_choice(self, "model_kind", MODEL_KINDS)
         _check_choice(self, "family", ("bert", "roberta"))
@@ -145,6 +151,9 @@ class ModelChoice:
         for name in ("hidden_size", "num_layers"):
             if getattr(self, name) is not None:
                 _check_int(self, name, 1)
+        if self.freeze_encoder and self.model_kind != "hf":
+            raise _bad("ModelChoice", "freeze_encoder", True,
+                       "needs model_kind='hf' (it warms up the head of a released model)")
 
 
 @dataclass
@@ -482,6 +491,10 @@ class PretrainConfig:
         if self.train.sequence_parallel and self.data.seq_length % tp:
             raise _bad("DataConfig", "seq_length", self.data.seq_length,
                        f"must be divisible by tensor_parallel_size={tp} (sequence_parallel)")
+        if self.model.freeze_encoder and self.alum is not None:
+            raise _bad("ModelChoice", "freeze_encoder", True,
+                       "trains the MLM head alone, with standard MLM: ALUM perturbs the "
+                       "encoder's input and regularises the encoder (use --no-alum)")
         if self.alum is not None and self.alum.loss == "mse":
             raise _bad("AlumConfig", "loss", "mse",
                        "is for regression heads; MLM uses sym_kl or kl")

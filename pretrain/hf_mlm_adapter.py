@@ -55,6 +55,22 @@ class HFMaskedLMAdapter(nn.Module):
                 return module
         raise ValueError(f"{type(self.mlm_model).__name__} has no MLM head (cls / lm_head)")
 
+    def freeze_encoder(self) -> int:
+        """Freezes every parameter outside the MLM head (a decoder tied to the word
+        embeddings stays frozen with them); the number of parameters left trainable."""
+        head = {id(p) for p in self.head().parameters()}
+        frozen = {id(p) for p in self.base.parameters()}
+        trainable = 0
+        for p in self.mlm_model.parameters():
+            if id(p) in frozen or id(p) not in head:
+                p.requires_grad_(False)
+            else:
+                trainable += p.numel()
+        if trainable == 0:
+            raise ValueError(f"{type(self.mlm_model).__name__}: freezing the encoder leaves "
+                             f"no trainable parameter in the MLM head")
+        return trainable
+
     def embed(self, input_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None,
               position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Embedding output ``[b, s, h]`` after LayerNorm and dropout."""

@@ -78,6 +78,10 @@ class TrainSummary:
     checkpoint: Optional[str] = None
     export_hf: Optional[str] = None
     """The Hugging Face directory written at the end (``CheckpointConfig.export_hf``)."""
+    flip_check: Optional[Dict[str, float]] = None
+    """ALUM runs: the share of predicted tokens ALUM's perturbed pass flips and the share
+    dropout alone flips between two clean passes, on the validation batches at the end
+    (alum.pretrain.flip_check)."""
     wall_s: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:

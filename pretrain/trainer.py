@@ -97,6 +97,10 @@ class Trainer(PipelineSteps):
                                           tc.virtual_pipeline_size, model_config=model_config)
         if init_ckpt is not None:
             load_init_weights(self.model, init_ckpt)
+        if cfg.model.freeze_encoder:
+            trainable = self.model.freeze_encoder()
+            logger.info("encoder frozen: training the MLM head alone (%d parameters)",
+                        trainable)
         self.pipeline = tc.pipeline_parallel_size > 1
         self._grad_hooks = register_sequence_parallel_grad_hooks(self.model)
         if tc.activation_checkpointing:
@@ -251,6 +255,21 @@ class Trainer(PipelineSteps):
             return None
         return {"loss": loss_sum / predicted, "accuracy": correct / predicted}
 
+    def flip_check(self) -> Optional[Dict[str, float]]:
+        """ALUM's flip rate against dropout's, on the validation batches with the final
+        weights (alum.pretrain.flip_check); None without ALUM, validation data or under
+        pipeline parallelism (whose stages hold no whole forward)."""
+        cfg = self.cfg
+        if cfg.alum is None or cfg.alum.alpha == 0.0 or self.data.valid is None \
+                or self.pipeline:
+            return None
+        from .flip_check import flip_rates
+
+        batches = valid_batches(self.data.valid, cfg.train.micro_batch_size,
+                                cfg.train.eval_batches, self.dp_rank, self.dp_size)
+        return flip_rates(self.engine.module, batches, cfg.alum, cfg.alum_positions,
+                          cfg.train.seed, self._to_device, all_reduce_sum)
+
     def _to_device(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         device = self.engine.device
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -313,6 +332,7 @@ class Trainer(PipelineSteps):
                                                        self.client_state())
         if cfg.checkpoint.export_hf:
             summary.export_hf = self.export_hf(cfg.checkpoint.export_hf)
+        summary.flip_check = self.flip_check()
         summary.end_step = self.step
         summary.first_loss = self.first_loss
         summary.last_loss = summary.losses[-1] if summary.losses else None

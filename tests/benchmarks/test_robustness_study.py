@@ -66,3 +66,39 @@ def test_report_covers_every_arm_with_records(study_module, tmp_path, capsys):
     # --report without a calibration is a clear error, not a run.
     with pytest.raises(SystemExit, match="needs a calibrated study"):
         study_module.main(["--output", str(tmp_path), "--report"])
+
+
+def test_continual_pretraining_pairs_and_stage_table(study_module, tmp_path):
+    args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
+    study = study_module.Study(args)
+    runs = [_record("standard", 1, 0.60, 0.40, 0.20, 0.30, 100.0),
+            _record("cpt-standard", 1, 0.61, 0.42, 0.21, 0.31, 100.0),
+            _record("cpt-standard", 2, 0.59, 0.40, 0.20, 0.30, 100.0),
+            _record("cpt-relative", 1, 0.60, 0.50, 0.30, 0.35, 100.0),
+            _record("cpt-relative", 2, 0.60, 0.46, 0.28, 0.33, 100.0)]
+    for r in runs:
+        path = study.record_path(r["arm"], r["seed"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(r, fh)
+    evals = [{"loss": 8.0, "accuracy": 0.1, "step": 480}, {"loss": 7.5, "accuracy": 0.1,
+             "step": 540}, {"loss": 7.4, "accuracy": 0.12, "step": 600}]
+    study.state["cpt_stages"] = {
+        "warmup": {"steps": 600, "before": {"loss": 10.9, "accuracy": 0.0},
+                   "after": evals[-1], "evals": evals, "wall_s": 90.0},
+        "relative": {"steps": 1000, "before": evals[-1], "after": {"loss": 7.0, "accuracy": 0.2},
+                     "wall_s": 2000.0, "adv_means": {"delta_rel_norm": 0.1},
+                     "flip_check": {"alum": 0.3, "dropout": 0.1, "positions": 500}}}
+    summary = study.report(["cpt-standard", "cpt-relative"], [0.02, 0.05])
+    pairs = json.loads((tmp_path / "results.json").read_text())["pairs"]
+    rel = pairs["cpt-relative − cpt-standard"]
+    assert rel["r2"]["values"] == pytest.approx([0.09, 0.08])
+    assert rel["clean"]["mean"] == pytest.approx((-0.01 + 0.01) / 2)
+    # Standard continual pre-training against none: in the table against standard.
+    assert summary["cpt-standard"]["paired"]["clean"]["values"] == pytest.approx([0.01])
+    assert "cpt-paper − cpt-standard" not in pairs  # no records, no row
+    text = (tmp_path / "results.md").read_text()
+    assert "| cpt-relative − cpt-standard | 2 | +0.0 ± 1.4 | +7.0 ± 1.4 | +8.5 ± 0.7 |" in text
+    assert "| relative | 1000 | 7.400 → 7.000 | 0.120 → 0.200 | 2000 | 30.0% | 10.0% | 0.1 |" \
+        in text
+    assert "7.500 (step 540) → 7.400 (step 600); the last interval improved it by 1.3%" in text
