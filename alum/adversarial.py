@@ -11,7 +11,9 @@ own task loss) and hands over:
 
 ``adversarial_loss`` then runs Algorithm 1: a random start, K ascent steps on δ
 alone, and the final term α·D(f(x+δ), f(x)) whose gradient the caller
-back-propagates together with its task loss.
+back-propagates together with its task loss. It drives ``AlumStep``, the same
+stages that the pre-training orders call one by one (start, ascent, term,
+statistics), each order at its own time.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from .config import AlumConfig
 from .divergence import DivergenceFn, Divergences, Logits, LogitsGradFn, detach_logits
 from .perturbation import (adv_project, ascent_step, compute_dtype, embedding_scale,
                            row_mask, row_norm)
+from .split_term import SplitTerm
 
 logger = logging.getLogger("alum")
 
@@ -131,7 +134,7 @@ def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tens
     gradient hooks (ZeRO's buckets stay untouched), and PyTorch's own ops skip their
     weight-gradient matmuls. A custom autograd function may still compute them (megatron's
     linear layers do, measured: docs/alum_cost.md) unless the parameters are frozen, which
-    ``find_perturbation(freeze=model)`` does for the ascent. ``loss_scale`` multiplies D
+    ``AlumStep(freeze=model)`` does for the ascent. ``loss_scale`` multiplies D
     before the backward pass and divides g after it: under fp16 the inner gradient would
     otherwise underflow (docs/algorithm.md, "Known faults of the reference code").
     ``mask``: the divergence's row weights. ``divergence`` defaults to the config's
@@ -156,20 +159,6 @@ def ascent_gradient(forward_fn: ForwardFn, base: torch.Tensor, delta: torch.Tens
     return g, adv
 
 
-@dataclass
-class Perturbation:
-    """δ after the K ascent steps of Algorithm 1, and what the statistics need."""
-
-    delta: torch.Tensor
-    """The final δ (no graph), zero on padding."""
-    grad: torch.Tensor
-    """The last ascent gradient."""
-    share: torch.Tensor
-    """The gradient's share of the last update (``AdversarialStats.grad_share``)."""
-    skipped: Optional[str] = None
-    """What was non-finite ("the ascent gradient"), or None."""
-
-
 def _mean_rows(values: torch.Tensor, m: Optional[torch.Tensor]) -> torch.Tensor:
     """Mean of per-row values ([..., 1] or [B, 1, ..., 1]) over the valid rows."""
     if m is None or values.dim() != m.dim():
@@ -177,11 +166,6 @@ def _mean_rows(values: torch.Tensor, m: Optional[torch.Tensor]) -> torch.Tensor:
     if values.shape == m.shape:  # token level: one value per token
         return (values * m).sum() / m.sum().clamp_min(1.0)
     return values.mean()  # sequence level: one value per sequence
-
-
-def _rows(row_weights: Optional[torch.Tensor],
-          mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return mask if row_weights is ROWS_OF_MASK else row_weights
 
 
 def gradient_share(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
@@ -197,75 +181,243 @@ def gradient_share(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
     return _mean_rows(step / (step + before).clamp_min(torch.finfo(step.dtype).tiny), m)
 
 
-def random_start(embeds: torch.Tensor, config: AlumConfig, mask: Optional[torch.Tensor],
-                 scale: Optional[torch.Tensor], init_noise: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """δ₀ (Algorithm 1, line 1): ``init_noise`` (zeroed on padding) or ``initial_noise``."""
-    if init_noise is None:
-        return initial_noise(embeds, config, mask, scale, generator)
-    if init_noise.shape != embeds.shape:
-        raise ValueError(f"init_noise shape {tuple(init_noise.shape)} != embeds shape "
-                         f"{tuple(embeds.shape)}")
-    delta = init_noise.detach().to(embeds.dtype)
-    m = row_mask(mask, delta)
-    return delta if m is None else (delta * m).to(embeds.dtype)
+class AlumStep:
+    """ALUM's adversarial term for one batch, in the stages of Algorithm 1.
 
+    Every training path drives these stages; the orders differ only in when they call
+    them (docs/algorithm.md, "Cost model"):
 
-def ascent_update(delta: torch.Tensor, grad: torch.Tensor, config: AlumConfig,
-                  mask: Optional[torch.Tensor], scale: Optional[torch.Tensor],
-                  update: UpdateFn = adv_project, all_finite: AllFinite = all_finite_local,
-                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[str]]:
-    """One ascent step on δ from its gradient (Algorithm 1, the δ line; ``mask``: δ's,
-    ``scale``: ``embedding_scale``): ``(new δ, gradient share, None)``, or ``(δ, None,
-    what was non-finite)`` when ``all_finite(grad)`` refuses it (the term is skipped)."""
-    if not all_finite(grad):
-        return delta, None, "the ascent gradient"
-    share = gradient_share(delta, grad, config, row_mask(mask, delta), scale)
-    with torch.no_grad():
-        delta = update(delta, grad, config, mask, scale)
-    return delta.detach(), share, None
+    1. ``start()``: δ₀, the random start (Algorithm 1, line 1);
+    2. K times ``gradient(forward_fn, clean_logits)`` (δ's gradient, the parameters
+       frozen) then ``update(grad)`` (the projected step), or ``ascend`` for all K. A
+       layout that computes δ's gradient itself (a pipeline schedule) calls
+       ``ascent_divergence`` for its loss and ``update`` with the gradient;
+    3. the term on ``perturbed_input()``'s logits: whole (``term``, one backward) or split
+       into its perturbed and clean halves for two backward passes (``split``, then
+       ``perturbed_half()`` and ``clean_half(clean_logits)``);
+    4. ``stats(...)``: ``AdversarialStats``, or their parts where a layout holds only some
+       of the tensors (``delta_stats`` where δ is, ``flips`` where the logits are).
 
+    α is applied in one place, ``weighted``. A NaN/Inf gradient or term does not raise:
+    the stage returns False, the term is 0 and ``stats`` says ``skipped=True``.
 
-def find_perturbation(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
-                      config: AlumConfig, mask: Optional[torch.Tensor] = None,
-                      init_noise: Optional[torch.Tensor] = None,
-                      loss_scale: float = 1.0,
-                      generator: Optional[torch.Generator] = None,
-                      divergences: Optional[Divergences] = None,
-                      all_finite: AllFinite = all_finite_local,
-                      freeze: Optional[nn.Module] = None,
-                      update: UpdateFn = adv_project,
-                      row_weights: Optional[torch.Tensor] = ROWS_OF_MASK) -> Perturbation:
-    """The random start and the K ascent steps of Algorithm 1 (δ only, no weight gradients).
-
-    Args (after ``adversarial_loss``'s first five):
+    Args (after the config, the clean embedding output ``embeds`` — None on a pipeline
+    stage that holds no δ — and δ's padding mask ``mask``):
         init_noise: the random start; N(0, σ²) from ``generator`` when None.
         loss_scale: the fp16 loss scale for the inner gradient (see ``ascent_gradient``).
-        all_finite: whether a gradient is usable; a layout whose ranks hold shards of δ
+        divergences: D of the ascent, of the term and the flip rate
+            (``Divergences.for_loss(config.loss)`` by default).
+        all_finite: whether a gradient or term is usable; a layout whose ranks hold shards
             passes one that agrees across them, so that every rank skips together.
         freeze: the model whose parameters are frozen during the ascent (recommended
             for models with custom autograd functions, e.g. megatron-core's layers).
         update: the perturbation update; the reference by default, the training paths
             pass ``alum.kernels.adv_project`` (the fused kernel on CUDA when built).
-        row_weights: the divergences' row weights, when not ``mask`` (``ROWS_OF_MASK``).
+        row_weights: the KL's row weights, when not ``mask`` (``ROWS_OF_MASK``).
+        value_and_grad: (adv, clean, row weights) -> the term's value and gradient with
+            respect to adv, no graph, for ``split`` (the symmetric KL's, whose gradient
+            with respect to clean is its negative); None: each half is evaluated.
     """
-    divergences = divergences or Divergences.for_loss(config.loss)
-    scale = embedding_scale(embeds, config, mask)
-    delta = random_start(embeds, config, mask, scale, init_noise, generator)
-    clean_detached = detach_logits(clean_logits)
-    grad = torch.zeros_like(delta)
-    share = torch.zeros(())
-    for _ in range(config.steps):
-        with frozen_parameters(freeze):
-            grad, _ = ascent_gradient(forward_fn, embeds, delta, clean_detached, config,
-                                      _rows(row_weights, mask), loss_scale, divergences.ascent,
-                                      divergences.ascent_grad)
-        delta, step_share, skipped = ascent_update(delta, grad, config, mask, scale, update,
-                                                   all_finite)
-        if skipped:
-            return Perturbation(delta, grad, share, skipped=skipped)
-        share = step_share
-    return Perturbation(delta.detach(), grad, share)
+
+    def __init__(self, config: AlumConfig, embeds: Optional[torch.Tensor],
+                 mask: Optional[torch.Tensor] = None, *,
+                 init_noise: Optional[torch.Tensor] = None, loss_scale: float = 1.0,
+                 generator: Optional[torch.Generator] = None,
+                 divergences: Optional[Divergences] = None,
+                 all_finite: AllFinite = all_finite_local, freeze: Optional[nn.Module] = None,
+                 update: UpdateFn = adv_project,
+                 row_weights: Optional[torch.Tensor] = ROWS_OF_MASK,
+                 value_and_grad: Optional[Callable[..., Tuple[torch.Tensor, torch.Tensor]]]
+                 = None):
+        self.config, self.embeds, self.mask = config, embeds, mask
+        self.row_weights = mask if row_weights is ROWS_OF_MASK else row_weights
+        self.divergences = divergences or Divergences.for_loss(config.loss)
+        self.init_noise, self.generator, self.loss_scale = init_noise, generator, loss_scale
+        self.all_finite, self.freeze, self.update_fn = all_finite, freeze, update
+        self.value_and_grad = value_and_grad
+        # δ (no graph, zero on padding): None before ``start`` and where δ is not held.
+        self.delta: Optional[torch.Tensor] = None
+        # The last ascent gradient (the non-finite one when the ascent was skipped).
+        self.grad: Optional[torch.Tensor] = None
+        # The gradient's share of the last update (``AdversarialStats.grad_share``).
+        self.share = torch.zeros(())
+        # ``embedding_scale`` of ``embeds``: the per-row multiplier of σ, η and ε.
+        self.scale: Optional[torch.Tensor] = None
+        # The term D before α (set by ``term`` or ``split``).
+        self.value: Optional[torch.Tensor] = None
+        # What was non-finite ("the ascent gradient", "the adversarial term"), and its value.
+        self.skipped: Optional[str] = None
+        self._bad: Optional[torch.Tensor] = None
+        self._split: Optional[SplitTerm] = None
+
+    # -- 1. the random start ----------------------------------------------------
+    def start(self) -> torch.Tensor:
+        """δ₀ (Algorithm 1, line 1): ``init_noise`` or N(0, σ²I), zero on padding."""
+        embeds, noise = self.embeds, self.init_noise
+        self.scale = embedding_scale(embeds, self.config, self.mask)
+        if noise is None:
+            self.delta = initial_noise(embeds, self.config, self.mask, self.scale,
+                                       self.generator)
+        elif noise.shape != embeds.shape:
+            raise ValueError(f"init_noise shape {tuple(noise.shape)} != embeds shape "
+                             f"{tuple(embeds.shape)}")
+        else:
+            delta = noise.detach().to(embeds.dtype)
+            m = row_mask(self.mask, delta)
+            self.delta = delta if m is None else (delta * m).to(embeds.dtype)
+        self.grad = torch.zeros_like(self.delta)
+        return self.delta
+
+    # -- 2. the ascent ------------------------------------------------------------
+    def ascent_divergence(self, adv_logits: Logits, clean_logits: Logits) -> torch.Tensor:
+        """D of the ascent at the KL's rows, for a layout that back-propagates it itself."""
+        return self.divergences.ascent(adv_logits, detach_logits(clean_logits),
+                                       self.row_weights)
+
+    def gradient(self, forward_fn: ForwardFn, clean_logits: Logits) -> torch.Tensor:
+        """∇_δ of the ascent divergence at the current δ, the parameters frozen."""
+        with frozen_parameters(self.freeze):
+            grad, _ = ascent_gradient(forward_fn, self.embeds, self.delta, clean_logits,
+                                      self.config, self.row_weights, self.loss_scale,
+                                      self.divergences.ascent, self.divergences.ascent_grad)
+        return grad
+
+    def update(self, grad: Optional[torch.Tensor], finite: Optional[bool] = None) -> bool:
+        """One ascent step on δ from ``grad`` (Algorithm 1, the δ line); False, δ unchanged
+        and the term skipped when the gradient is not finite. ``finite``: the layout's
+        verdict, agreed across its ranks (a stage without δ passes ``grad=None``)."""
+        if self.delta is not None:  # a rank without δ only follows the verdict
+            self.grad = grad
+        if not (self.all_finite(grad) if finite is None else finite):
+            self.skipped, self._bad = "the ascent gradient", grad
+            return False
+        if self.delta is not None:
+            self.share = gradient_share(self.delta, grad, self.config,
+                                        row_mask(self.mask, self.delta), self.scale)
+            with torch.no_grad():
+                self.delta = self.update_fn(self.delta, grad, self.config, self.mask,
+                                            self.scale).detach()
+        return True
+
+    def ascend(self, forward_fn: ForwardFn, clean_logits: Logits) -> bool:
+        """The K ascent steps of Algorithm 1 (``gradient`` then ``update``, K times);
+        False when one was skipped."""
+        clean = detach_logits(clean_logits)
+        return all(self.update(self.gradient(forward_fn, clean))
+                   for _ in range(self.config.steps))
+
+    # -- 3. the term --------------------------------------------------------------
+    def perturbed_input(self) -> torch.Tensor:
+        """x + δ for the final perturbed pass (``embeds`` detached unless the config says
+        the term sends gradient into the embedding layer through it)."""
+        base = self.embeds.detach() if self.config.detach_embeddings else self.embeds
+        return base + self.delta
+
+    def weighted(self, value: torch.Tensor) -> torch.Tensor:
+        """α · ``value``: the one place ALUM's weight is applied."""
+        return self.config.alpha * value
+
+    def term(self, adv_logits: Logits, clean_logits: Logits) -> torch.Tensor:
+        """α·D(f(x+δ), f(x)) with gradient into both branches (Algorithm 1, the g_θ term);
+        a zero when the ascent or the term was not finite."""
+        if self.skipped is None:
+            value = self.divergences.final(adv_logits, clean_logits, self.row_weights)
+            if self._finite(value, self.all_finite):
+                return self.weighted(value)
+        return torch.zeros((), device=self.embeds.device, dtype=compute_dtype(self.embeds.dtype))
+
+    def split(self, adv_logits: torch.Tensor, clean_logits: torch.Tensor,
+              all_finite: Optional[AllFinite] = None) -> bool:
+        """The term for two backward passes (alum.split_term): then ``perturbed_half()``
+        and ``clean_half(...)``. False (skipped) when it is not finite (``all_finite``: a
+        test other than the step's, for a rank that holds the logits alone)."""
+        w, both = self.row_weights, self.value_and_grad
+        split = SplitTerm(lambda a, c, _m: self.divergences.final(a, c, w),
+                          None if both is None else (lambda a, c: both(a, c, w)),
+                          adv_logits, clean_logits)
+        if not self._finite(split.value, all_finite or self.all_finite):
+            return False
+        self._split = split
+        return True
+
+    def perturbed_half(self) -> torch.Tensor:
+        """α·D with gradient into the perturbed logits only (back-propagate it once)."""
+        return self.weighted(self._split.perturbed())
+
+    def clean_half(self, clean_logits: torch.Tensor) -> torch.Tensor:
+        """α·D with gradient into ``clean_logits`` (recomputed with a graph) only."""
+        split, self._split = self._split, None
+        return self.weighted(split.clean(clean_logits))
+
+    @property
+    def on(self) -> bool:
+        """Whether the term counts: computed and finite."""
+        return self.value is not None and self.skipped is None
+
+    def run(self, forward_fn: ForwardFn, clean_logits: Logits
+            ) -> Tuple[torch.Tensor, AdversarialStats]:
+        """Every stage now, the term whole (one backward, with the caller's loss):
+        ``(α·D or 0, stats)``. The fine-tuning loss and the fast order call this."""
+        self.start()
+        adv_logits = None
+        if self.ascend(forward_fn, clean_logits):
+            adv_logits = forward_fn(self.perturbed_input())  # the final pass, weight gradients on
+        loss = self.term(adv_logits, clean_logits)
+        return loss, self.stats(adv_logits, clean_logits)
+
+    # -- 4. the statistics ----------------------------------------------------------
+    def flips(self, adv_logits: Logits, clean_logits: Logits) -> Optional[torch.Tensor]:
+        """Share of predictions δ flips (None: not a classification)."""
+        if self.divergences.flips is None:
+            return None
+        return self.divergences.flips(detach_logits(adv_logits), detach_logits(clean_logits),
+                                      self.row_weights)
+
+    def delta_stats(self) -> Dict[str, torch.Tensor]:
+        """``AdversarialStats``' fields that describe δ and its gradient."""
+        m = row_mask(self.mask, self.delta)
+        config, level = self.config, self.config.level
+        with torch.no_grad():
+            dtype = compute_dtype(self.delta.dtype)
+            d, g = self.delta.to(dtype), self.grad.to(dtype)
+            g = g if m is None else g * m
+            size_norm = config.norm if config.norm != "l1" else "inf"
+            dn = row_norm(d, size_norm, level)
+            en = row_norm(self.embeds.detach().to(dtype), size_norm, level)
+            dims = -1 if level == "token" else tuple(range(1, d.dim()))
+            cos = (d * g).sum(dim=dims, keepdim=True) / (
+                d.pow(2).sum(dim=dims, keepdim=True).sqrt()
+                * g.pow(2).sum(dim=dims, keepdim=True).sqrt()).clamp_min(1e-30)
+            return dict(grad_norm=_mean_rows(row_norm(g, config.norm, level), m),
+                        delta_norm=_mean_rows(dn, m),
+                        delta_rel_norm=_mean_rows(dn / en.clamp_min(1e-30), m),
+                        cos_delta_grad=_mean_rows(cos, m), grad_share=self.share.detach())
+
+    def stats(self, adv_logits: Optional[Logits] = None,
+              clean_logits: Optional[Logits] = None) -> AdversarialStats:
+        """``AdversarialStats`` of the step; NaN with ``skipped=True`` when the ascent or
+        the term was dropped (a warning is logged, once per call)."""
+        if self.on:
+            return AdversarialStats(adv_loss=self.value.detach(), skipped=False,
+                                    flip_rate=self.flips(adv_logits, clean_logits),
+                                    **self.delta_stats())
+        n_bad = int((~torch.isfinite(self._bad.detach())).sum())
+        logger.warning("ALUM: %s has %d non-finite value(s); the adversarial term is skipped "
+                       "for this step", self.skipped, n_bad)
+        nan = torch.tensor(float("nan"))
+        zero = torch.zeros((), device=self.embeds.device, dtype=compute_dtype(self.embeds.dtype))
+        return AdversarialStats(adv_loss=zero, grad_norm=nan, delta_norm=nan,
+                                delta_rel_norm=nan, cos_delta_grad=nan, grad_share=nan,
+                                flip_rate=None if self.config.loss == "mse" else nan,
+                                skipped=True)
+
+    def _finite(self, value: torch.Tensor, all_finite: AllFinite) -> bool:
+        """Keeps ``value`` as the term when ``all_finite`` accepts it, else skips it."""
+        if all_finite(value):
+            self.value = value
+            return True
+        self.skipped, self._bad = "the adversarial term", value
+        return False
 
 
 def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
@@ -281,76 +433,11 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
             averaged over ``mask``'s unmasked positions; pooled logits over examples.
         config: see ``AlumConfig``.
         mask: padding mask ``[B, T]`` (1 = token); padding gets δ = 0.
-        search: ``find_perturbation``'s keyword arguments (``init_noise``, ``loss_scale``,
+        search: ``AlumStep``'s keyword arguments (``init_noise``, ``loss_scale``,
             ``generator``, ``divergences``, ``all_finite``, ``freeze``, ``update``,
-            ``row_weights``); ``divergences`` (D of the ascent, of the final term and the
-            flip rate) defaults to ``Divergences.for_loss(config.loss)``.
+            ``row_weights``).
 
     A NaN/Inf gradient or term does not crash: the term is 0 for that step, the stats
     say ``skipped=True`` and a warning is logged; the caller counts these.
     """
-    divergences = search.setdefault("divergences", Divergences.for_loss(config.loss))
-    pert = find_perturbation(forward_fn, embeds, clean_logits, config, mask, **search)
-    if pert.skipped:
-        return skipped_term(embeds, pert.skipped, pert.grad, config)
-
-    # The final perturbed pass, with parameter gradients (Algorithm 1, g_θ line).
-    perturbed_input = (embeds if not config.detach_embeddings else embeds.detach()) \
-        + pert.delta
-    adv_logits = forward_fn(perturbed_input)
-    row_weights = search.get("row_weights", ROWS_OF_MASK)
-    term = divergences.final(adv_logits, clean_logits, _rows(row_weights, mask))
-    if not search.get("all_finite", all_finite_local)(term):
-        return skipped_term(embeds, "the adversarial term", term, config)
-    stats = adversarial_stats(embeds, pert, term, adv_logits, clean_logits, config, mask,
-                              divergences, row_weights)
-    return config.alpha * term, stats
-
-
-def adversarial_stats(embeds: torch.Tensor, pert: Perturbation, term: torch.Tensor,
-                      adv_logits: Logits, clean_logits: Logits, config: AlumConfig,
-                      mask: Optional[torch.Tensor], divergences: Divergences,
-                      row_weights: Optional[torch.Tensor] = ROWS_OF_MASK) -> AdversarialStats:
-    """The statistics of one adversarial term (see ``AdversarialStats``); ``mask``: δ's,
-    ``row_weights``: the flip rate's."""
-    flips = None if divergences.flips is None else divergences.flips(
-        detach_logits(adv_logits), detach_logits(clean_logits), _rows(row_weights, mask))
-    return AdversarialStats(adv_loss=term.detach(), flip_rate=flips, skipped=False,
-                            **perturbation_stats(embeds, pert, config, mask))
-
-
-def perturbation_stats(embeds: torch.Tensor, pert: Perturbation, config: AlumConfig,
-                       mask: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """``AdversarialStats``' fields that describe δ and its gradient (``mask``: δ's)."""
-    m = row_mask(mask, pert.delta)
-    with torch.no_grad():
-        dtype = compute_dtype(pert.delta.dtype)
-        d = pert.delta.to(dtype)
-        g = pert.grad.to(dtype)
-        if m is not None:
-            g = g * m
-        size_norm = config.norm if config.norm != "l1" else "inf"
-        dn = row_norm(d, size_norm, config.level)
-        en = row_norm(embeds.detach().to(dtype), size_norm, config.level)
-        gn = row_norm(g, config.norm, config.level)
-        dims = -1 if config.level == "token" else tuple(range(1, d.dim()))
-        dot = (d * g).sum(dim=dims, keepdim=True)
-        cos = dot / (d.pow(2).sum(dim=dims, keepdim=True).sqrt()
-                     * g.pow(2).sum(dim=dims, keepdim=True).sqrt()).clamp_min(1e-30)
-        return dict(grad_norm=_mean_rows(gn, m), delta_norm=_mean_rows(dn, m),
-                    delta_rel_norm=_mean_rows(dn / en.clamp_min(1e-30), m),
-                    cos_delta_grad=_mean_rows(cos, m), grad_share=pert.share.detach())
-
-
-def skipped_term(embeds: torch.Tensor, what: str, value: torch.Tensor,
-                 config: AlumConfig) -> Tuple[torch.Tensor, AdversarialStats]:
-    """A zero term and NaN statistics with ``skipped=True``, logged once per call."""
-    nan = torch.tensor(float("nan"))
-    n_bad = int((~torch.isfinite(value.detach())).sum())
-    logger.warning("ALUM: %s has %d non-finite value(s); the adversarial term is skipped for "
-                   "this step", what, n_bad)
-    zero = torch.zeros((), device=embeds.device, dtype=compute_dtype(embeds.dtype))
-    stats = AdversarialStats(adv_loss=zero.detach(), grad_norm=nan, delta_norm=nan,
-                             delta_rel_norm=nan, cos_delta_grad=nan, grad_share=nan,
-                             flip_rate=None if config.loss == "mse" else nan, skipped=True)
-    return zero, stats
+    return AlumStep(config, embeds, mask, **search).run(forward_fn, clean_logits)

@@ -1,8 +1,10 @@
-"""Command-line options for every AlumConfig field, shared by the training entry points.
+"""Command-line options generated from the typed config dataclasses, one per field.
 
-Each ``AlumConfig`` field becomes ``--adv-<field>`` with the field's docstring as its
-help, so ``--help`` always documents every ALUM option and cannot drift from the
-dataclass.
+Each field ``some_name`` becomes ``--<prefix>some-name`` with the field's docstring as its
+help and its type from the (string) annotation, so ``--help`` documents every option
+and cannot drift from the dataclass. The training entry points use it for
+``AlumConfig`` (``--adv-<field>``, ``add_alum_arguments``) and for the pre-training
+sections (``add_section``).
 """
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import ast
 import dataclasses
 import inspect
 import textwrap
-from typing import Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
 
-from .config import PRESETS, AlumConfig
+from .config import EPSILON_SCALES, LEVELS, LOSSES, NORMS, PRESETS, UPDATES, AlumConfig
 
 
 def field_docs(cls: type) -> Dict[str, str]:
@@ -39,6 +41,72 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+_TYPES: Dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str,
+                                            "bool": parse_bool}
+
+
+def option_type(annotation: str) -> Tuple[Callable[[str], Any], Optional[str]]:
+    """(converter, nargs) for the annotations the configs use: int, float, str, bool,
+    ``Optional[...]`` of one of them, ``Tuple[..., ...]`` (several values)."""
+    text = annotation.replace(" ", "")
+    if text.startswith("Optional[") and text.endswith("]"):
+        text = text[len("Optional["):-1]
+    if text.startswith("Tuple[") and text.endswith(",...]"):
+        return _TYPES[text[len("Tuple["):-len(",...]")]], "*"
+    return _TYPES[text], None
+
+
+def add_field_options(group, cls: Type, *, prefix: str = "",
+                      defaults: Optional[Mapping[str, Any]] = None, skip: tuple = (),
+                      choices: Optional[Mapping[str, tuple]] = None,
+                      preset: bool = False) -> None:
+    """One ``--<prefix><field>`` option per field of the dataclass ``cls`` (minus ``skip``),
+    stored as ``<prefix_><field>``.
+
+    ``defaults`` override the fields' defaults. ``preset``: the options default to None
+    (a preset fills the fields the user does not give) and the help says so.
+    """
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind, nargs = option_type(str(f.type))
+        own = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        extra: Dict[str, Any] = {"nargs": nargs} if nargs else {}
+        if f.name in (choices or {}):
+            extra["choices"] = choices[f.name]
+        if preset:
+            default, shown = None, f"from the preset, else {own!r}"
+            if "choices" not in extra:
+                extra["metavar"] = f.name.upper()
+        else:
+            default = (defaults or {}).get(f.name, own)
+            shown = " ".join(default) if isinstance(default, tuple) else default
+            if kind is parse_bool:
+                extra["metavar"] = "BOOL"
+        group.add_argument(f"--{prefix}{f.name.replace('_', '-')}",
+                           dest=prefix.replace("-", "_") + f.name, type=kind, default=default,
+                           help=f"{docs.get(f.name, '')} (default: {shown})", **extra)
+
+
+def add_section(parser: argparse.ArgumentParser, cls: Type, title: str,
+                defaults: Optional[Mapping[str, Any]] = None, skip: tuple = (),
+                choices: Optional[Mapping[str, tuple]] = None) -> None:
+    """An argument group ``title`` with one ``--field`` per field of ``cls``."""
+    add_field_options(parser.add_argument_group(title), cls, defaults=defaults, skip=skip,
+                      choices=choices)
+
+
+def section_values(args: argparse.Namespace, cls: Type, skip: tuple = ()) -> Dict[str, Any]:
+    """The parsed values of ``cls``'s fields."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if f.name not in skip}
+
+
+ALUM_CHOICES = {"norm": NORMS, "level": LEVELS, "update": UPDATES, "loss": LOSSES,
+                "epsilon_scale": EPSILON_SCALES}
+
+
 def add_alum_arguments(parser: argparse.ArgumentParser, default_preset: str) -> None:
     """Adds ``--alum/--no-alum``, ``--alum-preset`` and one ``--adv-*`` option per field."""
     group = parser.add_argument_group(
@@ -50,20 +118,7 @@ def add_alum_arguments(parser: argparse.ArgumentParser, default_preset: str) -> 
     group.add_argument("--alum-preset", default=default_preset, choices=sorted(PRESETS),
                        help=f"starting values of the --adv-* options (default: "
                             f"{default_preset}); any --adv-* option overrides its field")
-    docs = field_docs(AlumConfig)
-    for f in dataclasses.fields(AlumConfig):
-        # Annotations are strings here (from __future__ import annotations in config.py).
-        kind = {"bool": parse_bool, "int": int, "float": float, "str": str}[str(f.type)]
-        extra = {}
-        choices = {"norm": ("inf", "l2", "l1"), "level": ("token", "sequence"),
-                   "update": ("project", "normalize"), "loss": ("sym_kl", "kl", "mse"),
-                   "epsilon_scale": ("absolute", "relative")}.get(f.name)
-        if choices:
-            extra["choices"] = choices
-        group.add_argument(f"--adv-{f.name.replace('_', '-')}", dest=f"adv_{f.name}",
-                           type=kind, default=None, metavar=f.name.upper() if not choices
-                           else None, help=f"{docs.get(f.name, '')} (default: from the preset, "
-                           f"else {f.default!r})", **extra)
+    add_field_options(group, AlumConfig, prefix="adv-", choices=ALUM_CHOICES, preset=True)
 
 
 def alum_config_from_args(args: argparse.Namespace,

@@ -6,11 +6,10 @@ rejected when the config is built, not half-way through a training run.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict
 
-from .config_base import ConfigMixin
+from .config_base import ConfigMixin, check_bool, check_choice, check_int, check_number
 
 NORMS = ("inf", "l2", "l1")
 LEVELS = ("token", "sequence")
@@ -72,25 +71,17 @@ class AlumConfig(ConfigMixin):
     """Curriculum: the adversarial term is off before this optimizer step (0 = from the start)."""
 
     def __post_init__(self) -> None:
-        _check_number("alpha", self.alpha, minimum=0.0)
-        _check_number("noise_std", self.noise_std, minimum=0.0)
-        _check_number("step_size", self.step_size, minimum=0.0)
-        _check_number("epsilon", self.epsilon, minimum=0.0)
-        _check_number("normalize_radius", self.normalize_radius, minimum=0.0, strict=True)
-        _check_choice("norm", self.norm, NORMS)
-        _check_choice("level", self.level, LEVELS)
-        _check_choice("update", self.update, UPDATES)
-        _check_choice("loss", self.loss, LOSSES)
-        _check_choice("epsilon_scale", self.epsilon_scale, EPSILON_SCALES)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"AlumConfig.steps must be an integer >= 1, got {self.steps!r}")
-        if isinstance(self.start_step, bool) or not isinstance(self.start_step, int) \
-                or self.start_step < 0:
-            raise ValueError(
-                f"AlumConfig.start_step must be an integer >= 0, got {self.start_step!r}")
-        if not isinstance(self.detach_embeddings, bool):
-            raise ValueError(
-                f"AlumConfig.detach_embeddings must be a bool, got {self.detach_embeddings!r}")
+        for name in ("alpha", "noise_std", "step_size", "epsilon"):
+            check_number(self, name, minimum=0.0)
+        check_number(self, "normalize_radius", minimum=0.0, strict=True)
+        check_choice(self, "norm", NORMS)
+        check_choice(self, "level", LEVELS)
+        check_choice(self, "update", UPDATES)
+        check_choice(self, "loss", LOSSES)
+        check_choice(self, "epsilon_scale", EPSILON_SCALES)
+        check_int(self, "steps", 1)
+        check_int(self, "start_step", 0)
+        check_bool(self, "detach_embeddings")
         if self.norm == "l1" and self.update == "project":
             raise ValueError(
                 "AlumConfig.norm='l1' (sign) exists only for update='normalize'; "
@@ -112,20 +103,6 @@ class AlumConfig(ConfigMixin):
         values = dict(PRESETS[name])
         values.update(overrides)
         return cls(**values)
-
-
-def _check_number(name: str, value: Any, minimum: float, strict: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value) and (value > minimum if strict else value >= minimum)
-    if not ok:
-        bound = ">" if strict else ">="
-        raise ValueError(f"AlumConfig.{name} must be a finite number {bound} {minimum}, "
-                         f"got {value!r}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"AlumConfig.{name} must be one of {list(choices)}, got {value!r}")
 
 
 PRESETS: Dict[str, Dict[str, Any]] = {

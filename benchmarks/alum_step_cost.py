@@ -114,37 +114,38 @@ def naive_step(model, batch, alum, positions: str, resting_grads: bool = True) -
     computes every parameter's gradient along with δ's, and they are discarded.
     """
     from alum.perturbation import embedding_scale, adv_project
-    from alum.pretrain.alum_layout import build_alum_layout
-    from alum.pretrain.mlm_step import clean_head_rows, clean_objective, kl_rows
+    from alum.pretrain.alum_layout import build_alum_step
+    from alum.pretrain.mlm_step import alum_positions, clean_head_rows, clean_objective
 
     mask = batch["attention_mask"]
-    rows = kl_rows(batch, positions)
+    rows = alum_positions(batch, positions)
     embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
     logits = model.forward_from_embeddings(embeds, mask,            # clean graph: kept
                                            clean_head_rows(batch, rows))
     objective = clean_objective(model, logits, batch, rows)
-    mlm, clean = objective.mlm, objective.kl_rows
-    layout = build_alum_layout(model, batch, embeds, alum, rows.rows_mask, RUN_SEED)
-    scale = embedding_scale(embeds, alum, layout.delta_mask)
+    mlm, clean = objective.mlm, objective.alum_logits
+    # Only the fast order's random start, δ mask and divergences are taken from the step.
+    step = build_alum_step(model, batch, embeds, alum, rows.kl_weights, RUN_SEED)
+    scale = embedding_scale(embeds, alum, step.mask)
     base = embeds.detach()
-    delta = layout.init_noise
+    delta = step.init_noise
     for _ in range(alum.steps):
         delta = delta.detach().requires_grad_(True)
         adv = model.forward_from_embeddings(base + delta, mask, rows.head_rows)
-        layout.divergences.ascent(adv, clean.detach(),
-                                  layout.row_weights).backward()  # + weight grads
-        delta = adv_project(delta.detach(), delta.grad, alum, layout.delta_mask, scale)
+        step.divergences.ascent(adv, clean.detach(),
+                                step.row_weights).backward()     # + weight grads
+        delta = adv_project(delta.detach(), delta.grad, alum, step.mask, scale)
         reset_grads(model, resting_grads)                         # thrown away
     start = base if alum.detach_embeddings else embeds
     adv = model.forward_from_embeddings(start + delta.detach(), mask, rows.head_rows)
-    term = layout.divergences.final(adv, clean, layout.row_weights)  # both graphs alive
-    (mlm + alum.alpha * term).backward()
+    term = step.divergences.final(adv, clean, step.row_weights)  # both graphs alive
+    (mlm + step.weighted(term)).backward()
 
 
 def step_functions(model, batch, alum, positions: str,
                    resting_grads: bool = True) -> Dict[str, Callable[[], None]]:
     from alum.pretrain.lean_order import lean_micro_batch
-    from alum.pretrain.pass_runner import module_runner
+    from alum.pretrain.mlm_step import module_runner
     from alum.pretrain.mlm_step import mlm_micro_batch
 
     runner = module_runner(model)

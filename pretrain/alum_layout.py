@@ -1,5 +1,5 @@
-"""ALUM's core hooks realised for the loop's parallel layout (docs/algorithm.md,
-docs/alum_parallel.md).
+"""ALUM's staged step (alum.adversarial.AlumStep) built for the loop's parallel layout
+(docs/algorithm.md, docs/alum_parallel.md).
 
 The core (alum.adversarial) works on one process's tensors. Under the loop's layouts:
 
@@ -20,29 +20,53 @@ The core (alum.adversarial) works on one process's tensors. Under the loop's lay
   the clean logits detached: its gradient with respect to the perturbed logits,
   p_adv − p_clean, is exactly that of KL(stopgrad p_clean ‖ p_adv) (Algorithm 1's D);
   only that gradient is used. The flip rate takes the argmax across shards.
+* **Predicted ids** (the flip rate, the MLM accuracy): each TP rank holds ``V / tp``
+  columns of the logits, so the argmax is taken per shard and the winner chosen across
+  the group (two tiny all-gathers instead of gathering ``[N, V]`` logits).
 * **Skipping.** Under sequence parallelism each rank sees only its shard of ∇δ, so the
   NaN/Inf test is agreed over the model-parallel group: every rank skips together (a
   rank that skipped alone would leave the others waiting in a collective).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from alum import AlumConfig
-from alum.adversarial import UpdateFn, all_finite_local, initial_noise
+from alum.adversarial import AlumStep, all_finite_local, initial_noise
 from alum.divergence import Divergences, Logits
 from alum.perturbation import embedding_scale
 
-from .split_term import SplitTerm
-from .tensor_parallel import predicted_ids, tensor_parallel_size
 
 NOISE_SEED_STRIDE = 1_000_003
+
+
+def tensor_parallel_size(model: nn.Module) -> int:
+    spec = getattr(model, "spec", None)
+    return int(getattr(spec, "tp_size", 1)) if spec is not None else 1
+
+
+def predicted_ids(model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """argmax over the full vocabulary of logits ``[N, V / tp]`` (plain argmax at TP=1)."""
+    tp = tensor_parallel_size(model)
+    if tp == 1:
+        return rows.argmax(dim=-1)
+    from megatron.core import parallel_state as ps
+
+    group = ps.get_tensor_model_parallel_group()
+    start, _ = model.spec.vocab_range(model.padded_vocab)
+    local_max, local_arg = rows.float().max(dim=-1)
+    maxes = [torch.empty_like(local_max) for _ in range(tp)]
+    args = [torch.empty_like(local_arg) for _ in range(tp)]
+    dist.all_gather(maxes, local_max.contiguous(), group=group)
+    dist.all_gather(args, (local_arg + start).contiguous(), group=group)
+    # Ties go to the lowest rank, i.e. the lowest vocabulary id, as torch's argmax.
+    winner = torch.stack(maxes).argmax(dim=0)
+    return torch.stack(args).gather(0, winner.unsqueeze(0)).squeeze(0)
 
 
 def sequence_parallel(model: nn.Module) -> bool:
@@ -105,64 +129,46 @@ def all_finite_over(value: torch.Tensor, group) -> bool:
     return all_finite_each([value], group, value.device)[0]
 
 
-@dataclass
-class AlumLayout:
-    """What the core needs for one micro-batch under the loop's layout."""
-
-    divergences: Divergences
-    """D of the ascent, the final term and the flip rate, each taking the KL's row weights
-    as its mask argument (``row_weights``)."""
-    all_finite: object
-    """The NaN/Inf test, agreed over the model-parallel group where ranks hold shards."""
-    delta_mask: torch.Tensor
-    """δ's padding mask ``[b, s_local]`` (this rank's sequence shard under SP)."""
-    init_noise: Optional[torch.Tensor]
-    """δ's per-sample random start (None: the core draws it)."""
-    update: UpdateFn
-    """δ's update in every order: the kernels' dispatcher ``alum.kernels.adv_project``."""
-    final_value_and_grad: Optional[Callable[..., Tuple[torch.Tensor, torch.Tensor]]]
-    """(adv, clean, row weights) → the symmetric KL's value and gradient w.r.t. adv, no
-    graph (for ``split_term``; the gradient w.r.t. clean is the negative); None otherwise."""
-    row_weights: Optional[torch.Tensor]
-    """The KL's row weights (``[b, s]`` padding mask for ``alum_positions='all'``; None:
-    the rows are the predicted positions, all of which count)."""
-
-    def split_term(self, adv: torch.Tensor, clean: torch.Tensor) -> SplitTerm:
-        """The final term at the KL's rows, for two backward passes (alum.pretrain.split_term)."""
-        w, both = self.row_weights, self.final_value_and_grad
-        value_and_grad = None if both is None else (lambda a, c: both(a, c, w))
-        return SplitTerm(lambda a, c, _m: self.divergences.final(a, c, w), value_and_grad,
-                         adv, clean)
-
-
-def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
-                      config: AlumConfig, rows_mask: Optional[torch.Tensor],
-                      run_seed: Optional[int]) -> AlumLayout:
-    """The divergences, NaN test, δ mask and random start of one micro-batch.
+def build_alum_step(model: nn.Module, batch: dict, embeds: Optional[torch.Tensor],
+                    config: AlumConfig, kl_weights: Optional[torch.Tensor],
+                    run_seed: Optional[int], loss_scale: float = 1.0) -> AlumStep:
+    """The core's staged step (alum.adversarial.AlumStep) for one micro-batch, with this
+    layout's divergences, NaN test, δ mask, random start and δ update.
 
     Args:
-        rows_mask: the mask of the logits rows the KL averages over (``[b, s]`` for
+        embeds: the clean embedding output (None on a pipeline stage without one).
+        kl_weights: the weights of the logits rows the KL averages over (``[b, s]`` for
             ``alum_positions='all'``; None when the rows are the selected masked
-            positions, all of which count): the layout's ``row_weights``.
+            positions, all of which count).
         run_seed: seeds the per-sample random start (needs ``batch['sample_index']``);
             None draws it from the global generator (the core's default).
+        loss_scale: DeepSpeed's fp16 loss scale, for the ascent's inner gradient.
     """
     # Looked up per call (not at import) so that the dispatcher can be replaced, e.g. by a
     # test that proves every path goes through it.
     from alum.kernels import adv_project_dispatch
 
-    update = adv_project_dispatch.adv_project
     own = getattr(model, "embedding_mask", None)  # models with another activation layout
     mask = own(batch["attention_mask"]) if callable(own) else delta_mask(model,
                                                                         batch["attention_mask"])
     init = None
-    if run_seed is not None and "sample_index" in batch:  # δ's random start σ·z, z per sample
+    if run_seed is not None and "sample_index" in batch and embeds is not None:
+        # δ's random start σ·z, z per sample.
         z = standard_normal_start(model, batch["sample_index"], batch["attention_mask"].shape[1],
                                   embeds.shape[-1], run_seed, embeds.device)
         init = initial_noise(embeds, config, mask, embedding_scale(embeds, config, mask), z=z)
+    divergences, all_finite, value_and_grad = _layout_divergences(model, config)
+    return AlumStep(config, embeds, mask, init_noise=init, loss_scale=loss_scale,
+                    divergences=divergences, all_finite=all_finite, freeze=model,
+                    update=adv_project_dispatch.adv_project, row_weights=kl_weights,
+                    value_and_grad=value_and_grad)
+
+
+def _layout_divergences(model: nn.Module, config: AlumConfig):
+    """(divergences, NaN test, the term's value-and-gradient) for the model's TP layout."""
     if tensor_parallel_size(model) == 1:
         base = Divergences.for_loss(config.loss)
-        final, ascent_grad, split = base.final, None, None
+        final, ascent_grad, value_and_grad = base.final, None, None
         if config.loss in ("kl", "sym_kl"):
             from alum.kernels.sym_kl import symmetric_kl_adv_grad
 
@@ -174,9 +180,9 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
             from alum.kernels.sym_kl import symmetric_kl_value_and_grad
 
             final = fused_symmetric_kl  # the Triton kernel on CUDA, the reference elsewhere
-            split = symmetric_kl_value_and_grad
-        return AlumLayout(Divergences(base.ascent, final, base.flips, ascent_grad),
-                          all_finite_local, mask, init, update, split, rows_mask)
+            value_and_grad = symmetric_kl_value_and_grad
+        return (Divergences(base.ascent, final, base.flips, ascent_grad), all_finite_local,
+                value_and_grad)
     if config.loss != "sym_kl":
         raise ValueError(f"AlumConfig.loss={config.loss!r}: under tensor parallelism the "
                          f"vocabulary-parallel divergence is the symmetric KL only")
@@ -200,5 +206,5 @@ def build_alum_layout(model: nn.Module, batch: dict, embeds: torch.Tensor,
 
     divergences = Divergences(ascent, partial(vocab_parallel_symmetric_kl, group=group), flips)
     all_finite = partial(all_finite_over, group=ps.get_model_parallel_group())  # TP x PP
-    return AlumLayout(divergences, all_finite, mask, init, update,
-                      partial(vocab_parallel_symmetric_kl_value_and_grad, group=group), rows_mask)
+    return (divergences, all_finite,
+            partial(vocab_parallel_symmetric_kl_value_and_grad, group=group))

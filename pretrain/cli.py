@@ -15,11 +15,10 @@ import sys
 import warnings
 from typing import List, Optional
 
-from alum.cli_args import add_alum_arguments, alum_config_from_args
+from alum.cli_args import add_alum_arguments, add_section, alum_config_from_args, section_values
 
-from .config import (CheckpointConfig, DataConfig, LoggingConfig, ModelChoice, OptimConfig,
-                     PretrainConfig, TrainConfig)
-from .options import add_section, section_values
+from .config import (OPTION_CHOICES, CheckpointConfig, DataConfig, LoggingConfig, ModelChoice,
+                     OptimConfig, PretrainConfig, TrainConfig)
 
 logger = logging.getLogger("alum.pretrain")
 
@@ -54,13 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alum-pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=EXAMPLES)
-    add_section(p, DataConfig, "data")
-    add_section(p, ModelChoice, "model", defaults=MAIN_JOB["model"])
+    choices = OPTION_CHOICES
+    add_section(p, DataConfig, "data", choices=choices)
+    add_section(p, ModelChoice, "model", defaults=MAIN_JOB["model"], choices=choices)
     add_section(p, OptimConfig, "optimizer and learning rate (None: the DeepSpeed JSON's value)",
-                defaults=MAIN_JOB["optim"])
-    add_section(p, TrainConfig, "training", defaults=MAIN_JOB["train"])
-    add_section(p, CheckpointConfig, "checkpoints and resume")
-    add_section(p, LoggingConfig, "logging")
+                defaults=MAIN_JOB["optim"], choices=choices)
+    add_section(p, TrainConfig, "training", defaults=MAIN_JOB["train"], choices=choices)
+    add_section(p, CheckpointConfig, "checkpoints and resume", choices=choices)
+    add_section(p, LoggingConfig, "logging", choices=choices)
     add_alum_arguments(p, default_preset="paper-pretrain")
     p.add_argument("--alum-positions", choices=("masked", "all"), default="masked",
                    help="where ALUM's KL is taken: the predicted (masked) positions, as the "

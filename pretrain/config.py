@@ -1,18 +1,20 @@
 """Typed configuration of a pre-training run (``alum-pretrain``).
 
 One dataclass per concern; every field has one docstring (which is also its
-``--help`` text, see ``alum.pretrain.options``) and is validated in
+``--help`` text, see ``alum.cli_args``) and is validated in
 ``__post_init__``: a bad value raises ``ValueError`` naming the field, and
 invalid combinations are rejected when the config is built, not mid-run.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from alum.config import AlumConfig
+from alum.config_base import bad_value as _bad, check_choice, check_int, check_number
+
+from .ds_json import load_ds_config, precision_of, zero_stage
 
 PRECISIONS = ("config", "fp32", "bf16", "fp16")
 LR_DECAYS = ("linear", "cosine", "constant")
@@ -21,33 +23,8 @@ ALUM_POSITIONS = ("masked", "all")
 ALUM_ORDERS = ("auto", "fast", "lean")
 PACKINGS = ("document", "cross_document")
 TORCH_ADAM = ("auto", "true", "false")
-
-
-def _bad(cls: str, name: str, value: Any, why: str) -> ValueError:
-    return ValueError(f"{cls}.{name}={value!r}: {why}")
-
-
-def _check_int(obj: Any, name: str, minimum: int) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _bad(type(obj).__name__, name, value, f"must be an integer >= {minimum}")
-
-
-def _check_float(obj: Any, name: str, minimum: float, strict: bool = False,
-                 maximum: Optional[float] = None) -> None:
-    value = getattr(obj, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > minimum if strict else value >= minimum)
-    ok = ok and (maximum is None or value <= maximum)
-    if not ok:
-        bound = f"{'>' if strict else '>='} {minimum}" + (f" and <= {maximum}" if maximum else "")
-        raise _bad(type(obj).__name__, name, value, f"must be a finite number {bound}")
-
-
-def _check_choice(obj: Any, name: str, choices: Tuple[str, ...]) -> None:
-    value = getattr(obj, name)
-    if value not in choices:
-        raise _bad(type(obj).__name__, name, value, f"must be one of {list(choices)}")
+FAMILIES = ("bert", "roberta")
+MODEL_SIZES = ("tiny", "small", "base", "large")
 
 
 @dataclass
@@ -91,9 +68,9 @@ class DataConfig:
         if isinstance(self.data_path, str):
             self.data_path = tuple(self.data_path.split())
         self.data_path = tuple(str(p) for p in self.data_path)
-        _check_int(self, "seq_length", 8)
-        _check_int(self, "num_workers", 0)
-        _check_choice(self, "packing", PACKINGS)
+        check_int(self, "seq_length", 8)
+        check_int(self, "num_workers", 0)
+        check_choice(self, "packing", PACKINGS)
         if self.data_path and not self.tokenizer:
             raise _bad("DataConfig", "tokenizer", self.tokenizer,
                        "a tokenizer directory is required with data_path (the one the data "
@@ -139,9 +116,9 @@ class ModelChoice:
     a random head (``model_kind=hf``; standard MLM only)."""
 
     def __post_init__(self) -> None:
-        _check_choice(self, "model_kind", MODEL_KINDS)
-        _check_choice(self, "family", ("bert", "roberta"))
-        _check_float(self, "dropout", 0.0, maximum=0.99)
+        check_choice(self, "model_kind", MODEL_KINDS)
+        check_choice(self, "family", FAMILIES)
+        check_number(self, "dropout", 0.0, maximum=0.99)
         if self.model_kind == "hf" and not self.hf_model:
             raise _bad("ModelChoice", "hf_model", self.hf_model,
                        "model_kind='hf' needs a local model directory")
@@ -150,7 +127,7 @@ class ModelChoice:
                        "is only used with model_kind='hf'")
         for name in ("hidden_size", "num_layers"):
             if getattr(self, name) is not None:
-                _check_int(self, name, 1)
+                check_int(self, name, 1)
         if self.freeze_encoder and self.model_kind != "hf":
             raise _bad("ModelChoice", "freeze_encoder", True,
                        "needs model_kind='hf' (it warms up the head of a released model)")
@@ -195,14 +172,14 @@ class OptimConfig:
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "adam_eps", "clip_grad"):
             if getattr(self, name) is not None:
-                _check_float(self, name, 0.0, strict=name in ("lr", "adam_eps"))
+                check_number(self, name, 0.0, strict=name in ("lr", "adam_eps"))
         for name in ("adam_beta1", "adam_beta2"):
             if getattr(self, name) is not None:
-                _check_float(self, name, 0.0, maximum=0.999999)
-        _check_float(self, "min_lr", 0.0)
-        _check_int(self, "warmup_steps", 0)
-        _check_choice(self, "lr_decay", LR_DECAYS)
-        _check_choice(self, "torch_adam", TORCH_ADAM)
+                check_number(self, name, 0.0, maximum=0.999999)
+        check_number(self, "min_lr", 0.0)
+        check_int(self, "warmup_steps", 0)
+        check_choice(self, "lr_decay", LR_DECAYS)
+        check_choice(self, "torch_adam", TORCH_ADAM)
         if self.lr is not None and self.min_lr > self.lr:
             raise _bad("OptimConfig", "min_lr", self.min_lr, f"exceeds lr={self.lr}")
 
@@ -278,18 +255,18 @@ class TrainConfig:
         for name, low in (("train_steps", 1), ("micro_batch_size", 1), ("grad_accum_steps", 1),
                           ("eval_interval", 0), ("eval_batches", 1), ("log_interval", 1),
                           ("seed", 0)):
-            _check_int(self, name, low)
+            check_int(self, name, low)
         if self.max_steps is not None:
-            _check_int(self, "max_steps", 0)
-        _check_int(self, "tensor_parallel_size", 1)
+            check_int(self, "max_steps", 0)
+        check_int(self, "tensor_parallel_size", 1)
         if self.sequence_parallel and self.tensor_parallel_size == 1:
             raise _bad("TrainConfig", "sequence_parallel", True,
                        "needs tensor_parallel_size > 1")
-        _check_choice(self, "precision", PRECISIONS)
-        _check_int(self, "pipeline_parallel_size", 1)
+        check_choice(self, "precision", PRECISIONS)
+        check_int(self, "pipeline_parallel_size", 1)
         if self.compile:
             self._check_compile()
-        _check_int(self, "virtual_pipeline_size", 1)
+        check_int(self, "virtual_pipeline_size", 1)
         pp, vp = self.pipeline_parallel_size, self.virtual_pipeline_size
         if vp > 1:
             if pp == 1:
@@ -306,8 +283,6 @@ class TrainConfig:
         # megatron-core's schedule sizes the p2p tensors for sequence parallel, and the
         # loop's clipping counts TP shards on every TP rank and replicas once.
         if pp > 1:
-            from .ds_config import load_ds_config, precision_of, zero_stage
-
             ds = load_ds_config(self.ds_config)
             stage = zero_stage(ds)
             if stage > 1:
@@ -333,8 +308,6 @@ class TrainConfig:
                    f"{self.tensor_parallel_size} and {self.pipeline_parallel_size}): the "
                    f"compiled layers are not tested with megatron's communication")
         else:
-            from .ds_config import load_ds_config, zero_stage
-
             stage = zero_stage(load_ds_config(self.ds_config))
             if stage == 3:
                 why = (f"cannot be combined with ZeRO-3 (ds_config={self.ds_config!r}), which "
@@ -394,8 +367,8 @@ class CheckpointConfig:
                 raise _bad("CheckpointConfig", "init_from", self.init_from,
                            f"cannot be combined with resume={self.resume!r} (a checkpoint to "
                            f"resume from); use one of the two")
-        _check_int(self, "save_interval", 0)
-        _check_int(self, "keep_last", 0)
+        check_int(self, "save_interval", 0)
+        check_int(self, "keep_last", 0)
         if not self.output_dir:
             raise _bad("CheckpointConfig", "output_dir", self.output_dir, "must be a path")
 
@@ -416,7 +389,7 @@ class LoggingConfig:
 
     def __post_init__(self) -> None:
         if self.peak_tflops is not None:
-            _check_float(self, "peak_tflops", 0.0, strict=True)
+            check_number(self, "peak_tflops", 0.0, strict=True)
 
 
 @dataclass
@@ -442,8 +415,8 @@ class PretrainConfig:
     ``auto``: fast, or lean under pipeline parallelism (the only order there)."""
 
     def __post_init__(self) -> None:
-        _check_choice(self, "alum_positions", ALUM_POSITIONS)
-        _check_choice(self, "alum_order", ALUM_ORDERS)
+        check_choice(self, "alum_positions", ALUM_POSITIONS)
+        check_choice(self, "alum_order", ALUM_ORDERS)
         if self.alum is not None and self.train.pipeline_parallel_size > 1 \
                 and self.alum_order == "fast":
             raise _bad("PretrainConfig", "alum_order", "fast",
@@ -526,3 +499,9 @@ class PretrainConfig:
             if key in values:
                 kwargs[key] = values[key]
         return cls(**kwargs)
+
+
+OPTION_CHOICES = {"precision": PRECISIONS, "lr_decay": LR_DECAYS, "model_kind": MODEL_KINDS,
+                  "packing": PACKINGS, "torch_adam": TORCH_ADAM, "family": FAMILIES,
+                  "model_size": MODEL_SIZES, "alum_positions": ALUM_POSITIONS}
+"""The fields whose command-line option takes a fixed set of values (alum.pretrain.cli)."""

@@ -24,9 +24,8 @@ from torch import nn
 
 from alum import AlumConfig
 
-from .mlm_step import clean_pass, clean_pass_args, mlm_micro_batch
-from .pass_runner import module_runner
-from .tensor_parallel import predicted_ids
+from .alum_layout import predicted_ids
+from .mlm_step import clean_pass, clean_pass_args, mlm_micro_batch, module_runner
 
 
 def flip_rates(model: nn.Module, batches: Iterable[Dict[str, torch.Tensor]],

@@ -12,12 +12,15 @@ order runs, per micro-batch:
    output, where it is kept;
 4. the clean forward and backward of MLM + α·KL(stopgrad p_adv ‖ p_clean): the
    gradient the symmetric KL's second term sends into the clean branch, plus pass 3's
-   gradient at the embedding output (alum.pretrain.split_term.add_gradient), so the
+   gradient at the embedding output (alum.split_term.add_gradient), so the
    embedding layer runs one backward, as in the fast order.
 
 Passes 3 and 4 split Algorithm 1's g_θ exactly: with the other branch detached, each
 pass's divergence has the gradient of one of the two KL terms, so the two backward passes
-sum to the fast order's gradient, for one forward more (alum.pretrain.split_term).
+sum to the fast order's gradient, for one forward more (alum.split_term).
+
+The stages are the core's (alum.adversarial.AlumStep: ``start``, ``ascend``, ``split``,
+``perturbed_half``, ``clean_half``, ``stats``); this file only says when each runs.
 
 Randomness: pass 4 replays pass 1's generator state (captured once), so the clean
 logits whose gradient is taken are the ones the ascent aimed at, and its embedding
@@ -33,13 +36,11 @@ from typing import Dict, Optional
 import torch
 
 from alum import AlumConfig
-from alum.adversarial import adversarial_stats, find_perturbation, skipped_term
 
-from .alum_layout import build_alum_layout
+from .alum_layout import build_alum_step
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (MicroBatchResult, clean_objective, clean_pass, clean_pass_args, kl_rows,
-                       mlm_micro_batch, perturbed_forward)
-from .pass_runner import PassRunner
+from .mlm_step import (MicroBatchResult, PassRunner, alum_positions, clean_objective,
+                       clean_pass, clean_pass_args, mlm_micro_batch, perturbed_forward)
 
 
 def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
@@ -52,58 +53,41 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     detached (its gradients are already accumulated).
     """
     model = runner.model
-    rows = kl_rows(batch, positions) if alum is not None and alum_active else None
+    rows = alum_positions(batch, positions) if alum is not None and alum_active else None
     if rows is None:  # a standard step
         result = mlm_micro_batch(runner, batch, None, False, positions)
         runner.backward(result.loss, True)
         return replace(result, loss=result.loss.detach())
-    clean = clean_pass(model)
     args = clean_pass_args(batch, rows)
 
     replay = capture_rng_state()  # pass 1's randomness, which pass 4 replays
-    with torch.no_grad():                                               # pass 1
+    with torch.no_grad():                                                   # pass 1
         # The head runs at the KL's rows (masked) or everywhere (all): these are the rows.
-        embeds0, clean_rows = runner.forward(clean, *args)
-    layout = build_alum_layout(model, batch, embeds0, alum, rows.rows_mask, run_seed)
-    pert = find_perturbation(perturbed_forward(model, batch, rows), embeds0, clean_rows,  # pass 2
-                             alum, layout.delta_mask, layout.init_noise, loss_scale,
-                             divergences=layout.divergences, all_finite=layout.all_finite,
-                             freeze=model, update=layout.update,
-                             row_weights=layout.row_weights)
-    split = None
-    term = torch.zeros((), device=embeds0.device)
-    if pert.skipped:
-        _, stats = skipped_term(embeds0, pert.skipped, pert.grad, alum)
-    else:
+        embeds, clean_logits = runner.forward(clean_pass(model), *args)
+    step = build_alum_step(model, batch, embeds, alum, rows.kl_weights, run_seed, loss_scale)
+    step.start()
+    adv_logits = perturbed = None
+    if step.ascend(perturbed_forward(model, batch, rows), clean_logits):    # pass 2
         # Pass 1's embedding output is the one pass 4 recomputes: pass 3 perturbs it.
-        perturbed = (embeds0 + pert.delta).requires_grad_(not alum.detach_embeddings)
-        adv_rows = runner.forward(model.forward_from_embeddings, perturbed,   # pass 3
-                                  batch["attention_mask"], rows.head_rows)
-        split = layout.split_term(adv_rows, clean_rows)
-        term = split.value
-        if not layout.all_finite(term):
-            _, stats = skipped_term(embeds0, "the adversarial term", term, alum)
-            split = None
-        else:
-            stats = adversarial_stats(embeds0, pert, term, adv_rows, clean_rows, alum,
-                                      layout.delta_mask, layout.divergences, layout.row_weights)
-        # Neither backward reads the two [rows, V] logits (the split term keeps what it
-        # needs, pass 4 recomputes the clean ones with a graph): two fewer at the peaks.
-        del adv_rows
-    del clean_rows
+        perturbed = step.perturbed_input().requires_grad_(not alum.detach_embeddings)
+        adv_logits = runner.forward(model.forward_from_embeddings, perturbed,  # pass 3
+                                    batch["attention_mask"], rows.head_rows)
+        step.split(adv_logits, clean_logits)
+    stats = step.stats(adv_logits, clean_logits)
+    # Neither backward reads the two [rows, V] logits (the split term keeps what it needs,
+    # pass 4 recomputes the clean ones with a graph): two fewer at the peaks.
+    del adv_logits, clean_logits
     embeds_grad = None
-    if split is not None:
-        runner.backward(alum.alpha * split.perturbed(), False)          # pass 3's backward
+    if step.on:
+        runner.backward(step.perturbed_half(), False)                       # pass 3's backward
         embeds_grad = perturbed.grad
     after = capture_rng_state()
     restore_rng_state(replay)
-    _, logits = runner.forward(clean_pass(model, embeds_grad), *args)   # pass 4
+    _, logits = runner.forward(clean_pass(model, embeds_grad), *args)       # pass 4
     c = clean_objective(model, logits, batch, rows)
     del logits  # with `all` positions, backward needs only c's predicted rows and KL rows
-    loss = c.mlm
-    if split is not None:
-        loss = c.mlm + alum.alpha * split.clean(c.kl_rows)
-    runner.backward(loss, True)
+    adv_term = step.clean_half(c.alum_logits) if step.on else None
+    runner.backward(c.mlm if adv_term is None else c.mlm + adv_term, True)
     restore_rng_state(after)
-    total = c.mlm.detach() + (alum.alpha * term.detach() if split is not None else 0.0)
+    total = c.mlm.detach() + (step.weighted(step.value.detach()) if step.on else 0.0)
     return MicroBatchResult(total, c.mlm.detach(), c.correct, c.predicted, stats)

@@ -2,7 +2,8 @@
 
 The clean forward runs in two halves (``embed``, then ``forward_from_embeddings``)
 so that ALUM gets the embedding output that produced the clean logits; the
-adversarial term (alum.adversarial_loss, Algorithm 1) then perturbs that output.
+adversarial term (the core's staged step, alum.adversarial.AlumStep, all stages at once)
+then perturbs that output.
 This is the *fast* order of docs/algorithm.md's cost model: the clean graph stays alive
 through the ascent and the final perturbed pass, and one backward runs at the end.
 The *lean* order (one graph at a time) is alum.pretrain.lean_order.
@@ -14,17 +15,116 @@ all ranks of a model-parallel group agree on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from alum import AlumConfig, AdversarialStats, adversarial_loss
+from alum import AlumConfig, AdversarialStats
+from alum.split_term import add_gradient
 
-from .alum_layout import build_alum_layout
-from .pass_runner import PassRunner, as_runner, call_through_hooks
-from .split_term import add_gradient
-from .tensor_parallel import predicted_ids
+from .alum_layout import build_alum_step, predicted_ids
+
+
+# -- how a pass reaches the model -------------------------------------------------
+# A pass is a function run *as the module's forward* (``call_through_hooks``), so that the
+# hooks of the module and of the DeepSpeed engine wrapping it run: ZeRO-3 gathers its
+# partitioned parameters there, and the engine's forward registers the hooks that start its
+# backward bookkeeping. The fast order runs its clean pass through a runner; the lean order
+# (alum.pretrain.lean_order) runs every pass and backward through one.
+
+def call_through_hooks(model: nn.Module, method: Callable, *args: torch.Tensor,
+                       via: Optional[Callable] = None):
+    """``method(*args)`` invoked as ``model(*args)`` (or ``via(*args)``, a wrapper of
+    ``model`` such as the DeepSpeed engine), so the module's own hooks run.
+
+    ZeRO-3 gathers partitioned parameters in forward hooks; a parameter used by a
+    module that does not own it (the MLM decoder reading the tied word embedding) is
+    gathered only by the root module's hooks, which a plain method call skips.
+    """
+    model.forward = method
+    try:
+        return (via or model)(*args)
+    finally:
+        del model.forward
+
+
+@dataclass
+class PassRunner:
+    """How a pass reaches the model: ``forward(fn, *args)`` runs ``fn`` as the module's
+    forward (so DeepSpeed's/ZeRO's hooks run); ``backward(loss, last)`` back-propagates,
+    ``last`` marking the micro-batch's final backward (DeepSpeed reduces gradients there)."""
+
+    model: nn.Module
+    forward: Callable[..., Any]
+    backward: Callable[[torch.Tensor, bool], None]
+
+
+def module_runner(model: nn.Module) -> PassRunner:
+    """Passes straight through the module (no DeepSpeed engine)."""
+    return PassRunner(model, lambda fn, *args: call_through_hooks(model, fn, *args),
+                      lambda loss, last: loss.backward())
+
+
+def engine_runner(engine) -> PassRunner:
+    """Passes through a DeepSpeed engine. Only a micro-batch's last backward may be an
+    accumulation boundary: ZeRO-0/1 all-reduce there, once for both backward passes."""
+    module = engine.module
+
+    def forward(fn, *args):
+        return call_through_hooks(module, fn, *args, via=engine)
+
+    def backward(loss: torch.Tensor, last: bool) -> None:
+        if last:
+            engine.backward(loss)
+            return
+        _zero3_fresh_partitions(engine)
+        engine.set_gradient_accumulation_boundary(False)
+        try:
+            engine.backward(loss)
+        finally:
+            engine.set_gradient_accumulation_boundary(None)
+
+    return PassRunner(module, forward, backward)
+
+
+def _zero3_fresh_partitions(engine) -> None:
+    """Zero ZeRO-3's gradient partitions before an optimizer step's first backward.
+
+    ZeRO-3 *copies* a gradient into its partition during the step's first backward
+    (``micro_step_id == 0``) and adds afterwards, so the partitions keep the previous
+    step's values until overwritten. Measured (DeepSpeed 0.19.8, tests/pretrain/
+    test_alum_orders.py): after a non-boundary backward, some gradients (the embedding
+    layer's, the last produced) reach their partitions only during the next backward,
+    with ``micro_step_id == 1``, and are added to the stale values. With one backward per
+    micro-batch that never happens at micro step 0; the lean order's two do. Starting the
+    step from zeroed partitions makes copy and add agree. Both attributes are private to
+    DeepSpeed's ZeRO-3 optimizer: checked, so that a release renaming them stops the run
+    with its version instead of silently skipping the fix; still needed while
+    tests/pretrain/test_alum_orders.py (lean order under ZeRO-3) fails without it.
+    """
+    if engine.zero_optimization_stage() != 3:
+        return
+    from alum.parallel.internals import require_instance_attrs
+
+    optimizer = engine.optimizer
+    require_instance_attrs(optimizer, "deepspeed", ("micro_step_id", "grad_partitions_flat_buffer"),
+                           use="zeroes the gradient partitions before a step's first backward")
+    if optimizer.micro_step_id != 0:
+        return
+    buffer = optimizer.grad_partitions_flat_buffer
+    if buffer is not None:
+        buffer.zero_()
+
+
+def as_runner(model: Union[nn.Module, PassRunner]) -> PassRunner:
+    """``model`` itself if it is a runner, else ``module_runner(model)``."""
+    return model if isinstance(model, PassRunner) else module_runner(model)
+
+
+def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
+    """A micro-batch's tensors on the engine's device."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @dataclass
@@ -44,29 +144,30 @@ class MicroBatchResult:
 
 
 @dataclass
-class KLRows:
-    """Which positions the MLM head runs at in ALUM's passes, and the KL's row weights."""
+class AlumPositions:
+    """Where ALUM's KL is taken: the positions the MLM head runs at in ALUM's passes, and
+    the KL's weights over those rows."""
 
     head_rows: Optional[torch.Tensor]
     """``[b, s]`` bool: the head runs at these positions only (``masked``: the predicted
     ones, which the MLM loss reads too); None: at all positions (``all``)."""
-    rows_mask: Optional[torch.Tensor]
+    kl_weights: Optional[torch.Tensor]
     """Weights of the KL's rows (``[b, s]`` padding mask for ``all``; None: all count)."""
 
 
-def kl_rows(batch: Dict[str, torch.Tensor], positions: str) -> Optional[KLRows]:
+def alum_positions(batch: Dict[str, torch.Tensor], positions: str) -> Optional[AlumPositions]:
     """``masked``: the predicted positions (the authors' code); ``all``: every non-padding
     position. None when nothing is predicted (no KL positions either)."""
     if positions == "masked":
         selected = batch["labels"].ne(-100)
         if not bool(selected.any()):
             return None
-        return KLRows(selected, None)
-    return KLRows(None, batch["attention_mask"])
+        return AlumPositions(selected, None)
+    return AlumPositions(None, batch["attention_mask"])
 
 
 def clean_head_rows(batch: Dict[str, torch.Tensor],
-                    rows: Optional[KLRows]) -> Optional[torch.Tensor]:
+                    rows: Optional[AlumPositions]) -> Optional[torch.Tensor]:
     """Where the clean pass runs the MLM head: at the predicted positions (``[b, s]``
     bool), unless ALUM's KL reads all positions (None). The ``[b, s, V]`` decoder output
     is most of the head's cost; the loss reads ≈15% of it (docs/alum_cost.md)."""
@@ -75,7 +176,7 @@ def clean_head_rows(batch: Dict[str, torch.Tensor],
     return rows.head_rows  # the predicted positions (masked) or None (all)
 
 
-def clean_pass_args(batch: Dict[str, torch.Tensor], rows: Optional[KLRows]) -> Tuple:
+def clean_pass_args(batch: Dict[str, torch.Tensor], rows: Optional[AlumPositions]) -> Tuple:
     """``clean_pass``'s arguments for ``batch``: its inputs and ``clean_head_rows``."""
     return (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
             clean_head_rows(batch, rows))
@@ -83,16 +184,17 @@ def clean_pass_args(batch: Dict[str, torch.Tensor], rows: Optional[KLRows]) -> T
 
 @dataclass
 class CleanObjective:
-    """The clean pass's MLM loss, accuracy counts and ALUM's clean KL rows."""
+    """The clean pass's MLM loss, accuracy counts and the clean logits ALUM's KL reads."""
 
     mlm: torch.Tensor
     correct: torch.Tensor
     predicted: torch.Tensor
-    kl_rows: Optional[torch.Tensor]
+    alum_logits: Optional[torch.Tensor]
+    """The logits at ``AlumPositions.head_rows`` (None without ALUM)."""
 
 
 def clean_objective(model: nn.Module, logits: torch.Tensor, batch: Dict[str, torch.Tensor],
-                    rows: Optional[KLRows]) -> CleanObjective:
+                    rows: Optional[AlumPositions]) -> CleanObjective:
     """MLM loss and counts from the logits of a clean pass run at
     ``clean_head_rows(batch, rows)``: ``[n, V/tp]`` at the predicted positions, or
     ``[b, s, V/tp]`` when the KL reads all positions (the predicted rows are then
@@ -116,7 +218,7 @@ def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
     """``(input_ids, attention_mask, token_type_ids, rows) -> (embedding output, logits)``:
     the clean forward in the two halves ALUM needs, the head at ``rows`` (see
     ``clean_head_rows``), to be run as the module's forward (so the DeepSpeed engine's and
-    ZeRO-3's hooks run: alum.pretrain.pass_runner). ``embeds_grad``: a gradient
+    ZeRO-3's hooks run: ``call_through_hooks``). ``embeds_grad``: a gradient
     the embedding output also receives in the backward pass (the lean passes' pass 4).
     A later pipeline stage has no embedding output (None) and reads its input tensor."""
     def forward(input_ids, attention_mask, token_type_ids=None, rows=None):
@@ -127,7 +229,7 @@ def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
 
 
 def perturbed_forward(model: nn.Module, batch: Dict[str, torch.Tensor],
-                      rows: KLRows) -> Callable[[torch.Tensor], torch.Tensor]:
+                      rows: AlumPositions) -> Callable[[torch.Tensor], torch.Tensor]:
     """perturbed embedding output → the KL rows of its logits (through the module's hooks)."""
     def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
         return call_through_hooks(model, model.forward_from_embeddings, perturbed,
@@ -144,7 +246,7 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
     Args:
         model: the module (embed / forward_from_embeddings / mlm_loss), or a
             ``PassRunner`` the clean pass goes through (the trainer's: through the
-            DeepSpeed engine, alum.pretrain.pass_runner.engine_runner).
+            DeepSpeed engine, ``engine_runner``).
         batch: ``input_ids``, ``attention_mask``, ``labels`` (and ``token_type_ids``,
             ``sample_index``).
         alum: ALUM's config, or None for standard MLM.
@@ -158,21 +260,16 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
     """
     runner = as_runner(model)
     model = runner.model
-    rows = kl_rows(batch, positions) if alum is not None and alum_active else None
+    rows = alum_positions(batch, positions) if alum is not None and alum_active else None
     embeds, logits = runner.forward(clean_pass(model), *clean_pass_args(batch, rows))
     clean = clean_objective(model, logits, batch, rows)
     del logits
     if rows is None:
         return MicroBatchResult(clean.mlm, clean.mlm.detach(), clean.correct, clean.predicted)
-    layout = build_alum_layout(model, batch, embeds, alum, rows.rows_mask, run_seed)
-    # Frozen parameters during the ascent: megatron's linears compute weight gradients
-    # in any backward that reaches them, even autograd.grad w.r.t. δ alone.
-    adv_term, stats = adversarial_loss(perturbed_forward(model, batch, rows), embeds,
-                                       clean.kl_rows, alum, mask=layout.delta_mask,
-                                       init_noise=layout.init_noise, loss_scale=loss_scale,
-                                       divergences=layout.divergences,
-                                       all_finite=layout.all_finite, freeze=model,
-                                       update=layout.update,
-                                       row_weights=layout.row_weights)
+    # Every stage now, the clean graph alive throughout (the step freezes the parameters
+    # during the ascent: megatron's linears compute weight gradients in any backward that
+    # reaches them, even autograd.grad w.r.t. δ alone).
+    step = build_alum_step(model, batch, embeds, alum, rows.kl_weights, run_seed, loss_scale)
+    adv_term, stats = step.run(perturbed_forward(model, batch, rows), clean.alum_logits)
     return MicroBatchResult(clean.mlm + adv_term, clean.mlm.detach(), clean.correct,
                             clean.predicted, stats)

@@ -9,14 +9,19 @@ schedule over all M:
    clean logits of the KL rows (the KL's target), both detached;
 2. **ascent** (K times), parameters frozen: the first stage feeds ``embeds + δ`` with δ a
    leaf, the last stage's loss is the ascent divergence; the schedule's backward stops at
-   δ, with no weight gradient anywhere. The first stage updates δ
-   (alum.adversarial.ascent_update), the NaN/Inf test agreed over the model-parallel group;
+   δ, with no weight gradient anywhere. The first stage updates δ (``AlumStep.update``),
+   the NaN/Inf test agreed over the model-parallel group;
 3. **perturbed, forward and backward** of α·KL(stopgrad p_clean ‖ p_adv) from the
    embedding outputs + δ; the first stage keeps the gradient at the embedding output, the
-   last the term (alum.pretrain.split_term);
+   last the term (``AlumStep.split``, alum.split_term);
 4. **clean, forward and backward** of MLM + α·KL(stopgrad p_adv ‖ p_clean), replaying
    pass 1's generator state on every stage (pass 1's dropout masks and embedding output,
    to which pass 3's gradient is added).
+
+Each stage drives the core's staged step (alum.adversarial.AlumStep) of each micro-batch
+for the part it holds: the first stage δ (``start``, ``update``, ``delta_stats``), the
+last the logits (``ascent_divergence``, ``split``, ``perturbed_half``, ``clean_half``,
+``flips``); this file only says when each stage runs.
 
 The schedule divides each micro-batch's loss by M as DeepSpeed's accumulation does; the
 ascent's loss is multiplied by M (and by the fp16 loss scale) so that δ's gradient is the
@@ -27,26 +32,22 @@ relies on.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from dataclasses import dataclass
+from functools import partial
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
-from alum.adversarial import (Perturbation, ascent_update, frozen_parameters,
-                              perturbation_stats, random_start)
-from alum.perturbation import embedding_scale
+from alum import AlumConfig
+from alum.adversarial import AlumStep, frozen_parameters
 
-from .alum_layout import AlumLayout, all_finite_each, all_finite_over, build_alum_layout
+from .alum_layout import all_finite_each, all_finite_over, build_alum_step
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (KLRows, clean_head_rows, clean_objective, clean_pass, clean_pass_args,
-                       kl_rows)
-from .split_term import SplitTerm
-
-
-STAT_KEYS = ("adv_loss_sum", "flip_sum", "term_count", "delta_rel_sum", "cos_sum", "share_sum",
-             "delta_count", "skipped", "flip_count")
+from .mlm_step import (AlumPositions, alum_positions, clean_head_rows, clean_objective,
+                       clean_pass, clean_pass_args)
+from .run_stats import AlumTotals
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -60,78 +61,67 @@ class MicroBatchState:
 
     batch: Dict[str, torch.Tensor]
     """The micro-batch."""
-    rows: Optional[KLRows]
-    """The KL's rows (None: nothing is predicted, no adversarial term)."""
-    layout: Optional[AlumLayout] = None
-    """The divergences, and on the first stage δ's mask, random start and update."""
+    rows: Optional[AlumPositions]
+    """ALUM's positions (None: nothing is predicted, no adversarial term)."""
+    step: Optional[AlumStep] = None
+    """The core's staged step (from pass 2 on, when there are positions): δ on the first
+    stage, the term on the last, the skip verdict on every stage."""
     embeds: Optional[torch.Tensor] = None
     """First stage: the clean embedding output (detached)."""
-    delta: Optional[torch.Tensor] = None
-    """First stage: δ (no graph)."""
-    grad: Optional[torch.Tensor] = None
-    """First stage: δ's leaf during an ascent pass, then the last ascent gradient."""
-    scale: Optional[torch.Tensor] = None
-    """First stage: ``embedding_scale`` of the embeds (relative ε), or None."""
-    share: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
-    """First stage: the gradient's share of the last update."""
+    leaf: Optional[torch.Tensor] = None
+    """First stage: δ as the leaf of an ascent pass (its ``.grad`` after the schedule)."""
     embeds_grad: Optional[torch.Tensor] = None
     """First stage: pass 3's input leaf, then its gradient (pass 4 adds it)."""
     clean: Optional[torch.Tensor] = None
     """Last stage: the clean logits of the KL rows (detached), until pass 3."""
-    split: Optional[SplitTerm] = None
-    """Last stage: the term, from pass 3's backward until pass 4's."""
-    term: Optional[torch.Tensor] = None
-    """Last stage: the adversarial divergence before α."""
     flips: Optional[torch.Tensor] = None
     """Last stage: the share of predictions δ flips."""
-    skipped: bool = False
-    """The term was dropped: a non-finite ascent gradient (every rank), or term (last stage)."""
 
     @property
     def active(self) -> bool:
-        return self.rows is not None and not self.skipped
+        """ALUM's term is on for this micro-batch (not skipped so far)."""
+        return self.rows is not None and (self.step is None or self.step.skipped is None)
 
 
 class PipelineAlumStep:
-    """One optimizer step of ALUM under PP (the four passes of the module docstring)."""
+    """One optimizer step of ALUM under PP (the four passes of the module docstring).
 
-    def __init__(self, trainer, micro: List[Dict[str, torch.Tensor]]):
-        self.t = trainer
-        self.micro = micro
-        self.alum = trainer.cfg.alum
-        self.model = trainer.engine.module
-        self.first = bool(self.model.pre_process)
-        self.last = bool(self.model.post_process)
-        self.states = [MicroBatchState(b, kl_rows(b, trainer.cfg.alum_positions))
-                       for b in micro]
+    Args:
+        model: this stage's module (``pre_process``: the first stage, ``post_process``: the
+            last).
+        micro: the step's micro-batches, on ``device``.
+        alum: ALUM's configuration; ``positions``: ``PretrainConfig.alum_positions``.
+        run_seed: seeds δ's per-sample random start.
+        schedule: megatron-core's schedule for this run
+            (alum.pretrain.pipeline_loop.PipelineSchedule).
+        device: where the step's collectives' tensors live (the engine's device).
+    """
+
+    def __init__(self, model, micro: List[Dict[str, torch.Tensor]], alum: AlumConfig,
+                 positions: str, run_seed: Optional[int], schedule,
+                 device: torch.device):
+        self.model, self.micro, self.alum = model, micro, alum
+        self.run_seed, self.schedule, self.device = run_seed, schedule, device
+        self.first = bool(model.pre_process)
+        self.last = bool(model.post_process)
+        self.loss_scale = 1.0
+        self.states = [MicroBatchState(b, alum_positions(b, positions)) for b in micro]
 
     # -- the schedule ---------------------------------------------------------
     def _schedule(self, step_func, forward_only: bool) -> List[Dict]:
-        from alum.parallel.pipeline import run_schedule
-
-        t = self.t
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision, torch.float32)
         counter = iter(range(len(self.micro)))
 
         def forward_step(data_iterator, view):
             return step_func(next(counter), next(data_iterator), view.module)
 
         with torch.no_grad() if forward_only else contextlib.nullcontext():
-            return run_schedule([self.model], t._parallel_config(), model=self.model.config,
-                                data_iterator=iter(self.micro),
-                                num_microbatches=len(self.micro),
-                                seq_length=t.cfg.data.seq_length,
-                                micro_batch_size=t.cfg.train.micro_batch_size,
-                                forward_only=forward_only, forward_step_func=forward_step,
-                                pipeline_dtype=dtype)
+            return self.schedule.run([self.model], iter(self.micro), len(self.micro),
+                                     forward_only, forward_step)
 
-    def _layout(self, s: MicroBatchState) -> AlumLayout:
-        """``s``'s layout: on the first stage (embeds known) with δ's random start."""
-        if s.layout is None:
-            seed = self.t.cfg.train.seed if s.embeds is not None else None
-            s.layout = build_alum_layout(self.model, s.batch, s.embeds, self.alum,
-                                         s.rows.rows_mask, seed)
-        return s.layout
+    def _alum_step(self, s: MicroBatchState) -> AlumStep:
+        """``s``'s staged step: with δ's random start on the first stage (embeds known)."""
+        return build_alum_step(self.model, s.batch, s.embeds, self.alum, s.rows.kl_weights,
+                               self.run_seed)
 
     # -- pass 1: clean, forward only -------------------------------------------
     def _clean_forward(self, m: int, batch, model):
@@ -151,49 +141,49 @@ class PipelineAlumStep:
         s = self.states[m]
         perturbed = None
         if self.first:
-            s.grad = s.delta.detach().requires_grad_(True)  # its .grad after the schedule
-            perturbed = s.embeds + s.grad
+            delta = s.step.delta if s.step is not None else torch.zeros_like(s.embeds)
+            s.leaf = delta.detach().requires_grad_(True)  # its .grad after the schedule
+            perturbed = s.embeds + s.leaf
         out = model.forward_from_embeddings(perturbed, batch["attention_mask"],
                                             clean_head_rows(s.batch, s.rows))
 
         def loss_func(logits):
             if not s.active:
                 return _zero_loss(logits), {}
-            layout = self._layout(s)
-            div = layout.divergences.ascent(logits, s.clean, layout.row_weights)
+            div = s.step.ascent_divergence(logits, s.clean)
             # × M: the schedule divides by M; × the fp16 scale (unscaled after).
             return div * (len(self.micro) * self.loss_scale), {}
         return out, loss_func
 
     def _ascent(self) -> None:
-        """δ's random start on the first stage (zero without KL rows), then K ascent steps."""
-        for s in self.states if self.first else ():
-            if s.rows is None:
-                s.delta = torch.zeros_like(s.embeds)
-                continue
-            mask = self._layout(s).delta_mask
-            s.scale = embedding_scale(s.embeds, self.alum, mask)
-            s.delta = random_start(s.embeds, self.alum, mask, s.scale, s.layout.init_noise)
+        """Each micro-batch's staged step (δ's random start on the first stage), then K
+        ascent steps."""
+        for s in self.states:
+            if s.rows is not None:
+                s.step = self._alum_step(s)
+                if self.first:
+                    s.step.start()
         for _ in range(self.alum.steps):
             with frozen_parameters(self.model):
                 self._schedule(self._ascent_forward, forward_only=False)
-            for s in self.states if self.first else ():  # the leaves' gradients, unscaled
-                g = s.grad.grad if s.grad.grad is not None else torch.zeros_like(s.grad)
-                s.grad = g / self.loss_scale if self.loss_scale != 1.0 else g
             live = [s for s in self.states if s.active]
-            # Only the first stage holds ∇δ: one all-reduce over the model-parallel group
-            # per ascent step, so that every rank skips the same micro-batches.
-            finite = all_finite_each([s.grad for s in live], ps.get_model_parallel_group(),
-                                     self.t.engine.device)
-            for s, ok in zip(live, finite):
-                self._update_delta(s, ok)
+            self._update_deltas(live, [self._leaf_grad(s) if self.first else None
+                                       for s in live])
 
-    def _update_delta(self, s: MicroBatchState, finite: bool) -> None:
-        """δ ← the ascent update of ``s`` (first stage), or the agreed skip (every stage)."""
-        s.skipped = not finite
-        if self.first and finite:
-            s.delta, s.share, _ = ascent_update(s.delta, s.grad, self.alum, s.layout.delta_mask,
-                                                s.scale, s.layout.update, lambda _grad: finite)
+    def _leaf_grad(self, s: MicroBatchState) -> torch.Tensor:
+        """δ's gradient after an ascent pass, unscaled."""
+        g = s.leaf.grad if s.leaf.grad is not None else torch.zeros_like(s.leaf)
+        return g / self.loss_scale if self.loss_scale != 1.0 else g
+
+    def _update_deltas(self, live: List[MicroBatchState],
+                       grads: List[Optional[torch.Tensor]]) -> None:
+        """δ ← the ascent update of each live micro-batch (``grads``: δ's gradients on the
+        first stage, None elsewhere). Only the first stage holds ∇δ: one all-reduce over
+        the model-parallel group per ascent step, so that every rank skips the same
+        micro-batches."""
+        finite = all_finite_each(grads, ps.get_model_parallel_group(), self.device)
+        for s, grad, ok in zip(live, grads, finite):
+            s.step.update(grad, ok)
 
     # -- pass 3: perturbed, forward and backward ----------------------------------
     def _perturbed_forward(self, m: int, batch, model):
@@ -202,27 +192,21 @@ class PipelineAlumStep:
         if self.first:
             embeds = s.embeds
             if s.active:
-                embeds = embeds + s.delta
+                embeds = s.step.perturbed_input()
                 if not self.alum.detach_embeddings:  # its .grad after the schedule
                     s.embeds_grad = embeds.requires_grad_(True)
         rows = clean_head_rows(s.batch, s.rows)
         out = model.forward_from_embeddings(embeds, batch["attention_mask"], rows)
 
         def loss_func(adv):
-            if not s.active:
+            # The term is equal on the TP ranks of the last stage: its NaN/Inf test is
+            # agreed there, against a rank-local fault.
+            tp_finite = partial(all_finite_over, group=ps.get_tensor_model_parallel_group())
+            if not s.active or not s.step.split(adv, s.clean, tp_finite):
                 return _zero_loss(adv), {}
-            layout = self._layout(s)
-            split = layout.split_term(adv, s.clean)
-            # Equal on the TP ranks of the last stage: agreed against a rank-local fault.
-            if not all_finite_over(split.value, ps.get_tensor_model_parallel_group()):
-                s.skipped = True
-                return _zero_loss(adv), {}
-            s.term = split.value
-            if layout.divergences.flips is not None:
-                s.flips = layout.divergences.flips(adv.detach(), s.clean, layout.row_weights)
+            s.flips = s.step.flips(adv, s.clean)
             s.clean = None  # pass 4 recomputes the clean logits with a graph
-            s.split = split
-            return self.alum.alpha * split.perturbed(), {}
+            return s.step.perturbed_half(), {}
         return out, loss_func
 
     # -- pass 4: clean, forward and backward ---------------------------------------
@@ -233,9 +217,8 @@ class PipelineAlumStep:
         def loss_func(logits):
             c = clean_objective(model, logits, batch, s.rows)
             loss = c.mlm
-            if self.last and s.split is not None:
-                loss = c.mlm + self.alum.alpha * s.split.clean(c.kl_rows)
-                s.split = None
+            if self.last and s.step is not None and s.step.on:
+                loss = c.mlm + s.step.clean_half(c.alum_logits)
             mean = c.mlm.detach().clone().float()
             n = c.predicted
             return loss, {"loss_sum": mean * n, "correct": c.correct.float(),
@@ -243,9 +226,9 @@ class PipelineAlumStep:
         return out, loss_func
 
     # -- the whole step ----------------------------------------------------------
-    def run(self, loss_scale: float = 1.0) -> Tuple[List[Dict], Dict[str, float]]:
+    def run(self, loss_scale: float = 1.0) -> Tuple[List[Dict], List[float]]:
         """The four passes; returns pass 4's loss dicts (last stage) and the step's ALUM
-        statistics summed over the pipeline (sums and counts; see ``stats_vector``)."""
+        statistics summed over the pipeline (``stats_vector``)."""
         self.loss_scale = loss_scale
         start = capture_rng_state()
         self._schedule(self._clean_forward, forward_only=True)
@@ -260,50 +243,22 @@ class PipelineAlumStep:
         restore_rng_state(after)
         return outputs, self.stats_vector()
 
-    def stats_vector(self) -> Dict[str, float]:
-        """ALUM's statistics of the step, each stage contributing what it holds (the first:
-        δ's, the last: the term's and the flips), summed over the pipeline group."""
-        acc = dict.fromkeys(STAT_KEYS, 0.0)
+    def stats_vector(self) -> List[float]:
+        """ALUM's statistics of the step (``AlumTotals.vector``), each stage contributing
+        what it holds (the first: δ's, the last: the term's and the flips), summed over
+        the pipeline group."""
+        totals = AlumTotals()
         for s in self.states if self.first else ():
             if s.active:
-                st = perturbation_stats(s.embeds, Perturbation(s.delta, s.grad, s.share),
-                                        self.alum, s.layout.delta_mask)
-                acc["delta_rel_sum"] += float(st["delta_rel_norm"])
-                acc["cos_sum"] += float(st["cos_delta_grad"])
-                acc["share_sum"] += float(st["grad_share"])
-                acc["delta_count"] += 1
+                st = s.step.delta_stats()
+                for k in ("delta_rel_norm", "cos_delta_grad", "grad_share"):
+                    totals.add(k, st[k])
         for s in self.states if self.last else ():
-            acc["skipped"] += float(s.rows is not None and s.skipped)
-            if s.term is not None:
-                acc["adv_loss_sum"] += float(s.term)
-                acc["term_count"] += 1
-            if s.flips is not None:
-                acc["flip_sum"] += float(s.flips)
-                acc["flip_count"] += 1
-        vec = torch.tensor([acc[k] for k in STAT_KEYS], dtype=torch.float64)
+            totals.skipped += float(not s.active and s.rows is not None)
+            totals.add("adv_loss", s.step.value if s.step is not None and s.step.on else None)
+            totals.add("flip_rate", s.flips)
+        vec = torch.tensor(totals.vector(), dtype=torch.float64)
         if dist.is_available() and dist.is_initialized():
-            vec = vec.to(self.t.engine.device)
+            vec = vec.to(self.device)
             dist.all_reduce(vec, group=ps.get_pipeline_model_parallel_group())
-        return dict(zip(STAT_KEYS, vec.cpu().tolist()))
-
-
-def pipeline_alum_step(trainer, batches: Iterator, loss_scale: float = 1.0
-                       ) -> Tuple[List[float], Dict[str, Optional[float]]]:
-    """Runs ``PipelineAlumStep`` over the next ``grad_accum_steps`` micro-batches.
-
-    Returns [loss x tokens, correct, predicted, mean loss] summed over the micro-batches
-    (every rank of the pipeline, as ``PipelineSteps._run_pipeline``) and the step's
-    ALUM statistics (means over this rank's data-parallel replica's micro-batches, and
-    the skipped count)."""
-    tc = trainer.cfg.train
-    micro = [trainer._to_device(next(batches)) for _ in range(tc.grad_accum_steps)]
-    outputs, stats = PipelineAlumStep(trainer, micro).run(loss_scale)
-    sums = torch.zeros(4, dtype=torch.float64)
-    for out in outputs:
-        sums += torch.stack([out["loss_sum"], out["correct"], out["predicted"],
-                             out["mean"]]).double().cpu()
-    sums = sums.to(trainer.engine.device)
-    dist.broadcast(sums, src=ps.get_pipeline_model_parallel_last_rank(),
-                   group=ps.get_pipeline_model_parallel_group())
-    return sums.cpu().tolist(), stats
-
+        return vec.cpu().tolist()

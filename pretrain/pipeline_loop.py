@@ -4,75 +4,133 @@
 megatron-core's schedule (1F1B, or interleaved 1F1B with virtual stages) owns forward
 and backward over the accumulation micro-batches, with tensor parallelism (and sequence
 parallelism) inside each stage; DeepSpeed only reduces over data parallel and steps the
-optimizer. ``PipelineSteps`` is mixed into ``alum.pretrain.trainer.Trainer`` and uses
-its ``engine``, ``cfg``, ``ds_config``, ``precision``, ``data``, ``dp_rank``/``dp_size``
-and ``lr_scheduler``.
+optimizer. ``PipelineSteps`` is the PP > 1 step strategy of
+``alum.pretrain.trainer.Trainer``; ALUM's four schedule passes are
+alum.pretrain.pipeline_alum.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
+from megatron.core import parallel_state as ps
 
 from alum.parallel.internals import require_instance_attrs
 
+from .config import PretrainConfig, TrainConfig
 from .data import valid_batches
-from .ds_config import zero_stage
-from .run_stats import ADV_KEYS, all_reduce_sum, current_loss_scale, grad_norm
-from .mlm_step import clean_head_rows, clean_objective
+from .mlm_step import clean_head_rows, clean_objective, to_device
+from .pipeline_alum import PipelineAlumStep
+from .run_stats import AlumTotals, all_reduce_sum, current_loss_scale, grad_norm
+
+
+@dataclass
+class PipelineSchedule:
+    """megatron-core's schedule for this run: the layout, the micro-batch shape and the
+    dtype of the activations sent between stages."""
+
+    parallel: Any
+    """The run's ``alum.parallel.ParallelConfig``."""
+    seq_length: int
+    micro_batch_size: int
+    dtype: torch.dtype
+
+    @classmethod
+    def of(cls, train: TrainConfig, seq_length: int, precision: str) -> "PipelineSchedule":
+        from alum.parallel import ParallelConfig
+
+        parallel = ParallelConfig(tensor_parallel_size=train.tensor_parallel_size,
+                                  sequence_parallel=train.sequence_parallel,
+                                  pipeline_parallel_size=train.pipeline_parallel_size,
+                                  virtual_pipeline_size=train.virtual_pipeline_size
+                                  if train.virtual_pipeline_size > 1 else None)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        return cls(parallel, seq_length, train.micro_batch_size, dtype)
+
+    def run(self, chunks: List, data_iterator, num_microbatches: int, forward_only: bool,
+            forward_step_func: Callable) -> List[Dict]:
+        """The schedule over ``num_microbatches``: the last stage's loss dicts."""
+        from alum.parallel.pipeline import run_schedule
+
+        return run_schedule(chunks, self.parallel, model=chunks[0].config,
+                            data_iterator=data_iterator, num_microbatches=num_microbatches,
+                            seq_length=self.seq_length, micro_batch_size=self.micro_batch_size,
+                            forward_only=forward_only, forward_step_func=forward_step_func,
+                            pipeline_dtype=self.dtype)
+
+
+def sum_over_pipeline(outputs: List[Dict], device: torch.device) -> List[float]:
+    """[loss x tokens, correct, predicted, mean loss] summed over the last stage's loss
+    dicts (every TP rank of it holds equal values), on every rank of the pipeline."""
+    sums = torch.zeros(4, dtype=torch.float64)
+    for out in outputs:
+        sums += torch.stack([out["loss_sum"], out["correct"], out["predicted"],
+                             out["mean"]]).double().cpu()
+    # The loss is only known on the last stage: broadcast it over the pipeline (each TP
+    # rank has its own pipeline group, whose last rank holds the same sums).
+    sums = sums.to(device)
+    dist.broadcast(sums, src=ps.get_pipeline_model_parallel_last_rank(),
+                   group=ps.get_pipeline_model_parallel_group())
+    return sums.cpu().tolist()
 
 
 class PipelineSteps:
-    """The optimizer step, clipping and validation under PP > 1."""
+    """The PP > 1 step strategy of alum.pretrain.trainer.Trainer: the optimizer step,
+    clipping and validation.
 
-    def _run_pipeline(self, batches, num_microbatches: int, forward_only: bool) -> List[float]:
+    Args:
+        engine: the DeepSpeed engine (its module is this rank's stage).
+        cfg: the run's configuration.
+        lr_scheduler: the engine's LR schedule (the step reports its rate).
+        dp_rank, dp_size: this rank's data-parallel slice of the validation set.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (alum.pretrain.ds_config.precision_of).
+        zero_stage: the ZeRO stage of the DeepSpeed config.
+    """
+
+    def __init__(self, engine, cfg: PretrainConfig, lr_scheduler, dp_rank: int, dp_size: int,
+                 precision: str, zero_stage: int):
+        self.engine, self.cfg, self.lr_scheduler = engine, cfg, lr_scheduler
+        self.dp_rank, self.dp_size = dp_rank, dp_size
+        self.device = engine.device
+        self.schedule = PipelineSchedule.of(cfg.train, cfg.data.seq_length, precision)
+        # fp32 without ZeRO: DeepSpeed's own clipping miscounts the pipeline's parameters
+        # (``_clip_pipeline_grads``).
+        self.own_clip = zero_stage == 0 and precision == "fp32"
+
+    def _run_pipeline(self, batches: Iterator, num_microbatches: int,
+                      forward_only: bool) -> List[float]:
         """megatron-core's schedule over ``num_microbatches``; returns [loss x tokens,
         correct, predicted, mean loss] summed over the micro-batches, on every rank of
         the pipeline."""
-        from megatron.core import parallel_state as ps
+        from alum.parallel.pipeline import model_chunks
 
-        from alum.parallel.pipeline import model_chunks, run_schedule
-
-        tc = self.cfg.train
-        parallel = self._parallel_config()
         chunks = model_chunks(self.engine.module)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision,
-                                                                      torch.float32)
         if len(chunks) > 1:
             # Interleaved: every model chunk reads the same micro-batches, each through
             # its own iterator (the schedule advances them separately).
-            micro = [self._to_device(next(batches)) for _ in range(num_microbatches)]
+            micro = [to_device(next(batches), self.device) for _ in range(num_microbatches)]
             data = [iter(micro) for _ in chunks]
         else:
-            data = (self._to_device(b) for b in batches)
-        outputs = run_schedule(chunks, parallel, model=chunks[0].config,
-                               data_iterator=data, num_microbatches=num_microbatches,
-                               seq_length=self.cfg.data.seq_length,
-                               micro_batch_size=tc.micro_batch_size,
-                               forward_only=forward_only, forward_step_func=_pipeline_forward_step,
-                               pipeline_dtype=dtype)
-        sums = torch.zeros(4, dtype=torch.float64)
-        for out in outputs:  # the last stage only (every TP rank of it, equal values)
-            sums += torch.stack([out["loss_sum"], out["correct"], out["predicted"],
-                                 out["mean"]]).double().cpu()
-        # The loss is only known on the last stage: broadcast it over the pipeline (each
-        # TP rank has its own pipeline group, whose last rank holds the same sums).
-        dist.broadcast(sums, src=ps.get_pipeline_model_parallel_last_rank(),
-                       group=ps.get_pipeline_model_parallel_group())
-        return sums.tolist()
+            data = (to_device(b, self.device) for b in batches)
+        outputs = self.schedule.run(chunks, data, num_microbatches, forward_only,
+                                    _pipeline_forward_step)
+        return sum_over_pipeline(outputs, self.device)
 
-    def _parallel_config(self):
-        from alum.parallel import ParallelConfig
+    def _alum_step(self, batches: Iterator, loss_scale: float):
+        """ALUM's four schedule passes over the next ``grad_accum_steps`` micro-batches:
+        the summed loss dicts (as ``_run_pipeline``) and the step's ALUM statistics
+        (``AlumTotals.vector`` of this replica's micro-batches)."""
+        cfg = self.cfg
+        micro = [to_device(next(batches), self.device)
+                 for _ in range(cfg.train.grad_accum_steps)]
+        step = PipelineAlumStep(self.engine.module, micro, cfg.alum, cfg.alum_positions,
+                                cfg.train.seed, self.schedule, self.device)
+        outputs, stats = step.run(loss_scale)
+        return sum_over_pipeline(outputs, self.device), stats
 
-        tc = self.cfg.train
-        return ParallelConfig(tensor_parallel_size=tc.tensor_parallel_size,
-                              sequence_parallel=tc.sequence_parallel,
-                              pipeline_parallel_size=tc.pipeline_parallel_size,
-                              virtual_pipeline_size=tc.virtual_pipeline_size
-                              if tc.virtual_pipeline_size > 1 else None)
-
-    def _pipeline_optimizer_step(self, batches, alum_on: bool = False) -> Dict[str, Any]:
+    def optimizer_step(self, batches: Iterator, alum_on: bool = False) -> Dict[str, Any]:
         """One optimizer step under PP: the schedule runs forward and backward over the
         ``grad_accum_steps`` micro-batches (it scales each loss by 1/num_microbatches,
         as DeepSpeed's accumulation would), the tied embedding's gradient is summed
@@ -86,11 +144,9 @@ class PipelineSteps:
         from alum.parallel import allreduce_embedding_grads
 
         tc = self.cfg.train
-        adv = None
+        adv = AlumTotals().vector()
         if alum_on:  # ALUM's four schedule passes (alum.pretrain.pipeline_alum)
-            from .pipeline_alum import pipeline_alum_step
-
-            per_micro, adv = pipeline_alum_step(self, batches, current_loss_scale(self.engine))
+            per_micro, adv = self._alum_step(batches, current_loss_scale(self.engine))
         else:
             per_micro = self._run_pipeline(batches, tc.grad_accum_steps, forward_only=False)
         allreduce_embedding_grads(self.engine.module)
@@ -98,14 +154,13 @@ class PipelineSteps:
         norm = None
         try:
             self.engine.allreduce_gradients()
-            own_clip = zero_stage(self.ds_config) == 0 and self.precision == "fp32"
             # engine._config is private to DeepSpeed (its gradient_clipping() reads it):
             # checked, so a release that moves it stops here naming its version.
             require_instance_attrs(self.engine, "deepspeed", ("_config.gradient_clipping",),
                                    use="switches DeepSpeed's clipping off for a step it "
                                        "clipped itself")
             clip = self.engine._config.gradient_clipping
-            if own_clip:
+            if self.own_clip:
                 norm = self._clip_pipeline_grads(clip)
                 self.engine._config.gradient_clipping = 0.0  # done: DeepSpeed must not redo it
             try:
@@ -115,18 +170,14 @@ class PipelineSteps:
         finally:
             self.engine.set_gradient_accumulation_boundary(None)
         # per_micro[3] sums each micro-batch's mean loss (as the PP=1 loop does).
-        sums = all_reduce_sum([per_micro[3], per_micro[1], per_micro[2]])
+        sums = all_reduce_sum([per_micro[3], per_micro[1], per_micro[2]] + adv)
         n_micro = tc.grad_accum_steps * self.dp_size
         out: Dict[str, Any] = {"loss": sums[0] / n_micro,
                                "accuracy": sums[1] / max(sums[2], 1.0),
                                "lr": float(self.lr_scheduler.get_last_lr()[0]),
                                "grad_norm": norm if norm is not None
-                               else grad_norm(self.engine), "adv_skipped": 0.0,
-                               "predicted": sums[2]}
-        out.update({k: None for k in ADV_KEYS})
-        if adv is not None:
-            out.update(_alum_means(adv))
-            self.adv_skipped += int(out["adv_skipped"])
+                               else grad_norm(self.engine), "predicted": sums[2]}
+        out.update(AlumTotals.means(sums[3:]))
         return out
 
     @torch.no_grad()
@@ -144,8 +195,6 @@ class PipelineSteps:
         are summed over the model-parallel group (TP x PP). (ZeRO-1 applies the same
         rule itself; both tested to 1e-5.)
         """
-        from megatron.core import parallel_state as ps
-
         max_norm = float(max_norm or 0.0)
         tp_rank = ps.get_tensor_model_parallel_rank()
         counted = [p.grad for p in self.engine.module.parameters()
@@ -165,9 +214,11 @@ class PipelineSteps:
         return norm
 
     @torch.no_grad()
-    def _pipeline_evaluate(self) -> Optional[Dict[str, float]]:
+    def evaluate(self, valid) -> Optional[Dict[str, float]]:
+        """Mean MLM loss and accuracy over the predicted tokens of the first
+        ``eval_batches`` validation micro-batches (summed over data-parallel ranks)."""
         tc = self.cfg.train
-        batches = list(valid_batches(self.data.valid, tc.micro_batch_size, tc.eval_batches,
+        batches = list(valid_batches(valid, tc.micro_batch_size, tc.eval_batches,
                                      self.dp_rank, self.dp_size))
         if not batches:
             return None
@@ -207,20 +258,3 @@ def _pipeline_forward_step(data_iterator, view):
                        "predicted": n.float(), "mean": mean}
 
     return output, loss_func
-
-
-def _alum_means(adv: Dict[str, float]) -> Dict[str, Any]:
-    """The loop's ALUM metrics from pipeline_alum's per-replica sums, over data parallel."""
-    keys = ("adv_loss_sum", "term_count", "flip_sum", "flip_count", "delta_rel_sum",
-            "cos_sum", "share_sum", "delta_count", "skipped")
-    s = dict(zip(keys, all_reduce_sum([adv[k] for k in keys])))
-
-    def mean(total: str, count: str) -> Optional[float]:
-        return s[total] / s[count] if s[count] else None
-
-    return {"adv_loss": mean("adv_loss_sum", "term_count"),
-            "flip_rate": mean("flip_sum", "flip_count"),
-            "delta_rel_norm": mean("delta_rel_sum", "delta_count"),
-            "cos_delta_grad": mean("cos_sum", "delta_count"),
-            "grad_share": mean("share_sum", "delta_count"),
-            "adv_skipped": s["skipped"]}

@@ -52,6 +52,38 @@ def current_loss_scale(engine) -> float:
     return 1.0
 
 
+class AlumTotals:
+    """Sums and counts of ALUM's per-micro-batch statistics (``ADV_KEYS``) and the number of
+    skipped terms: what a step strategy adds up and reduces over its ranks (``vector``),
+    then turns into the step's metrics (``means``)."""
+
+    def __init__(self) -> None:
+        self.sums = dict.fromkeys(ADV_KEYS, 0.0)
+        self.counts = dict.fromkeys(ADV_KEYS, 0.0)
+        self.skipped = 0.0
+
+    def add(self, key: str, value: Optional[Any]) -> None:
+        """One micro-batch's value of ``key`` (None: not measured, not counted)."""
+        if value is not None:
+            self.sums[key] += float(value)
+            self.counts[key] += 1
+
+    def vector(self) -> List[float]:
+        return [self.sums[k] for k in ADV_KEYS] + [self.counts[k] for k in ADV_KEYS] \
+            + [self.skipped]
+
+    @staticmethod
+    def means(vector: List[float]) -> Dict[str, Optional[float]]:
+        """The metrics from a (reduced) ``vector``: each key's mean (None when nothing was
+        counted) and ``adv_skipped``."""
+        n = len(ADV_KEYS)
+        out: Dict[str, Optional[float]] = {
+            k: vector[i] / vector[n + i] if vector[n + i] else None
+            for i, k in enumerate(ADV_KEYS)}
+        out["adv_skipped"] = vector[2 * n]
+        return out
+
+
 @dataclass
 class TrainSummary:
     """What a run did (also written to ``output_dir/summary.json``)."""

@@ -1,23 +1,12 @@
 """The pre-training loop: MLM (+ ALUM) under DeepSpeed (docs/pretrain.md).
 
-ALUM runs under every layout: TP > 1 (megatron-core, sequence parallel optional) through
-the vocabulary-parallel divergences of alum.pretrain.alum_layout, PP > 1, where
-megatron-core's schedule owns forward and backward, through alum.pretrain.pipeline_alum
-(``_pipeline_optimizer_step``).
-
-One optimizer step = ``grad_accum_steps`` micro-batches, each: the clean forward
-(through the DeepSpeed engine), the MLM loss, ALUM's adversarial term when the
-curriculum has switched it on (``AlumConfig.start_step``), ``engine.backward``
-and ``engine.step`` (DeepSpeed steps the optimizer and the LR schedule at the
-accumulation boundary, with clipping and, for fp16, dynamic loss scaling).
-
-Why the clean pass goes through ``engine(...)`` and the ALUM passes do not:
-DeepSpeed's forward registers hooks on its outputs that start its backward
-bookkeeping (ZeRO's backward prologue, gradient-accumulation scaling of direct
-``tensor.backward`` calls). The loss's backward must see them once; ALUM's
-ascent takes ``autograd.grad`` w.r.t. δ alone and must not (it would enter
-ZeRO's backward and scale δ's gradient). The ascent and final perturbed passes
-start from ``embeds.detach() + δ``, so they never reach the clean outputs' hooks.
+The trainer builds the run (model, engine, data, checkpoints) and loops over optimizer
+steps; a step strategy runs each step: ``MicroBatchSteps`` (alum.pretrain.micro_batch_steps:
+PP = 1, the fast or the lean order) or ``PipelineSteps`` (alum.pretrain.pipeline_loop:
+PP > 1, megatron-core's schedule, ALUM's passes in alum.pretrain.pipeline_alum). ALUM
+runs under every layout: TP > 1 (megatron-core, sequence parallel optional) through the
+vocabulary-parallel divergences of alum.pretrain.alum_layout. The curriculum
+(``AlumConfig.start_step``) decides per step whether the adversarial term is on.
 """
 from __future__ import annotations
 
@@ -26,6 +15,7 @@ import logging
 import os
 import random
 import time
+from functools import partial
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -38,18 +28,16 @@ from .checkpoint import CheckpointManager, any_checkpoint, resumable_tag
 from .config import PretrainConfig
 from .consolidate import LAYOUT_KEY, parallel_layout
 from .data import RunData, build_run_data, train_batches, valid_batches
-from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of
+from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of, zero_stage
 from .flops import device_peak_tflops, model_dims, step_flops
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, format_metrics
-from .lean_order import lean_micro_batch
-from .mlm_step import clean_head_rows, clean_objective, mlm_micro_batch
-from .pass_runner import engine_runner
+from .micro_batch_steps import MicroBatchSteps
+from .mlm_step import to_device
 from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
                             load_init_weights, model_config_of)
 from .pipeline_loop import PipelineSteps
-from .run_stats import (ADV_KEYS, TrainSummary, Window, all_reduce_sum, current_loss_scale,
-                        grad_norm, world)
+from .run_stats import ADV_KEYS, TrainSummary, Window, all_reduce_sum, world
 from .tensor_parallel import register_sequence_parallel_grad_hooks
 
 logger = logging.getLogger("alum.pretrain")
@@ -71,7 +59,7 @@ def setup_distributed(seed: int, tensor_parallel_size: int = 1,
     torch.manual_seed(seed)
 
 
-class Trainer(PipelineSteps):
+class Trainer:
     """Builds everything a run needs from a ``PretrainConfig`` and trains."""
 
     def __init__(self, cfg: PretrainConfig):
@@ -124,6 +112,12 @@ class Trainer(PipelineSteps):
             model=self.model, model_parameters=groups, config=self.ds_config,
             lr_scheduler=scheduler, mpu=mpu)
         self.precision = precision_of(self.ds_config)
+        if self.pipeline:
+            self.steps = PipelineSteps(self.engine, cfg, self.lr_scheduler, self.dp_rank,
+                                       self.dp_size, self.precision, zero_stage(self.ds_config))
+        else:
+            self.steps = MicroBatchSteps(self.engine, cfg, self.lr_scheduler, self.dp_rank,
+                                         self.dp_size)
         self.checkpoints = CheckpointManager(os.path.join(cfg.checkpoint.output_dir,
                                                           "checkpoints"),
                                              cfg.checkpoint.keep_last)
@@ -226,34 +220,12 @@ class Trainer(PipelineSteps):
                 LAYOUT_KEY: parallel_layout(self.engine.module)}
 
     # -- validation -----------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self) -> Optional[Dict[str, float]]:
         """Mean MLM loss and accuracy over the predicted tokens of the first
         ``eval_batches`` validation micro-batches (summed over data-parallel ranks)."""
         if self.data.valid is None:
             return None
-        if self.pipeline:
-            return self._pipeline_evaluate()
-        model = self.engine.module
-        was_training = model.training
-        self.engine.eval()
-        loss_sum = correct = predicted = 0.0
-        for batch in valid_batches(self.data.valid, self.cfg.train.micro_batch_size,
-                                   self.cfg.train.eval_batches, self.dp_rank, self.dp_size):
-            batch = self._to_device(batch)
-            logits = model(batch["input_ids"], batch["attention_mask"],
-                           batch.get("token_type_ids"), rows=clean_head_rows(batch, None))
-            c = clean_objective(model, logits, batch, None)
-            n = float(c.predicted)
-            loss_sum += float(c.mlm) * n
-            correct += float(c.correct)
-            predicted += n
-        if was_training:
-            self.engine.train()
-        loss_sum, correct, predicted = all_reduce_sum([loss_sum, correct, predicted])
-        if predicted == 0:
-            return None
-        return {"loss": loss_sum / predicted, "accuracy": correct / predicted}
+        return self.steps.evaluate(self.data.valid)
 
     def flip_check(self) -> Optional[Dict[str, float]]:
         """ALUM's flip rate against dropout's, on the validation batches with the final
@@ -268,11 +240,8 @@ class Trainer(PipelineSteps):
         batches = valid_batches(self.data.valid, cfg.train.micro_batch_size,
                                 cfg.train.eval_batches, self.dp_rank, self.dp_size)
         return flip_rates(self.engine.module, batches, cfg.alum, cfg.alum_positions,
-                          cfg.train.seed, self._to_device, all_reduce_sum)
-
-    def _to_device(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        device = self.engine.device
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                          cfg.train.seed, partial(to_device, device=self.engine.device),
+                          all_reduce_sum)
 
     # -- training -------------------------------------------------------------
     def train(self) -> TrainSummary:
@@ -297,8 +266,9 @@ class Trainer(PipelineSteps):
         while self.step < stop:
             alum_on = cfg.alum is not None and cfg.alum.active(self.step)
             t0 = time.time()
-            step_stats = self._optimizer_step(batches, alum_on)
+            step_stats = self.steps.optimizer_step(batches, alum_on)
             dt = time.time() - t0
+            self.adv_skipped += int(step_stats["adv_skipped"])
             self.step += 1
             self.consumed_samples += self.global_batch
             summary.losses.append(step_stats["loss"])
@@ -376,50 +346,6 @@ class Trainer(PipelineSteps):
             dist.barrier()
         self.log.line(f"exported the model in Hugging Face format to {directory}")
         return directory
-
-    def _optimizer_step(self, batches, alum_on: bool) -> Dict[str, Any]:
-        """grad_accum_steps micro-batches and the optimizer step; per-step metrics."""
-        if self.pipeline:
-            return self._pipeline_optimizer_step(batches, alum_on)
-        cfg, tc = self.cfg, self.cfg.train
-        runner = engine_runner(self.engine)
-        loss_sum = correct = predicted = 0.0
-        adv: Dict[str, List[float]] = {k: [] for k in ADV_KEYS}
-        skipped = 0
-        for _ in range(tc.grad_accum_steps):
-            batch = self._to_device(next(batches))
-            if cfg.resolved_alum_order == "lean":
-                result = lean_micro_batch(runner, batch, cfg.alum, alum_on, cfg.alum_positions,
-                                          current_loss_scale(self.engine), run_seed=tc.seed)
-            else:
-                result = mlm_micro_batch(runner, batch, cfg.alum, alum_on, cfg.alum_positions,
-                                         current_loss_scale(self.engine), run_seed=tc.seed)
-                self.engine.backward(result.loss)
-            self.engine.step()
-            loss_sum += float(result.mlm_loss)
-            correct += float(result.correct)
-            predicted += float(result.predicted)
-            if result.adv is not None:
-                stats = result.adv.to_dict()
-                skipped += int(result.adv.skipped)
-                for k in ADV_KEYS:  # a skipped term's statistics are NaN: counted, not averaged
-                    if k in stats and not result.adv.skipped:
-                        adv[k].append(stats[k])
-        sums = all_reduce_sum([loss_sum, correct, predicted, float(skipped)]
-                               + [float(np.sum(adv[k])) for k in ADV_KEYS]
-                               + [float(len(adv[k])) for k in ADV_KEYS])
-        n_micro = tc.grad_accum_steps * self.dp_size
-        self.adv_skipped += int(sums[3])
-        out: Dict[str, Any] = {"loss": sums[0] / n_micro,
-                               "accuracy": sums[1] / max(sums[2], 1.0),
-                               "lr": float(self.lr_scheduler.get_last_lr()[0]),
-                               "grad_norm": grad_norm(self.engine),
-                               "adv_skipped": sums[3], "predicted": sums[2]}
-        k_count = len(ADV_KEYS)
-        for i, k in enumerate(ADV_KEYS):
-            count = sums[4 + k_count + i]
-            out[k] = sums[4 + i] / count if count else None
-        return out
 
     def step_flops(self, alum_on: bool, predicted: Optional[float]) -> float:
         """Model FLOPs of one optimizer step (alum.pretrain.flops): the MLM head at the

@@ -2,7 +2,7 @@
 
 Their public APIs do not cover what CPU runs need (alum.parallel.cpu_compat,
 alum.parallel.deepspeed_compat) and two corners of DeepSpeed's engine (alum.pretrain's
-pass_runner and pipeline_loop). A private name may change in any release, and a patch
+mlm_step and pipeline_loop). A private name may change in any release, and a patch
 applied to something that changed shape would fail far from its cause, or not at all. So
 each use goes through ``require``: it checks that the internal is still there with the
 expected shape (attribute present, parameter names as expected) and otherwise raises

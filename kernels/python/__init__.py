@@ -15,7 +15,7 @@ The Python side lives in kernels/python/ and the CUDA sources in kernels/csrc/, 
 package of ours, and ``import kernels`` finds Hugging Face's ``kernels`` (which
 transformers imports) wherever it is installed.
 """
-from .adv_project_dispatch import adv_project, adv_project_with_flag
+from .adv_project_dispatch import adv_project
 from .extension import extension_state
 from .fallback import KernelFallbackWarning
 from .status import op_statuses, report
@@ -23,7 +23,7 @@ from .sym_kl import fused_symmetric_kl
 from .sym_kl_vocab_parallel import vocab_parallel_symmetric_kl
 
 __all__ = [
-    "adv_project", "adv_project_with_flag", "fused_symmetric_kl",
+    "adv_project", "fused_symmetric_kl",
     "vocab_parallel_symmetric_kl", "extension_state", "op_statuses", "report",
     "KernelFallbackWarning",
 ]

@@ -10,13 +10,13 @@ calls this dispatcher.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 
 from alum.perturbation import adv_project as reference_adv_project
 
-from .adv_project_op import adv_project_op, nonfinite_rows, norm_shape
+from .adv_project_op import adv_project_op, norm_shape
 from .extension import extension_loaded, extension_state
 from .fallback import warn_fallback_once
 
@@ -67,27 +67,6 @@ def _kernel_reason(delta, grad, config, mask, scale) -> Optional[str]:
 
 
 CPU_REASON = "there is no CPU kernel: the inputs are CPU tensors"
-
-
-def adv_project_with_flag(delta: torch.Tensor, grad: torch.Tensor, config,
-                          mask: Optional[torch.Tensor] = None,
-                          scale: Optional[torch.Tensor] = None
-                          ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The new δ and a 0-dim bool tensor: True if a non-padding row of g is not finite.
-
-    The flag comes out of the kernel's own pass on CUDA (no extra read of g); when it is
-    set, skip the adversarial term of the step and count it (docs/algorithm.md,
-    "Algorithm 1").
-    """
-    if delta.is_cuda:
-        reason = _kernel_reason(delta, grad, config, mask, scale)
-        if reason is None:
-            return adv_project_op(delta, grad, config, mask, scale)
-        warn_fallback_once("adv_project", reason)
-    else:
-        warn_fallback_once("adv_project", CPU_REASON)
-    new = reference_adv_project(delta, grad, config, mask, scale)
-    return new, nonfinite_rows(grad, mask)
 
 
 def adv_project(delta: torch.Tensor, grad: torch.Tensor, config,

@@ -385,7 +385,7 @@ def symmetric_kl_value_and_grad(adv_logits: torch.Tensor, clean_logits: torch.Te
 
     The gradient with respect to ``clean_logits`` is its negative (the row weight times
     p_clean − p_adv), so a caller that needs the term's gradient in both branches, at
-    different times (ALUM's lean order, alum.pretrain.split_term), computes it once.
+    different times (ALUM's lean order, alum.split_term), computes it once.
     The gradient has ``adv_logits``' shape and dtype.
     """
     adv, clean = adv_logits.detach(), clean_logits.detach()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alum import AlumConfig, adv_project
-from alum.adversarial import find_perturbation
+from alum.adversarial import AlumStep
 from alum.perturbation import unit_rows
 
 MAGNITUDES = [1e-12, 1e-9, 1e-6, 1e-3, 1.0, 1e3, 1e6]
@@ -112,6 +112,14 @@ class _TokenClassifier(torch.nn.Module):
         return self.out(torch.tanh(self.mix(embeds)).mean(dim=1))
 
 
+def _ascended(model, embeds, clean, cfg, noise) -> AlumStep:
+    """The core's step after its random start and K ascent steps."""
+    step = AlumStep(cfg, embeds, init_noise=noise)
+    step.start()
+    assert step.ascend(model, clean)
+    return step
+
+
 @pytest.mark.parametrize("norm", ["inf", "l2"])
 def test_same_example_same_delta_in_a_batch_of_1_and_of_64(norm):
     torch.manual_seed(0)
@@ -122,8 +130,8 @@ def test_same_example_same_delta_in_a_batch_of_1_and_of_64(norm):
                      noise_std=1e-3, steps=2)
     with torch.no_grad():
         clean = model(embeds)
-    big = find_perturbation(model, embeds, clean, cfg, init_noise=noise)
-    one = find_perturbation(model, embeds[:1], clean[:1], cfg, init_noise=noise[:1])
+    big = _ascended(model, embeds, clean, cfg, noise)
+    one = _ascended(model, embeds[:1], clean[:1], cfg, noise[:1])
     # The batch-mean KL gives example 0 a 64 times smaller gradient in the batch ...
     ratio = one.grad.norm() / big.grad[:1].norm()
     assert abs(float(ratio) - 64.0) < 1e-9

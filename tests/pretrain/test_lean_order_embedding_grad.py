@@ -7,7 +7,7 @@ import torch
 
 from alum import AlumConfig
 from alum.pretrain.lean_order import lean_micro_batch
-from alum.pretrain.pass_runner import module_runner
+from alum.pretrain.mlm_step import module_runner
 from alum.pretrain.mlm_step import mlm_micro_batch
 
 from .test_alum_orders import _batch, _grads, tiny_bert  # noqa: F401 (fixture)

@@ -6,11 +6,10 @@ import torch
 
 import alum.kernels.adv_project_dispatch as dispatch
 from alum import AlumConfig
-from alum.pretrain.alum_layout import build_alum_layout
 from alum.pretrain.config import ModelChoice
 from alum.pretrain.lean_order import lean_micro_batch
-from alum.pretrain.pass_runner import module_runner
-from alum.pretrain.mlm_step import mlm_micro_batch
+from alum.pretrain.mlm_step import module_runner
+from alum.pretrain.mlm_step import alum_positions, mlm_micro_batch
 from alum.pretrain.pipeline_alum import MicroBatchState, PipelineAlumStep
 
 from .test_alum_orders import _batch
@@ -61,12 +60,13 @@ def test_pipeline_ascent_updates_delta_through_the_layouts_dispatcher(model, cal
     cfg = AlumConfig(**RELATIVE)
     batch = _batch()
     embeds = model.embed(batch["input_ids"], batch["token_type_ids"]).detach()
-    layout = build_alum_layout(model, batch, embeds, cfg, None, None)
     # The pipeline step's state for one micro-batch on the first stage, without a schedule.
-    step = PipelineAlumStep.__new__(PipelineAlumStep)
-    step.alum, step.first = cfg, True
-    state = MicroBatchState(batch, None, layout, embeds, delta=torch.zeros_like(embeds),
-                            grad=torch.randn_like(embeds))
-    step._update_delta(state, True)
+    step = PipelineAlumStep(model, [batch], cfg, "masked", None, schedule=None,
+                            device=torch.device("cpu"))
+    state = MicroBatchState(batch, alum_positions(batch, "masked"), embeds=embeds)
+    state.step = step._alum_step(state)
+    state.step.delta = torch.zeros_like(embeds)
+    step._update_deltas([state], [torch.randn_like(embeds)])
     assert calls == [tuple(embeds.shape)]
-    assert state.delta.abs().sum() > 0 and not state.delta.requires_grad
+    delta = state.step.delta
+    assert delta.abs().sum() > 0 and not delta.requires_grad

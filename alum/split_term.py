@@ -1,10 +1,10 @@
 """ALUM's final term back-propagated in two passes: the perturbed branch, then the clean one.
 
-The lean order (alum.pretrain.lean_order) and the pipeline's four passes
-(alum.pretrain.pipeline_alum) split the gradient of α·D_sym(f(x+δ), f(x))
-(docs/algorithm.md, "Algorithm 1": the term in g_θ) between two backward passes: pass 3
-sends the term's gradient into the perturbed logits, pass 4 (which recomputes the clean
-graph) into the clean logits.
+An order that keeps one activation graph alive at a time (the lean order, docs/algorithm.md
+"Cost model") splits the gradient of D_sym(f(x+δ), f(x)) (Algorithm 1: the term in g_θ)
+between two backward passes: pass 3 sends the term's gradient into the perturbed logits,
+pass 4 (which recomputes the clean graph) into the clean logits. ``AlumStep.split``
+(alum.adversarial) builds a ``SplitTerm`` and weights its halves by α.
 
 For the symmetric KL with ALUM's stop-gradients, KL(sg p_clean ‖ p_adv) + KL(sg p_adv ‖
 p_clean), the two gradients are one tensor and its negative: w·(p_adv − p_clean) with
@@ -73,7 +73,7 @@ def with_gradient(x: torch.Tensor, value: torch.Tensor, grad: torch.Tensor,
 
 
 class SplitTerm:
-    """α's divergence between the perturbed and the clean logits, for two backward passes.
+    """The divergence between the perturbed and the clean logits, for two backward passes.
 
     ``perturbed()`` is the term with gradient into the perturbed logits only; after its
     backward, ``clean(clean_logits)`` is the term with gradient into the (recomputed)

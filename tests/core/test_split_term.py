@@ -1,4 +1,4 @@
-"""alum.pretrain.split_term: the final term's gradient injected in two backward passes sums
+"""alum.split_term: the final term's gradient injected in two backward passes sums
 to the term's own gradient (float64 oracle), for the symmetric KL computed once and for
 the divergences evaluated in each pass."""
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from alum.divergence import Divergences
 from alum.kernels.sym_kl import symmetric_kl_value_and_grad
-from alum.pretrain.split_term import SplitTerm, with_gradient
+from alum.split_term import SplitTerm, with_gradient
 
 from tests.kernels.cases import make_logits
 
