@@ -2,9 +2,12 @@
 
 The repository keeps its top-level folders (pretrain/, finetune/, kernels/,
 tools/), but every installed import name lives under the `alum`
-namespace: `finetune/` installs as `alum.finetune`, `tools/` as `alum.tools`.
+namespace: `finetune/` installs as `alum.finetune`, `tools/` as `alum.tools`,
+`kernels/python/` as `alum.kernels` (with `kernels/csrc/` as its data).
 A top-level module called `kernels` or `tools` would shadow other packages
-(transformers imports a Hugging Face package named `kernels` when present).
+(transformers imports a Hugging Face package named `kernels`): kernels/ itself has
+no `__init__.py`, so from the repository root it is no package and `import kernels`
+finds Hugging Face's.
 """
 import os
 
@@ -14,7 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Folders that map into the alum namespace; each is added once it has content.
 MAPPED = {"finetune": "alum.finetune", "tools": "alum.tools",
-          "pretrain": "alum.pretrain", "kernels": "alum.kernels"}
+          "pretrain": "alum.pretrain", os.path.join("kernels", "python"): "alum.kernels"}
 
 
 def _packages():
@@ -46,15 +49,20 @@ if "alum.pretrain" in PACKAGES:
     PACKAGES.append("alum.pretrain.ds_configs")
     PACKAGE_DIR["alum.pretrain.ds_configs"] = "ds_configs"
 
-# torch is pinned by the install scripts (CPU wheel first); a range here keeps
-# pip from replacing it with a multi-GB CUDA build.
+# The CUDA sources (kernels/csrc/) install beside the Python side of the kernels, as the
+# data package alum.kernels.csrc: alum.kernels builds them just in time on a GPU.
+if "alum.kernels" in PACKAGES:
+    PACKAGES.append("alum.kernels.csrc")
+    PACKAGE_DIR["alum.kernels.csrc"] = os.path.join("kernels", "csrc")
+
+# Lower bounds only: the newest releases are tested (docs/upgrading.md, "Tested versions").
+# An upper bound is added only with the test that shows the break, named beside it.
+# torch is installed first by scripts/setup_env.sh (a CPU wheel on CPU machines); an
+# installed torch satisfies this range, so pip does not replace it with a CUDA build.
 INSTALL_REQUIRES = [
-    "torch>=2.4,<=2.14.1",
-    # 5.25 requires Hugging Face's `kernels` package, which registers a setuptools hook
-    # (`kernels._internals`) and which transformers imports eagerly: from the repository
-    # root both resolve `kernels` to our kernels/ folder, and builds and imports fail.
-    "transformers>=5.0,<5.25",
-    "datasets>=5.0,<6",
+    "torch>=2.4",
+    "transformers>=5.0",
+    "datasets>=5.0",
     "tokenizers>=0.21",
     "safetensors",
     "numpy",
@@ -62,9 +70,12 @@ INSTALL_REQUIRES = [
     "scikit-learn",
     "tqdm",
     "accelerate>=1.0",
-    # Pre-training stack and data pipeline (megatron-core's indexed datasets).
-    "megatron-core==0.16.1",
-    "deepspeed==0.19.8",
+    # Pre-training stack and data pipeline (megatron-core's indexed datasets). alum patches
+    # a few private internals of both on CPU (alum/parallel/internals.py checks each before
+    # patching and names the version if one changed): the lower bounds are the releases
+    # those checks and the suite were run against; docs/upgrading.md says how to move on.
+    "megatron-core>=0.16.1",
+    "deepspeed>=0.19.8",
     "sentencepiece",
     "zstandard",
     # Monitoring and figures: TensorBoard events by default (DeepSpeed's monitor), PNGs
@@ -106,8 +117,7 @@ CONSOLE_SCRIPTS = [
 PACKAGE_DATA = {
     "alum.data.sample": ["wiki/*/wiki_*", "openwebtext/*.tar", "*.txt"],
     "alum.pretrain.ds_configs": ["*.json"],
-    # CUDA sources of the fused kernels: alum.kernels builds them just in time on a GPU.
-    "alum.kernels": ["csrc/*.cu", "csrc/*.cuh", "csrc/*.cpp"],
+    "alum.kernels.csrc": ["*.cu", "*.cuh", "*.cpp"],
 }
 
 

@@ -36,11 +36,12 @@ PY
 if ! "$PY" -c "import alum.kernels" 2>/dev/null; then
   # No install (an editable install needs the network for its build backend there):
   # run from a copy of this checkout with the mapped folders linked into alum/.
-  echo "alum.kernels not importable: running from a copy with finetune/ tools/ pretrain/ kernels/ linked into alum/"
+  echo "alum.kernels not importable: running from a copy with finetune/ tools/ pretrain/ kernels/python/ linked into alum/"
   rm -rf /tmp/alum_gpu_repo && cp -r . /tmp/alum_gpu_repo && cd /tmp/alum_gpu_repo
-  for f in finetune tools pretrain kernels; do
+  for f in finetune tools pretrain; do
     [ -f "$f/__init__.py" ] && ln -sfn "../$f" "alum/$f"
   done
+  ln -sfn ../kernels/python alum/kernels   # its CUDA sources: kernels/csrc/ beside it
   ln -sfn ../ds_configs pretrain/ds_configs
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   "$PY" -c "import alum.kernels" || { echo "FATAL: alum.kernels still not importable"; exit 2; }

@@ -43,6 +43,27 @@ def available() -> bool:
     return importlib.util.find_spec(LIBRARY) is not None
 
 
+def _check_post_install_marker() -> None:
+    """TextAttack's own check for the marker, read from its source without importing it
+    (the import is what downloads): a release that renamed the marker would download on
+    import, so stop with its version instead. Still needed while tests/finetune/
+    test_word_attack.py runs offline only with it."""
+    from importlib.metadata import version
+
+    root = importlib.util.find_spec(LIBRARY).submodule_search_locations[0]
+    install = os.path.join(root, "shared", "utils", "install.py")
+    try:
+        with open(install, encoding="utf-8") as f:
+            source = f.read()
+    except OSError:
+        source = ""
+    if f'"{POST_INSTALL_MARKER}"' not in source:
+        raise RuntimeError(
+            f"textattack {version(LIBRARY)}: {install} no longer checks its post-install "
+            f"marker {POST_INSTALL_MARKER!r}; alum.finetune.word_attack writes that marker "
+            f"to import TextAttack offline and must be adapted (the tested release is 0.3.11)")
+
+
 def _cache_dir() -> str:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(root, "alum", "textattack")
@@ -82,6 +103,7 @@ def import_textattack():
                            f"pip install -e .[attack] (see docs/robustness_study.md)")
     if "textattack" in sys.modules:
         return sys.modules["textattack"]
+    _check_post_install_marker()
     cache = os.environ.setdefault("TA_CACHE_DIR", _cache_dir())
     os.makedirs(cache, exist_ok=True)
     marker = os.path.join(cache, POST_INSTALL_MARKER)

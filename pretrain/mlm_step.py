@@ -98,12 +98,21 @@ def _zero3_fresh_partitions(engine) -> None:
     layer's, the last produced) reach their partitions only during the next backward,
     with ``micro_step_id == 1``, and are added to the stale values. With one backward per
     micro-batch that never happens at micro step 0; the lean order's two do. Starting the
-    step from zeroed partitions makes copy and add agree.
+    step from zeroed partitions makes copy and add agree. Both attributes are private to
+    DeepSpeed's ZeRO-3 optimizer: checked, so that a release renaming them stops the run
+    with its version instead of silently skipping the fix; still needed while
+    tests/pretrain/test_alum_orders.py (lean order under ZeRO-3) fails without it.
     """
-    optimizer = getattr(engine, "optimizer", None)
-    if engine.zero_optimization_stage() != 3 or getattr(optimizer, "micro_step_id", 1) != 0:
+    if engine.zero_optimization_stage() != 3:
         return
-    buffer = getattr(optimizer, "grad_partitions_flat_buffer", None)
+    from alum.parallel.internals import require_instance_attrs
+
+    optimizer = engine.optimizer
+    require_instance_attrs(optimizer, "deepspeed", ("micro_step_id", "grad_partitions_flat_buffer"),
+                           use="zeroes the gradient partitions before a step's first backward")
+    if optimizer.micro_step_id != 0:
+        return
+    buffer = optimizer.grad_partitions_flat_buffer
     if buffer is not None:
         buffer.zero_()
 

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
+from alum.parallel.internals import require_instance_attrs
+
 from .config import PretrainConfig, TrainConfig
 from .data import valid_batches
 from .mlm_step import clean_head_rows, clean_objective, to_device
@@ -152,6 +154,11 @@ class PipelineSteps:
         norm = None
         try:
             self.engine.allreduce_gradients()
+            # engine._config is private to DeepSpeed (its gradient_clipping() reads it):
+            # checked, so a release that moves it stops here naming its version.
+            require_instance_attrs(self.engine, "deepspeed", ("_config.gradient_clipping",),
+                                   use="switches DeepSpeed's clipping off for a step it "
+                                       "clipped itself")
             clip = self.engine._config.gradient_clipping
             if self.own_clip:
                 norm = self._clip_pipeline_grads(clip)

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Installs what alum needs on a fresh machine, idempotently: torch first (the pinned
 # version, from the index pip is configured with; a plain `pip install torch` from PyPI
-# fetches a multi-GB CUDA build), then the project with its test and demo extras, pinned to that torch.
+# fetches a multi-GB CUDA build), then the project with its test, demo and attack extras
+# at the newest releases pip finds, constrained to that torch (docs/upgrading.md,
+# "Tested versions": why CI stays on torch's CPU wheel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 
-have_torch=$($PY -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null || true)
-if [ "$have_torch" != "$TORCH_VERSION" ]; then
-  $PY -m pip install -q "torch==$TORCH_VERSION"
-fi
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo "torch==$TORCH_VERSION" > "$constraints"
-# PIP_CONSTRAINT also reaches the isolated build environments (deepspeed ships as an sdist
-# whose build imports torch): a CUDA torch must not be pulled in there either.
+# PIP_CONSTRAINT (not only -c) also reaches the isolated build environments (deepspeed
+# ships as an sdist whose build imports torch): a CUDA torch must not be pulled in there
+# either. It replaces a constraint file from pip's configuration for these commands: the
+# version asked for here is the one installed.
+have_torch=$($PY -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null || true)
+if [ "$have_torch" != "$TORCH_VERSION" ]; then
+  PIP_CONSTRAINT="$constraints" $PY -m pip install -q "torch==$TORCH_VERSION"
+fi
 PIP_CONSTRAINT="$constraints" $PY -m pip install -q -c "$constraints" -e ".[test,demo,attack]"
 # The word attack's library without its declared dependencies (see setup.py, extra "attack").
 $PY -m pip install -q --no-deps "textattack==0.3.11"

@@ -10,7 +10,7 @@ that holds its target:
 
     alum/       -> ``alum`` (the shared core; ``alum.<x>`` outside the mapped names)
     pretrain/   -> ``alum.pretrain``     finetune/ -> ``alum.finetune``
-    tools/      -> ``alum.tools``        kernels/  -> ``alum.kernels``
+    tools/      -> ``alum.tools``        kernels/python/ -> ``alum.kernels``
     benchmarks/ -> scripts, run from their folder (``import memory_tracker``)
 
 The rules (``python3 tests/test_import_layering.py`` prints the whole table):
@@ -37,6 +37,10 @@ FOLDERS: Dict[str, Optional[str]] = {
 }
 """Top-level folder -> the import name it installs as (None: scripts, not a package)."""
 
+PACKAGE_ROOTS: Dict[str, str] = {"kernels": os.path.join("kernels", "python")}
+"""Folders whose package is a subfolder: kernels/ itself is no package (setup.py says why),
+its Python side is kernels/python/."""
+
 CORE = "alum"
 
 ALLOWED_CORE_IMPORTS: Dict[Tuple[str, str], str] = {}
@@ -52,14 +56,16 @@ Site = Tuple[str, int, str]     # file, line, imported module
 
 def _module_name(path: str) -> Optional[str]:
     """The import name of the file at ``path`` (relative to ROOT); None for scripts."""
-    parts = path[:-3].split(os.sep)
-    folder = parts[0]
+    folder = path.split(os.sep)[0]
     package = FOLDERS[folder]
     if package is None:
         return None
+    parts = os.path.relpath(path[:-3], PACKAGE_ROOTS.get(folder, folder)).split(os.sep)
+    if parts[0] == os.pardir:
+        return None   # beside the package (kernels/ outside kernels/python/): no module
     if parts[-1] == "__init__":
         parts = parts[:-1]
-    return ".".join([package] + parts[1:])
+    return ".".join([package] + parts)
 
 
 def _is_package(path: str) -> bool:
@@ -268,6 +274,12 @@ def test_the_scanner_sees_local_relative_and_lazy_imports(tmp_path, monkeypatch)
     assert sorted(imports_of(os.path.join("pretrain", "sub", "mod.py"))) == [
         (1, "importlib"), (3, "alum.pretrain.consolidate.x"),
         (4, "alum.tools.convert.name_map"), (5, "alum.finetune.cli")]
+    os.makedirs(tmp_path / "kernels" / "python")
+    (tmp_path / "kernels" / "python" / "__init__.py").write_text("from .sym_kl import f\n")
+    assert _module_name(os.path.join("kernels", "python", "sym_kl.py")) == "alum.kernels.sym_kl"
+    assert list(imports_of(os.path.join("kernels", "python", "__init__.py"))) == [
+        (1, "alum.kernels.sym_kl.f")]
+    assert folder_of("alum.kernels.sym_kl", "pretrain") == "kernels"
     assert folder_of("alum.tools.convert.name_map", "pretrain") == "tools"
     assert folder_of("alum.models", "pretrain") == "alum"
     assert folder_of("torch.nn", "pretrain") is None

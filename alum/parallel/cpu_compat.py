@@ -22,7 +22,10 @@ class is replaced by one that forks the CPU generator, so that
 ``get_cuda_rng_tracker().fork()`` keeps its meaning: a separate stream of random
 numbers per tensor-parallel rank for dropout in the split regions.
 
-``apply_cpu_compat()`` is idempotent and a no-op when CUDA is available.
+``apply_cpu_compat()`` is idempotent and a no-op when CUDA is available. Everything it
+patches is private to megatron-core: each is checked first (alum.parallel.internals,
+which names the test showing the patch is still needed), and a changed one stops the
+run with a line naming the installed megatron-core and the internal.
 """
 from __future__ import annotations
 
@@ -33,16 +36,15 @@ from typing import Any, Callable, Dict, List
 
 import torch
 
-# Modules whose ``torch`` global is rebound. Only these see the proxy.
-_MODULES_USING_CUDA: List[str] = [
-    "megatron.core.utils",
-    "megatron.core.tensor_parallel.layers",
-    "megatron.core.tensor_parallel.mappings",
-    "megatron.core.tensor_parallel.utils",
-    "megatron.core.tensor_parallel.data",
-    "megatron.core.pipeline_parallel.schedules",
-    "megatron.core.pipeline_parallel.p2p_communication",
-]
+from .internals import (TORCH_GLOBAL_MODULES, internal, require, require_instance_attrs,
+                        require_torch_global)
+
+# Modules whose ``torch`` global is rebound. Only these see the proxy. Still needed while
+# each asks CUDA for a device: tests/parallel/test_internals.py::
+# test_each_proxied_module_still_asks_cuda_for_a_device.
+_MODULES_USING_CUDA: List[str] = list(TORCH_GLOBAL_MODULES)
+_RANDOM = "megatron.core.tensor_parallel.random"
+_DATA = "megatron.core.tensor_parallel.data"
 
 # Tensor factories megatron calls with device="cuda" or device=current_device().
 _FACTORIES = ("empty", "zeros", "ones", "tensor", "full", "arange")
@@ -164,12 +166,26 @@ def _cpu_rng_tracker_class(base: type) -> type:
     return CpuRNGStatesTracker
 
 
+def _check_rng(random_mod: types.ModuleType) -> None:
+    for name in ("CudaRNGStatesTracker", "CudaRNGStatesTracker.add",
+                 "CudaRNGStatesTracker.fork", "_get_cuda_rng_state", "_set_cuda_rng_state",
+                 "initialize_rng_tracker"):
+        require(internal(_RANDOM, name), random_mod)
+    # The bookkeeping the CPU tracker's add/fork keep in megatron's own attributes.
+    require_instance_attrs(random_mod.CudaRNGStatesTracker(), "megatron-core",
+                           ("states_", "seeds_", "_current_state_name", "_is_initialized"),
+                           use="keeps the CPU tracker's states in them")
+
+
 def _patch_rng(random_mod: types.ModuleType) -> None:
-    _ORIGINALS["CudaRNGStatesTracker"] = random_mod.CudaRNGStatesTracker
+    """Still needed while megatron's tracker forks the CUDA generator:
+    tests/parallel/test_internals.py::test_megatron_still_needs_the_cpu_compat."""
+    base = random_mod.CudaRNGStatesTracker
+    _ORIGINALS["CudaRNGStatesTracker"] = base
     _ORIGINALS["_get_cuda_rng_state"] = random_mod._get_cuda_rng_state
     _ORIGINALS["_set_cuda_rng_state"] = random_mod._set_cuda_rng_state
     # initialize_rng_tracker looks the class up at call time.
-    random_mod.CudaRNGStatesTracker = _cpu_rng_tracker_class(random_mod.CudaRNGStatesTracker)
+    random_mod.CudaRNGStatesTracker = _cpu_rng_tracker_class(base)
 
     # Used by CheckpointFunction (activation recomputation) to save and restore the
     # "cuda" state around the recomputed forward: on CPU that is the CPU state.
@@ -187,7 +203,8 @@ def _patch_rng(random_mod: types.ModuleType) -> None:
 
 def _patch_broadcast_data(data_mod: types.ModuleType) -> None:
     """``broadcast_data`` calls ``tensor.cuda()`` (a Tensor method no proxy reaches):
-    the same function with the packing left on the CPU."""
+    the same function with the packing left on the CPU. Still needed while it does:
+    tests/parallel/test_internals.py::test_each_proxied_module_still_asks_cuda_for_a_device."""
     _ORIGINALS["broadcast_data"] = data_mod.broadcast_data
 
     def broadcast_data(keys, data, datatype, tp_group=None):
@@ -226,12 +243,19 @@ def apply_cpu_compat() -> bool:
     if _APPLIED:
         return True
     proxy = _CpuTorch()
-    for name in _MODULES_USING_CUDA:
-        module = importlib.import_module(name)
+    modules = [importlib.import_module(name) for name in _MODULES_USING_CUDA]
+    random_mod, data_mod = importlib.import_module(_RANDOM), importlib.import_module(_DATA)
+    # Every check before the first patch: a changed internal leaves megatron untouched.
+    for name, module in zip(_MODULES_USING_CUDA, modules):
+        require_torch_global(module, internal(name, "torch"), torch)
+    _check_rng(random_mod)
+    for name in ("broadcast_data", "_build_key_size_numel_dictionaries", "_check_data_types"):
+        require(internal(_DATA, name), data_mod)
+    for name, module in zip(_MODULES_USING_CUDA, modules):
         _ORIGINALS[name] = module.torch
         module.torch = proxy
-    _patch_rng(importlib.import_module("megatron.core.tensor_parallel.random"))
-    _patch_broadcast_data(importlib.import_module("megatron.core.tensor_parallel.data"))
+    _patch_rng(random_mod)
+    _patch_broadcast_data(data_mod)
     _APPLIED = True
     return True
 

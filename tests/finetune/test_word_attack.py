@@ -128,3 +128,17 @@ def test_importing_textattack_leaves_existing_loggers_enabled():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_renamed_post_install_marker_stops_the_import_with_the_version(monkeypatch):
+    """The marker alum writes must be the one the installed TextAttack checks; a release
+    that renamed it would download on import: refused, naming the version."""
+    import importlib.metadata
+
+    word_attack._check_post_install_marker()  # the installed release checks this marker
+    monkeypatch.setattr(word_attack, "POST_INSTALL_MARKER", "post_install_check_99")
+    version = importlib.metadata.version("textattack")
+    with pytest.raises(RuntimeError, match=rf"^textattack {version}: .*install\.py no longer "
+                                           r"checks its post-install marker "
+                                           r"'post_install_check_99'"):
+        word_attack._check_post_install_marker()

@@ -27,7 +27,19 @@ import torch
 from . import adv_project_op  # noqa: F401  (defines the schema before the library loads)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CSRC = os.path.join(HERE, "csrc")
+
+
+def _csrc_dir() -> str:
+    """The CUDA sources: ``csrc/`` beside this file once installed (setup.py ships
+    kernels/csrc/ as alum.kernels.csrc), else the repository's kernels/csrc/, the
+    sibling of kernels/python/ where this file lives in the source tree."""
+    installed = os.path.join(HERE, "csrc")
+    if os.path.isdir(installed):
+        return installed
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "csrc")
+
+
+CSRC = _csrc_dir()
 SOURCES = [os.path.join(CSRC, "adv_project_kernel.cu"),
            os.path.join(CSRC, "adv_project_binding.cpp")]
 HEADERS = [os.path.join(CSRC, "adv_project_kernel.cuh")]
