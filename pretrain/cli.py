@@ -152,8 +152,10 @@ def closing_summary(summary, cfg: PretrainConfig) -> str:
         f = summary.flip_check
         if f:
             lines.append(f"ALUM flips {100 * f['alum']:.1f}% of the masked-token predictions; "
-                         f"dropout alone flips {100 * f['dropout']:.1f}% between two clean "
-                         f"passes ({f['positions']} validation positions, final weights)")
+                         f"dropout alone flips {100 * f['dropout']:.1f}% (the same two passes "
+                         f"with delta = 0; two whole clean passes: "
+                         f"{100 * f['two_clean_passes']:.1f}%) ({f['positions']} validation "
+                         f"positions, final weights)")
     else:
         lines.append("ALUM: off (--no-alum)")
     if summary.optimizer_steps_skipped:

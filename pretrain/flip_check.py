@@ -7,16 +7,19 @@ nothing and the whole flip rate is dropout's: the term is then R-Drop's consiste
 (Liang et al., 2021) at ALUM's price. This check measures both on the same batches at
 the end of a run, in training mode, with the final weights:
 
-* ``dropout``: the share of predicted positions whose argmax differs between two clean
-  passes (δ = 0, two dropout masks);
 * ``alum``: the flip rate of ALUM's own step (random start, K ascent steps, perturbed
-  pass), as the core's statistics compute it during training.
+  pass), as the core's statistics compute it during training;
+* ``dropout``: the same two passes with δ = 0: what dropout alone flips there;
+* ``two_clean_passes``: two whole clean passes (embedding dropout redrawn as well), for
+  reference: ALUM's perturbed pass reuses the clean embedding output, so this is not the
+  baseline.
 
 It runs under the caller's RNG fork, so the training stream is left untouched (a resumed
 run stays bit-for-bit equal to an uninterrupted one).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Dict, Iterable, Optional
 
 import torch
@@ -32,12 +35,23 @@ def flip_rates(model: nn.Module, batches: Iterable[Dict[str, torch.Tensor]],
                alum: AlumConfig, positions: str, run_seed: Optional[int],
                to_device: Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]],
                all_reduce_sum: Callable) -> Optional[Dict[str, float]]:
-    """``{"dropout": share, "alum": share, "positions": n}`` over ``batches`` (summed over
-    data-parallel ranks by ``all_reduce_sum``); None when no position is predicted."""
+    """Shares of the predicted positions of ``batches`` (summed over data-parallel ranks by
+    ``all_reduce_sum``) whose argmax differs between:
+
+    * ``alum``: the clean pass and ALUM's perturbed pass (its random start, K ascent steps);
+    * ``dropout``: the clean pass and the same perturbed pass with δ = 0 (σ = η = 0): it
+      starts from the clean pass's embedding output, as ALUM's does, and differs from the
+      clean pass only by the encoder's dropout masks: the baseline for ``alum``;
+    * ``two_clean_passes``: two whole clean passes (the embedding dropout redrawn too).
+
+    Also ``positions``, the count. None when no position is predicted.
+    """
     runner = module_runner(model)  # like validation: the module's hooks, not the engine's
     was_training = model.training
     model.train()  # dropout on: the noise ALUM's passes see
-    dropout_flips = alum_flips = count = 0.0
+    no_delta = dataclasses.replace(alum, noise_std=0.0, step_size=0.0)
+    sums = {"alum": 0.0, "dropout": 0.0, "two_clean_passes": 0.0}
+    count = 0.0
     with torch.random.fork_rng(devices=[]):
         for batch in batches:
             batch = to_device(batch)
@@ -48,17 +62,22 @@ def flip_rates(model: nn.Module, batches: Iterable[Dict[str, torch.Tensor]],
             with torch.no_grad():
                 first = predicted_ids(model, runner.forward(clean_pass(model), *args)[1])
                 second = predicted_ids(model, runner.forward(clean_pass(model), *args)[1])
-            dropout_flips += float((first != second).sum())
-            result = mlm_micro_batch(runner, batch, alum, True, positions, run_seed=run_seed)
-            if result.adv is not None and not result.adv.skipped \
-                    and result.adv.flip_rate is not None:
-                alum_flips += float(result.adv.flip_rate) * n
+            sums["two_clean_passes"] += float((first != second).sum())
+            for key, config in (("alum", alum), ("dropout", no_delta)):
+                result = mlm_micro_batch(runner, batch, config, True, positions,
+                                         run_seed=run_seed)
+                if result.adv is not None and not result.adv.skipped \
+                        and result.adv.flip_rate is not None:
+                    sums[key] += float(result.adv.flip_rate) * n
+                del result
             count += n
-            del result
     if not was_training:
         model.eval()
-    dropout_flips, alum_flips, count = all_reduce_sum([dropout_flips, alum_flips, count])
+    keys = sorted(sums)
+    reduced = all_reduce_sum([sums[k] for k in keys] + [count])
+    count = reduced[-1]
     if count == 0:
         return None
-    return {"dropout": dropout_flips / count, "alum": alum_flips / count,
-            "positions": int(count)}
+    out = {k: v / count for k, v in zip(keys, reduced)}
+    out["positions"] = int(count)
+    return out

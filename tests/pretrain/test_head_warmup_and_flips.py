@@ -96,11 +96,14 @@ def test_dropout_flips_match_two_plain_passes(dropout):
         a = model(batch["input_ids"], batch["attention_mask"], rows=rows).argmax(-1)
         b = model(batch["input_ids"], batch["attention_mask"], rows=rows).argmax(-1)
     assert out["positions"] == int(rows.sum())
-    assert out["dropout"] == pytest.approx(float((a != b).float().mean()))
+    assert out["two_clean_passes"] == pytest.approx(float((a != b).float().mean()))
     if dropout == 0.0:
-        assert out["dropout"] == 0.0
+        assert out["two_clean_passes"] == 0.0 and out["dropout"] == 0.0
     else:
-        assert out["dropout"] > 0.0
+        # A random model's residual branches are small next to the embedding stream, so
+        # redrawing the encoder's masks alone (``dropout``) may flip nothing; redrawing the
+        # embedding dropout too flips many predictions.
+        assert out["two_clean_passes"] > 0.0 and 0.0 <= out["dropout"] <= 1.0
     assert 0.0 <= out["alum"] <= 1.0
 
 
@@ -113,6 +116,7 @@ def test_alum_flips_come_from_delta_without_dropout():
     zero = flip_rates(model, batches, AlumConfig(alpha=1.0, **dict(
         RELATIVE, noise_std=0.0, step_size=0.0)), "masked", None, lambda x: x, _reduce)
     assert big["dropout"] == 0.0 and zero["dropout"] == 0.0
+    assert big["two_clean_passes"] == 0.0
     assert zero["alum"] == 0.0  # δ = 0 and no dropout: the perturbed pass is the clean one
     assert big["alum"] > 0.0    # a 50% ball flips some predictions of a random model
 
@@ -129,5 +133,6 @@ def test_alum_run_ends_with_the_flip_check(tmp_path, sample_cache):
     assert f is not None and f["positions"] > 0
     assert 0.0 <= f["dropout"] <= 1.0 and 0.0 <= f["alum"] <= 1.0
     text = closing_summary(summary, cfg)
-    assert f"dropout alone flips {100 * f['dropout']:.1f}%" in text
+    assert 0.0 <= f["two_clean_passes"] <= 1.0
+    assert f"dropout alone flips {100 * f['dropout']:.1f}% (the same two passes" in text
     assert f"({f['positions']} validation positions" in text
