@@ -21,6 +21,14 @@ def _record(arm, seed, clean, r1, r2, word, seconds):
             "train_seconds": seconds, "steps": 250, "alum": None, "adv_stats": {}}
 
 
+def _write_records(study, runs):
+    for r in runs:
+        path = study.record_path(r["arm"], r["seed"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(r, fh)
+
+
 def test_report_pairs_runs_by_seed(study_module, tmp_path):
     args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
     study = study_module.Study(args)
@@ -29,11 +37,7 @@ def test_report_pairs_runs_by_seed(study_module, tmp_path):
             _record("alum", 1, 0.61, 0.55, 0.35, 0.33, 260.0),
             _record("alum", 2, 0.60, 0.50, 0.30, 0.36, 290.0),
             _record("alum", 3, 0.59, 0.50, 0.30, 0.30, 280.0)]  # seed 3 has no pair
-    for r in runs:
-        path = study.record_path(r["arm"], r["seed"])
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as fh:
-            json.dump(r, fh)
+    _write_records(study, runs)
     summary = study.report(["standard", "alum"], [0.02, 0.05])
     assert summary["standard"]["n"] == 2 and summary["alum"]["n"] == 3
     assert summary["alum"]["r1"]["mean"] == pytest.approx(statistics.mean([0.55, 0.5, 0.5]))
@@ -52,12 +56,8 @@ def test_report_pairs_runs_by_seed(study_module, tmp_path):
 def test_report_covers_every_arm_with_records(study_module, tmp_path, capsys):
     args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
     study = study_module.Study(args)
-    for r in (_record("standard", 1, 0.60, 0.40, 0.20, 0.30, 100.0),
-              _record("alum-paper", 1, 0.62, 0.41, 0.21, 0.29, 120.0)):
-        path = study.record_path(r["arm"], r["seed"])
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as fh:
-            json.dump(r, fh)
+    _write_records(study, [_record("standard", 1, 0.60, 0.40, 0.20, 0.30, 100.0),
+                           _record("alum-paper", 1, 0.62, 0.41, 0.21, 0.29, 120.0)])
     # A sitting that runs only `standard` still reports the other arm's records.
     summary = study.report(["standard"], [0.02, 0.05])
     assert sorted(summary) == ["alum-paper", "standard"]
@@ -124,11 +124,7 @@ def test_continual_pretraining_pairs_and_stage_table(study_module, tmp_path):
             _record("cpt-standard", 2, 0.59, 0.40, 0.20, 0.30, 100.0),
             _record("cpt-relative", 1, 0.60, 0.50, 0.30, 0.35, 100.0),
             _record("cpt-relative", 2, 0.60, 0.46, 0.28, 0.33, 100.0)]
-    for r in runs:
-        path = study.record_path(r["arm"], r["seed"])
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as fh:
-            json.dump(r, fh)
+    _write_records(study, runs)
     evals = [{"loss": 8.0, "accuracy": 0.1, "step": 480}, {"loss": 7.5, "accuracy": 0.1,
              "step": 540}, {"loss": 7.4, "accuracy": 0.12, "step": 600}]
     study.state["cpt_stages"] = {
