@@ -124,10 +124,15 @@ class ContinualPretraining:
         return prefix
 
     # -- stages ---------------------------------------------------------------
+    def steps(self, stage: Stage) -> int:
+        """The stage's optimizer steps."""
+        a = self.args
+        return a.cpt_legacy_steps if stage.legacy else (
+            a.cpt_warmup_steps if stage.freeze_encoder else a.cpt_steps)
+
     def base_command(self, stage: Stage, hf_model: str) -> List[str]:
         a = self.args
-        steps = a.cpt_legacy_steps if stage.legacy else (
-            a.cpt_warmup_steps if stage.freeze_encoder else a.cpt_steps)
+        steps = self.steps(stage)
         lr = a.cpt_legacy_lr if stage.legacy else (
             a.cpt_warmup_lr if stage.freeze_encoder else a.cpt_lr)
         warmup = max(1, steps // 10)
@@ -165,7 +170,7 @@ class ContinualPretraining:
                         "--resume", "never", "--output-dir", before],
                 f"cpt-{name}-before.log"))
         run = os.path.join(d, "run")
-        eval_every = max(1, int(base[base.index("--train-steps") + 1]) // 10)
+        eval_every = max(1, self.steps(stage) // 10)
         t0 = time.time()
         # Checkpoints every --cpt-save-interval steps: a stage cut off resumes (auto).
         self.study.sh(base + ["--output-dir", run, "--save-interval",
