@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from .config import AlumConfig
-from .divergence import DivergenceFn, Divergences, Logits, LogitsGradFn, detach_logits
+from .divergence import (DivergenceFn, Divergences, Logits, LogitsGradFn, as_tuple,
+                         detach_logits)
 from .perturbation import (adv_project, ascent_step, compute_dtype, embedding_scale,
                            row_mask, row_norm)
 from .split_term import SplitTerm
@@ -192,6 +193,10 @@ class AlumStep:
        frozen) then ``update(grad)`` (the projected step), or ``ascend`` for all K. A
        layout that computes δ's gradient itself (a pipeline schedule) calls
        ``ascent_divergence`` for its loss and ``update`` with the gradient;
+
+    The cheaper directions (``AlumConfig.direction``) are choices of which of these
+    run, not other steps: ``none`` and ``random`` stop after ``start`` (``ascend`` runs
+    zero steps), ``free`` replaces stage 2 by ``take_gradient`` (``find`` picks);
     3. the term on ``perturbed_input()``'s logits: whole (``term``, one backward) or split
        into its perturbed and clean halves for two backward passes (``split``, then
        ``perturbed_half()`` and ``clean_half(clean_logits)``);
@@ -252,9 +257,20 @@ class AlumStep:
 
     # -- 1. the random start ----------------------------------------------------
     def start(self) -> torch.Tensor:
-        """δ₀ (Algorithm 1, line 1): ``init_noise`` or N(0, σ²I), zero on padding."""
+        """δ₀ (Algorithm 1, line 1): ``init_noise`` or N(0, σ²I), zero on padding.
+
+        The config's ``direction`` decides what δ₀ is (docs/algorithm.md, "Cheaper
+        variants"): the random start (``ascent``), zero (``none``; ``free``, until
+        ``take_gradient``), or the random start mapped into the ball by the update rule
+        (``random``)."""
         embeds, noise = self.embeds, self.init_noise
         self.scale = embedding_scale(embeds, self.config, self.mask)
+        direction = self.config.direction
+        if direction in ("none", "free"):
+            # No draw: the generators are left as they are, and δ is exactly zero.
+            self.delta = torch.zeros_like(embeds.detach())
+            self.grad = torch.zeros_like(self.delta)
+            return self.delta
         if noise is None:
             self.delta = initial_noise(embeds, self.config, self.mask, self.scale,
                                        self.generator)
@@ -266,7 +282,40 @@ class AlumStep:
             m = row_mask(self.mask, delta)
             self.delta = delta if m is None else (delta * m).to(embeds.dtype)
         self.grad = torch.zeros_like(self.delta)
+        if direction == "random":
+            # The draw as the direction of one update from δ = 0: η·z/‖z‖ projected onto
+            # the ε-ball (``project``), or r·z/‖z‖ (``normalize``), so δ has the ball's size
+            # rather than σ's. ``grad`` stays zero: no gradient went into δ.
+            with torch.no_grad():
+                self.delta = self.update_fn(torch.zeros_like(self.delta), self.delta,
+                                            self.config, self.mask, self.scale).detach()
         return self.delta
+
+    def take_gradient(self, grad: Optional[torch.Tensor],
+                      finite: Optional[bool] = None) -> bool:
+        """``direction="free"``: δ from a gradient the step already computed (the task
+        loss's gradient at the embedding output, from the clean backward), mapped into the
+        ball as one update from δ = 0 would map it (``update``). False, and the term
+        skipped, when the gradient is not finite."""
+        if self.config.direction != "free":
+            raise ValueError(f"AlumStep.take_gradient is for AlumConfig.direction='free', "
+                             f"not {self.config.direction!r}")
+        if self.delta is not None and grad is not None and grad.shape != self.delta.shape:
+            raise ValueError(f"the free direction's gradient has shape {tuple(grad.shape)}, "
+                             f"δ has {tuple(self.delta.shape)}")
+        return self.update(None if grad is None else grad.detach(), finite)
+
+    def find(self, forward_fn: ForwardFn, clean_logits: Logits,
+             task_grad: Optional[torch.Tensor] = None) -> bool:
+        """δ by the config's direction once ``start`` ran: the K ascent steps (``ascent``),
+        ``take_gradient(task_grad)`` (``free``), nothing more (``none``, ``random``).
+        False when the term is skipped."""
+        if self.config.direction == "free":
+            if task_grad is None and self.delta is not None:
+                raise ValueError("AlumConfig.direction='free' needs the task loss's gradient "
+                                 "at the embedding output (task_grad) from the clean backward")
+            return self.take_gradient(task_grad)
+        return self.ascend(forward_fn, clean_logits)
 
     # -- 2. the ascent ------------------------------------------------------------
     def ascent_divergence(self, adv_logits: Logits, clean_logits: Logits) -> torch.Tensor:
@@ -299,12 +348,17 @@ class AlumStep:
                                             self.scale).detach()
         return True
 
+    @property
+    def ascent_steps(self) -> int:
+        """K for ``direction="ascent"``; 0 for the others (no ascent pass)."""
+        return self.config.steps if self.config.direction == "ascent" else 0
+
     def ascend(self, forward_fn: ForwardFn, clean_logits: Logits) -> bool:
-        """The K ascent steps of Algorithm 1 (``gradient`` then ``update``, K times);
-        False when one was skipped."""
+        """The K ascent steps of Algorithm 1 (``gradient`` then ``update``, K times; none
+        for a direction other than ``ascent``); False when one was skipped."""
         clean = detach_logits(clean_logits)
         return all(self.update(self.gradient(forward_fn, clean))
-                   for _ in range(self.config.steps))
+                   for _ in range(self.ascent_steps))
 
     # -- 3. the term --------------------------------------------------------------
     def perturbed_input(self) -> torch.Tensor:
@@ -317,9 +371,18 @@ class AlumStep:
         """α · ``value``: the one place ALUM's weight is applied."""
         return self.config.alpha * value
 
+    @property
+    def clean_branch(self) -> bool:
+        """Whether the term sends gradient into the clean branch: not for ``free``, whose
+        clean graph was consumed by the clean backward that gave δ its direction."""
+        return self.config.direction != "free"
+
     def term(self, adv_logits: Logits, clean_logits: Logits) -> torch.Tensor:
-        """α·D(f(x+δ), f(x)) with gradient into both branches (Algorithm 1, the g_θ term);
+        """α·D(f(x+δ), f(x)) with gradient into both branches (Algorithm 1, the g_θ term),
+        into the perturbed one only for ``direction="free"`` (``clean_branch``);
         a zero when the ascent or the term was not finite."""
+        if not self.clean_branch:
+            clean_logits = detach_logits(clean_logits)
         if self.skipped is None:
             value = self.divergences.final(adv_logits, clean_logits, self.row_weights)
             if self._finite(value, self.all_finite):
@@ -354,13 +417,14 @@ class AlumStep:
         """Whether the term counts: computed and finite."""
         return self.value is not None and self.skipped is None
 
-    def run(self, forward_fn: ForwardFn, clean_logits: Logits
-            ) -> Tuple[torch.Tensor, AdversarialStats]:
+    def run(self, forward_fn: ForwardFn, clean_logits: Logits,
+            task_grad: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, AdversarialStats]:
         """Every stage now, the term whole (one backward, with the caller's loss):
-        ``(α·D or 0, stats)``. The fine-tuning loss and the fast order call this."""
+        ``(α·D or 0, stats)``. The fine-tuning loss and the fast order call this.
+        ``task_grad``: the free direction's gradient (see ``find``)."""
         self.start()
         adv_logits = None
-        if self.ascend(forward_fn, clean_logits):
+        if self.find(forward_fn, clean_logits, task_grad):
             adv_logits = forward_fn(self.perturbed_input())  # the final pass, weight gradients on
         loss = self.term(adv_logits, clean_logits)
         return loss, self.stats(adv_logits, clean_logits)
@@ -420,19 +484,50 @@ class AlumStep:
         return False
 
 
+def first_rows(x: Any, n: int) -> Any:
+    """The first ``n`` rows (leading dimension) of a tensor or of each tensor of a tuple;
+    None stays None."""
+    if x is None or isinstance(x, torch.Tensor):
+        return None if x is None else x[:n]
+    return tuple(t[:n] for t in x)
+
+
+def adversarial_examples(config: AlumConfig, embeds: torch.Tensor, clean_logits: Logits
+                         ) -> Tuple[int, int]:
+    """``(examples, embedding rows)`` that get the term under ``config.fraction``: the
+    first ceil(fraction × examples) examples of the micro-batch (an example is a row of
+    the logits; its sequences are ``embeds.shape[0] / examples`` consecutive embedding
+    rows: several for multiple choice).
+
+    The first rows, not a random subset: the choice then depends on nothing but the
+    batch, so a resumed run and every parallel layout select the same sequences and draw
+    nothing from any generator."""
+    examples = as_tuple(clean_logits)[0].shape[0]
+    if embeds.shape[0] % examples:
+        raise ValueError(f"{embeds.shape[0]} embedding rows for {examples} examples: "
+                         f"AlumConfig.fraction needs a whole number of sequences per example")
+    n = config.adversarial_rows(examples)
+    return n, n * (embeds.shape[0] // examples)
+
+
 def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: Logits,
-                     config: AlumConfig, mask: Optional[torch.Tensor] = None, **search: Any,
+                     config: AlumConfig, mask: Optional[torch.Tensor] = None,
+                     task_grad: Optional[torch.Tensor] = None, **search: Any,
                      ) -> Tuple[torch.Tensor, AdversarialStats]:
     """α · D_sym(f(x+δ), f(x)) after K ascent steps on δ (Algorithm 1); returns (loss, stats).
 
     Args:
         forward_fn: maps a perturbed embedding output ``[B, T, H]`` to logits
-            (a tensor, or a tuple of tensors whose divergences are summed).
+            (a tensor, or a tuple of tensors whose divergences are summed). With
+            ``config.fraction < 1`` it receives the first rows only (``adversarial_examples``)
+            and must run the model on those examples' inputs.
         embeds: the clean embedding output ``[B, T, H]``.
         clean_logits: the clean forward's logits. Per-token logits ``[B, T, C]`` are
             averaged over ``mask``'s unmasked positions; pooled logits over examples.
         config: see ``AlumConfig``.
         mask: padding mask ``[B, T]`` (1 = token); padding gets δ = 0.
+        task_grad: ``direction="free"`` only: the task loss's gradient with respect to
+            ``embeds``, from a clean backward the caller has already run.
         search: ``AlumStep``'s keyword arguments (``init_noise``, ``loss_scale``,
             ``generator``, ``divergences``, ``all_finite``, ``freeze``, ``update``,
             ``row_weights``).
@@ -440,4 +535,12 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
     A NaN/Inf gradient or term does not crash: the term is 0 for that step, the stats
     say ``skipped=True`` and a warning is logged; the caller counts these.
     """
-    return AlumStep(config, embeds, mask, **search).run(forward_fn, clean_logits)
+    if config.fraction < 1.0:
+        n, rows = adversarial_examples(config, embeds, clean_logits)
+        embeds, mask, task_grad = embeds[:rows], first_rows(mask, rows), \
+            first_rows(task_grad, rows)
+        clean_logits = first_rows(clean_logits, n)
+        for key in ("init_noise", "row_weights"):
+            if isinstance(search.get(key), torch.Tensor):
+                search[key] = search[key][:rows]
+    return AlumStep(config, embeds, mask, **search).run(forward_fn, clean_logits, task_grad)

@@ -15,7 +15,7 @@ import inspect
 import textwrap
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
 
-from .config import EPSILON_SCALES, LEVELS, LOSSES, NORMS, PRESETS, UPDATES, AlumConfig
+from .config import DIRECTIONS, EPSILON_SCALES, LEVELS, LOSSES, NORMS, PRESETS, UPDATES, AlumConfig
 
 
 def field_docs(cls: type) -> Dict[str, str]:
@@ -104,7 +104,7 @@ def section_values(args: argparse.Namespace, cls: Type, skip: tuple = ()) -> Dic
 
 
 ALUM_CHOICES = {"norm": NORMS, "level": LEVELS, "update": UPDATES, "loss": LOSSES,
-                "epsilon_scale": EPSILON_SCALES}
+                "epsilon_scale": EPSILON_SCALES, "direction": DIRECTIONS}
 
 
 def add_alum_arguments(parser: argparse.ArgumentParser, default_preset: str) -> None:

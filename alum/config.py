@@ -6,6 +6,7 @@ rejected when the config is built, not half-way through a training run.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict
 
@@ -16,6 +17,7 @@ LEVELS = ("token", "sequence")
 UPDATES = ("project", "normalize")
 LOSSES = ("sym_kl", "kl", "mse")
 EPSILON_SCALES = ("absolute", "relative")
+DIRECTIONS = ("ascent", "none", "random", "free")
 
 
 @dataclass
@@ -42,7 +44,8 @@ class AlumConfig(ConfigMixin):
     token or sequence, so a radius means the same across models (docs/algorithm.md, "A measured warning")."""
 
     steps: int = 1
-    """Number K of ascent steps (the paper uses K = 1)."""
+    """Number K of ascent steps (the paper uses K = 1). Used by ``direction="ascent"``
+    only; the other directions run no ascent and ignore it."""
 
     norm: str = "inf"
     """Norm of the update: ``"inf"`` or ``"l2"``; ``"l1"`` (sign) only for ``normalize``."""
@@ -70,6 +73,18 @@ class AlumConfig(ConfigMixin):
     start_step: int = 0
     """Curriculum: the adversarial term is off before this optimizer step (0 = from the start)."""
 
+    direction: str = "ascent"
+    """Where δ comes from (docs/algorithm.md, "Cheaper variants"): ``"ascent"``: Algorithm 1
+    (random start, K ascent steps); ``"none"``: δ = 0, the term compares two dropout passes
+    (R-Drop); ``"random"``: the random start mapped into the ball by the update rule, no
+    ascent; ``"free"``: the task loss's gradient at the embedding output from the clean
+    backward, mapped into the ball by the update rule, no extra pass (the term then sends
+    gradient into the perturbed branch only)."""
+
+    fraction: float = 1.0
+    """Share of the batch's sequences (examples) that get the adversarial term: the first
+    ceil(fraction × rows) of each micro-batch; the term is averaged over those (0 < f <= 1)."""
+
     def __post_init__(self) -> None:
         for name in ("alpha", "noise_std", "step_size", "epsilon"):
             check_number(self, name, minimum=0.0)
@@ -79,6 +94,8 @@ class AlumConfig(ConfigMixin):
         check_choice(self, "update", UPDATES)
         check_choice(self, "loss", LOSSES)
         check_choice(self, "epsilon_scale", EPSILON_SCALES)
+        check_choice(self, "direction", DIRECTIONS)
+        check_number(self, "fraction", minimum=0.0, strict=True, maximum=1.0)
         check_int(self, "steps", 1)
         check_int(self, "start_step", 0)
         check_bool(self, "detach_embeddings")
@@ -94,6 +111,12 @@ class AlumConfig(ConfigMixin):
     def active(self, step: int) -> bool:
         """Whether the adversarial term is on at optimizer step ``step`` (the curriculum)."""
         return self.alpha > 0.0 and step >= self.start_step
+
+    def adversarial_rows(self, rows: int) -> int:
+        """How many of a micro-batch's ``rows`` sequences get the term: ceil(fraction × rows),
+        at least 1 (the leading ones)."""
+        # Rounded first so that e.g. 0.3 × 10 = 3.0000000000000004 gives 3, not 4.
+        return max(1, min(rows, math.ceil(round(self.fraction * rows, 9))))
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "AlumConfig":
@@ -135,3 +158,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                               norm="l2", level="token", update="project",
                               epsilon_scale="relative", loss="sym_kl"),
 }
+# Cheaper variants of the default (docs/algorithm.md, "Cheaper variants"; their cost per
+# step is in docs/alum_cost.md): the same ball and weight, less work per step.
+PRESETS["rdrop"] = dict(PRESETS["relative-finetune"], direction="none")
+PRESETS["random-start"] = dict(PRESETS["relative-finetune"], direction="random")
+PRESETS["free"] = dict(PRESETS["relative-finetune"], direction="free")
+PRESETS["half-batch"] = dict(PRESETS["relative-finetune"], fraction=0.5)
