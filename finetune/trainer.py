@@ -78,6 +78,13 @@ class AlumTrainer(Trainer):
     def __init__(self, *args: Any, alum_config: Optional[AlumConfig] = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.alum_config = alum_config
+        if alum_config is not None and alum_config.direction == "free" \
+                and getattr(self, "is_deepspeed_enabled", False):
+            # accelerate's DeepSpeed backward also steps the engine: the free direction's
+            # two backward passes per batch would step the optimizer twice.
+            raise ValueError("AlumConfig.direction='free' (--adv-direction free) is not "
+                             "supported with DeepSpeed in alum-finetune; use another "
+                             "direction or train without --deepspeed")
         self.adv_skipped = 0
         """Steps whose adversarial term was dropped for a NaN/Inf gradient
         (docs/algorithm.md, "Algorithm 1")."""
@@ -108,12 +115,27 @@ class AlumTrainer(Trainer):
         perturbed_model = (self.accelerator.unwrap_model(model)
                            if getattr(self, "is_deepspeed_enabled", False) else model)
 
-        def forward_fn(perturbed: torch.Tensor) -> Logits:
-            with site.inject(perturbed):
-                return head_logits(perturbed_model(**model_inputs), mask)
+        batch = site.output.shape[0]
+        examples = next(v.shape[0] for v in model_inputs.values() if isinstance(v, torch.Tensor))
 
+        def forward_fn(perturbed: torch.Tensor) -> Logits:
+            inputs_now, mask_now = model_inputs, mask
+            if perturbed.shape[0] < batch:  # AlumConfig.fraction: the first examples only
+                n = perturbed.shape[0] * examples // batch
+                inputs_now = {k: v[:n] if isinstance(v, torch.Tensor) and v.dim() > 0
+                              and v.shape[0] == examples else v for k, v in model_inputs.items()}
+                mask_now = None if mask is None else mask[:perturbed.shape[0]]
+            with site.inject(perturbed):
+                return head_logits(perturbed_model(**inputs_now), mask_now)
+
+        # The free direction takes δ from the task loss's gradient at the embedding output:
+        # the clean backward runs now, before the perturbed pass, and the term then sends
+        # gradient into the perturbed branch only (docs/algorithm.md, "Cheaper variants").
+        task_grad = self._clean_backward(outputs.loss, site.output) \
+            if cfg.direction == "free" else None
         adv, stats = adversarial_loss(forward_fn, site.output, head_logits(outputs, mask), cfg,
-                                      mask=mask, loss_scale=self._loss_scale(),
+                                      mask=mask, task_grad=task_grad,
+                                      loss_scale=self._loss_scale(),
                                       update=adv_project_dispatch.adv_project)
         self.adv_steps += 1
         if stats.skipped:
@@ -122,8 +144,26 @@ class AlumTrainer(Trainer):
             for key, value in stats.to_dict().items():
                 if key != "skipped":
                     self._adv_window[key].append(value)
-        loss = outputs.loss + adv.to(outputs.loss.dtype)
+        clean_loss = outputs.loss.detach() if task_grad is not None else outputs.loss
+        loss = clean_loss + adv.to(outputs.loss.dtype)
+        if not loss.requires_grad:  # free, term skipped: the Trainer's backward has nothing to do
+            loss = loss.detach().requires_grad_(True)
         return (loss, outputs) if return_outputs else loss
+
+    def _clean_backward(self, loss: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """Back-propagates the clean task loss now (scaled as ``training_step`` scales the
+        loss it returns) and returns its gradient at the embedding output: the free
+        direction's δ comes from it, at no extra pass."""
+        if not embeds.requires_grad:
+            raise ValueError("AlumConfig.direction='free' needs the task loss's gradient at "
+                             "the embedding output, but the embeddings are frozen")
+        seen: Dict[str, torch.Tensor] = {}
+        handle = embeds.register_hook(lambda g: seen.setdefault("grad", g.detach()))
+        try:
+            self.accelerator.backward(loss / self.current_gradient_accumulation_steps)
+        finally:
+            handle.remove()
+        return seen["grad"]
 
     def _loss_scale(self) -> float:
         """The fp16 grad scaler's current scale, so the inner gradient does not underflow
