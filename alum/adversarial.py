@@ -351,7 +351,7 @@ class AlumStep:
     @property
     def ascent_steps(self) -> int:
         """K for ``direction="ascent"``; 0 for the others (no ascent pass)."""
-        return self.config.steps if self.config.direction == "ascent" else 0
+        return self.config.ascent_steps
 
     def ascend(self, forward_fn: ForwardFn, clean_logits: Logits) -> bool:
         """The K ascent steps of Algorithm 1 (``gradient`` then ``update``, K times; none

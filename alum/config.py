@@ -103,6 +103,11 @@ class AlumConfig(ConfigMixin):
             raise ValueError(
                 "AlumConfig.norm='l1' (sign) exists only for update='normalize'; "
                 "the project rule takes norm='inf' or norm='l2'")
+        if self.direction == "free" and not self.detach_embeddings:
+            raise ValueError(
+                "AlumConfig.detach_embeddings=False does not fit direction='free': the clean "
+                "graph is consumed by the clean backward that gives δ its direction, so the "
+                "perturbed branch cannot send gradient into the embedding layer")
         if self.update == "project" and self.epsilon == 0.0 and self.alpha > 0.0:
             raise ValueError(
                 "AlumConfig.epsilon must be > 0 for update='project' (a zero radius "
@@ -111,6 +116,11 @@ class AlumConfig(ConfigMixin):
     def active(self, step: int) -> bool:
         """Whether the adversarial term is on at optimizer step ``step`` (the curriculum)."""
         return self.alpha > 0.0 and step >= self.start_step
+
+    @property
+    def ascent_steps(self) -> int:
+        """The ascent passes a step runs: K for ``direction="ascent"``, else 0."""
+        return self.steps if self.direction == "ascent" else 0
 
     def adversarial_rows(self, rows: int) -> int:
         """How many of a micro-batch's ``rows`` sequences get the term: ceil(fraction × rows),

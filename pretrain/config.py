@@ -489,6 +489,16 @@ class PretrainConfig:
                        "ALUM under pipeline parallelism replays the clean pass's randomness "
                        "in the plain 1F1B schedule's forward order; the interleaved "
                        "schedule is not supported with ALUM (use virtual_pipeline_size=1)")
+        if pp > 1 and self.alum is not None and self.alum.direction == "free":
+            raise _bad("AlumConfig", "direction", "free",
+                       f"is not supported under pipeline parallelism "
+                       f"(pipeline_parallel_size={pp}): the pipeline's passes have no clean "
+                       f"backward before the perturbed pass (use another direction, or PP=1)")
+        if pp > 1 and self.alum is not None and self.alum.fraction < 1.0:
+            raise _bad("AlumConfig", "fraction", self.alum.fraction,
+                       f"is not supported under pipeline parallelism "
+                       f"(pipeline_parallel_size={pp}): the pipeline's passes run whole "
+                       f"micro-batches (use fraction=1, or PP=1)")
         if self.train.sequence_parallel and self.data.seq_length % tp:
             raise _bad("DataConfig", "seq_length", self.data.seq_length,
                        f"must be divisible by tensor_parallel_size={tp} (sequence_parallel)")

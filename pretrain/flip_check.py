@@ -49,7 +49,8 @@ def flip_rates(model: nn.Module, batches: Iterable[Dict[str, torch.Tensor]],
     runner = module_runner(model)  # like validation: the module's hooks, not the engine's
     was_training = model.training
     model.train()  # dropout on: the noise ALUM's passes see
-    no_delta = dataclasses.replace(alum, noise_std=0.0, step_size=0.0)
+    # The baseline is Algorithm 1's passes with δ = 0, whatever direction ALUM uses.
+    no_delta = dataclasses.replace(alum, noise_std=0.0, step_size=0.0, direction="ascent")
     sums = {"alum": 0.0, "dropout": 0.0, "two_clean_passes": 0.0}
     count = 0.0
     with torch.random.fork_rng(devices=[]):
@@ -64,9 +65,8 @@ def flip_rates(model: nn.Module, batches: Iterable[Dict[str, torch.Tensor]],
                 second = predicted_ids(model, runner.forward(clean_pass(model), *args)[1])
             sums["two_clean_passes"] += float((first != second).sum())
             for key, config in (("alum", alum), ("dropout", no_delta)):
-                result = mlm_micro_batch(runner, batch, config, True, positions,
-                                         run_seed=run_seed)
-                if result.adv is not None and not result.adv.skipped \
+                result = _alum_pass(model, runner, batch, config, positions, run_seed)
+                if result is not None and result.adv is not None and not result.adv.skipped \
                         and result.adv.flip_rate is not None:
                     sums[key] += float(result.adv.flip_rate) * n
                 del result
@@ -81,3 +81,24 @@ def flip_rates(model: nn.Module, batches: Iterable[Dict[str, torch.Tensor]],
     out = {k: v / count for k, v in zip(keys, reduced)}
     out["positions"] = int(count)
     return out
+
+
+def _alum_pass(model: nn.Module, runner, batch: Dict[str, torch.Tensor], config: AlumConfig,
+               positions: str, run_seed: Optional[int]):
+    """One micro-batch's ALUM passes, for their statistics. The free direction needs its
+    clean backward (δ comes from it): the parameters' gradients are put back afterwards,
+    so the check leaves the model as it found it."""
+    if config.direction != "free":
+        return mlm_micro_batch(runner, batch, config, True, positions, run_seed=run_seed)
+    from .alum_variants import free_micro_batch
+    from .mlm_step import alum_positions
+
+    rows = alum_positions(batch, positions)
+    if rows is None:
+        return None
+    saved = [(p, None if p.grad is None else p.grad.clone()) for p in model.parameters()]
+    try:
+        return free_micro_batch(runner, batch, config, rows, run_seed=run_seed)
+    finally:
+        for p, grad in saved:
+            p.grad = grad

@@ -37,10 +37,10 @@ import torch
 
 from alum import AlumConfig
 
-from .alum_layout import build_alum_step
+from .alum_variants import adversarial_part, free_micro_batch, part_forward, part_step
 from .checkpoint import capture_rng_state, restore_rng_state
 from .mlm_step import (MicroBatchResult, PassRunner, alum_positions, clean_objective,
-                       clean_pass, clean_pass_args, mlm_micro_batch, perturbed_forward)
+                       clean_pass, clean_pass_args, mlm_micro_batch)
 
 
 def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
@@ -54,6 +54,8 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     """
     model = runner.model
     rows = alum_positions(batch, positions) if alum is not None and alum_active else None
+    if rows is not None and alum.direction == "free":  # its own two passes, in either order
+        return free_micro_batch(runner, batch, alum, rows, loss_scale, run_seed)
     if rows is None:  # a standard step
         result = mlm_micro_batch(runner, batch, None, False, positions)
         runner.backward(result.loss, True)
@@ -64,14 +66,21 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     with torch.no_grad():                                                   # pass 1
         # The head runs at the KL's rows (masked) or everywhere (all): these are the rows.
         embeds, clean_logits = runner.forward(clean_pass(model), *args)
-    step = build_alum_step(model, batch, embeds, alum, rows.kl_weights, run_seed, loss_scale)
+    # AlumConfig.fraction's sequences: the ascent and pass 3 run on these alone.
+    part = adversarial_part(alum, batch, rows)
+    if part is None:  # none of them has a masked position: a standard step
+        result = mlm_micro_batch(runner, batch, None, False, positions)
+        runner.backward(result.loss, True)
+        return replace(result, loss=result.loss.detach())
+    clean_logits = part.logits(clean_logits)
+    step = part_step(model, part, embeds, alum, run_seed, loss_scale)
     step.start()
     adv_logits = perturbed = None
-    if step.ascend(perturbed_forward(model, batch, rows), clean_logits):    # pass 2
+    if step.ascend(part_forward(model, part), clean_logits):                 # pass 2
         # Pass 1's embedding output is the one pass 4 recomputes: pass 3 perturbs it.
         perturbed = step.perturbed_input().requires_grad_(not alum.detach_embeddings)
         adv_logits = runner.forward(model.forward_from_embeddings, perturbed,  # pass 3
-                                    batch["attention_mask"], rows.head_rows)
+                                    part.batch["attention_mask"], part.head_rows)
         step.split(adv_logits, clean_logits)
     stats = step.stats(adv_logits, clean_logits)
     # Neither backward reads the two [rows, V] logits (the split term keeps what it needs,
@@ -80,13 +89,13 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     embeds_grad = None
     if step.on:
         runner.backward(step.perturbed_half(), False)                       # pass 3's backward
-        embeds_grad = perturbed.grad
+        embeds_grad = part.full_grad(perturbed.grad, embeds)
     after = capture_rng_state()
     restore_rng_state(replay)
     _, logits = runner.forward(clean_pass(model, embeds_grad), *args)       # pass 4
     c = clean_objective(model, logits, batch, rows)
     del logits  # with `all` positions, backward needs only c's predicted rows and KL rows
-    adv_term = step.clean_half(c.alum_logits) if step.on else None
+    adv_term = step.clean_half(part.logits(c.alum_logits)) if step.on else None
     runner.backward(c.mlm if adv_term is None else c.mlm + adv_term, True)
     restore_rng_state(after)
     total = c.mlm.detach() + (step.weighted(step.value.detach()) if step.on else 0.0)

@@ -45,7 +45,10 @@ class MicroBatchSteps:
         self.dp_rank, self.dp_size = dp_rank, dp_size
         self.device = engine.device
         # The order is the run's: chosen once (PretrainConfig.resolved_alum_order).
-        self.micro_batch = lean_micro_batch if cfg.resolved_alum_order == "lean" \
+        # The free direction has one order (its two passes, alum.pretrain.alum_variants),
+        # which lean_micro_batch runs.
+        free = cfg.alum is not None and cfg.alum.direction == "free"
+        self.micro_batch = lean_micro_batch if cfg.resolved_alum_order == "lean" or free \
             else mlm_micro_batch
 
     def optimizer_step(self, batches: Iterator, alum_on: bool) -> Dict[str, Any]:

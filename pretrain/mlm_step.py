@@ -23,7 +23,8 @@ from torch import nn
 from alum import AlumConfig, AdversarialStats
 from alum.split_term import add_gradient
 
-from .alum_layout import build_alum_step, predicted_ids
+from .alum_layout import predicted_ids
+from .alum_variants import adversarial_part, part_forward, part_step
 
 
 # -- how a pass reaches the model -------------------------------------------------
@@ -214,16 +215,22 @@ def clean_objective(model: nn.Module, logits: torch.Tensor, batch: Dict[str, tor
 
 
 def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
+               on_grad: Optional[Callable[[torch.Tensor], None]] = None,
                ) -> Callable[..., Tuple[torch.Tensor, torch.Tensor]]:
     """``(input_ids, attention_mask, token_type_ids, rows) -> (embedding output, logits)``:
     the clean forward in the two halves ALUM needs, the head at ``rows`` (see
     ``clean_head_rows``), to be run as the module's forward (so the DeepSpeed engine's and
     ZeRO-3's hooks run: ``call_through_hooks``). ``embeds_grad``: a gradient
     the embedding output also receives in the backward pass (the lean passes' pass 4).
+    ``on_grad``: called with the embedding output's gradient in the backward pass (the
+    free direction's; hooked here, inside the forward, because ZeRO-3's hooks hand the
+    caller a copy of the outputs that the loss does not depend on).
     A later pipeline stage has no embedding output (None) and reads its input tensor."""
     def forward(input_ids, attention_mask, token_type_ids=None, rows=None):
         embeds = add_gradient(model.embed(input_ids, token_type_ids), embeds_grad) \
             if getattr(model, "pre_process", True) else None
+        if on_grad is not None and embeds is not None and embeds.requires_grad:
+            embeds.register_hook(on_grad)
         return embeds, model.forward_from_embeddings(embeds, attention_mask, rows)
     return forward
 
@@ -266,10 +273,16 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
     del logits
     if rows is None:
         return MicroBatchResult(clean.mlm, clean.mlm.detach(), clean.correct, clean.predicted)
+    if alum.direction == "free":
+        raise ValueError("AlumConfig.direction='free' runs its own two backward passes: "
+                         "use alum.pretrain.alum_variants.free_micro_batch")
+    part = adversarial_part(alum, batch, rows)  # AlumConfig.fraction's sequences
+    if part is None:  # none of them has a masked position: no term
+        return MicroBatchResult(clean.mlm, clean.mlm.detach(), clean.correct, clean.predicted)
     # Every stage now, the clean graph alive throughout (the step freezes the parameters
     # during the ascent: megatron's linears compute weight gradients in any backward that
     # reaches them, even autograd.grad w.r.t. δ alone).
-    step = build_alum_step(model, batch, embeds, alum, rows.kl_weights, run_seed, loss_scale)
-    adv_term, stats = step.run(perturbed_forward(model, batch, rows), clean.alum_logits)
+    step = part_step(model, part, embeds, alum, run_seed, loss_scale)
+    adv_term, stats = step.run(part_forward(model, part), part.logits(clean.alum_logits))
     return MicroBatchResult(clean.mlm + adv_term, clean.mlm.detach(), clean.correct,
                             clean.predicted, stats)

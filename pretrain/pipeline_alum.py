@@ -157,13 +157,13 @@ class PipelineAlumStep:
 
     def _ascent(self) -> None:
         """Each micro-batch's staged step (δ's random start on the first stage), then K
-        ascent steps."""
+        ascent steps (none for the directions without an ascent: ``none``, ``random``)."""
         for s in self.states:
             if s.rows is not None:
                 s.step = self._alum_step(s)
                 if self.first:
                     s.step.start()
-        for _ in range(self.alum.steps):
+        for _ in range(self.alum.ascent_steps):
             with frozen_parameters(self.model):
                 self._schedule(self._ascent_forward, forward_only=False)
             live = [s for s in self.states if s.active]
