@@ -20,6 +20,15 @@ the parameter gradients of one micro-batch:
                  parameters' .grad (thrown away: zeroed before the real backward),
                  and both graphs alive at the end.
 
+and the cheaper variants (AlumConfig.direction / .fraction on the same preset; docs/
+algorithm.md, "Cheaper variants"), each through the loop's own code:
+
+  (e) rdrop      direction "none" (δ = 0, two dropout passes), fast order.
+  (f) random     direction "random" (the random start in the ball, no ascent), fast order.
+  (g) free       direction "free" (δ from the clean backward's gradient; its two passes,
+                 alum.pretrain.alum_variants.free_micro_batch).
+  (h) half       fraction 0.5 (Algorithm 1 on the first half of the sequences), fast order.
+
 Timing: a warm-up of every variant, then ``--repeats`` rounds that run the variants
 round-robin (the starting variant rotates every round), so that machine noise hits all of
 them alike; the median per variant. Memory: one separate run per variant after the
@@ -64,13 +73,28 @@ from memory_tracker import AllocatorPeak, LiveTensorTracker  # noqa: E402
 from pass_floors import measure_passes, print_floors  # noqa: E402
 
 RUN_SEED = 17
-VARIANTS = ("standard", "fast", "lean", "naive")
+VARIANTS = ("standard", "fast", "lean", "naive", "rdrop", "random", "free", "half")
 LABELS = {
     "standard": "(a) standard MLM step",
     "fast": "(b) ALUM fast order",
     "lean": "(c) ALUM lean order",
     "naive": "(d) naive (weight grads in ascent)",
+    "rdrop": "(e) direction none (R-Drop), fast",
+    "random": "(f) direction random, fast",
+    "free": "(g) direction free",
+    "half": "(h) fraction 0.5, fast",
 }
+# The cheaper variants: the AlumConfig fields each changes.
+CHEAPER = {"rdrop": dict(direction="none"), "random": dict(direction="random"),
+           "free": dict(direction="free"), "half": dict(fraction=0.5)}
+
+
+def cost_model(name: str, k: int) -> float:
+    """docs/algorithm.md's cost model in units of the standard step (3F), K ascent steps."""
+    f = CHEAPER.get(name, {}).get("fraction", 1.0)
+    forms = {"fast": 6 + 2 * k, "lean": 7 + 2 * k, "naive": 6 + 3 * k, "rdrop": 6,
+             "random": 6, "free": 6, "half": 3 + f * (3 + 2 * k)}
+    return forms[name] / 3
 # (time ratio limit, memory ratio limit) per variant; None: no target.
 TARGETS = {"fast": (2.8, 2.1), "lean": (3.1, 1.3)}
 TIME_FLOOR = {"fast": "≈ 2.67×", "lean": "≈ 3.0×", "naive": "≈ 3.0×"}
@@ -165,7 +189,29 @@ def step_functions(model, batch, alum, positions: str,
     def naive():
         naive_step(model, batch, alum, positions, resting_grads)
 
-    return {"standard": standard, "fast": fast, "lean": lean, "naive": naive}
+    fns = {"standard": standard, "fast": fast, "lean": lean, "naive": naive}
+    for name, fields in CHEAPER.items():
+        fns[name] = cheaper_step(model, batch, alum.replace(**fields), positions)
+    return fns
+
+
+def cheaper_step(model, batch, alum, positions: str) -> Callable[[], None]:
+    """One of the cheaper variants as the loop runs it (the fast order; the free direction's
+    own two passes)."""
+    from alum.pretrain.alum_variants import free_micro_batch
+    from alum.pretrain.mlm_step import alum_positions, mlm_micro_batch, module_runner
+
+    runner = module_runner(model)
+
+    def step():
+        if alum.direction == "free":
+            result = free_micro_batch(runner, batch, alum, alum_positions(batch, positions),
+                                      run_seed=RUN_SEED)
+        else:
+            result = mlm_micro_batch(model, batch, alum, True, positions, run_seed=RUN_SEED)
+            result.loss.backward()
+        assert not result.adv.skipped
+    return step
 
 
 # ---------------------------------------------------------------- measurement
@@ -346,6 +392,8 @@ def print_table(times: Dict[str, List[float]], mems: Dict[str, Dict], args) -> L
             target += f" (time floor {TIME_FLOOR[name]})"
         elif name == "naive":
             target = f"no target (cost model {TIME_FLOOR[name]} time)"
+        elif name in CHEAPER:
+            target = f"no target (cost model {cost_model(name, args.steps):.2f}× time)"
         timing = f"{t * 1e3:.0f} | {rt:.2f}×" if t == t else "– | –"
         print(f"| {LABELS[name]} | {timing} | {m / 2**20:.0f} | {rm:.2f}× | {target} |")
         rows.append(dict(variant=name, ms=t * 1e3, time_ratio=rt, peak_mb=m / 2**20,

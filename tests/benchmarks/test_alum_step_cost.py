@@ -1,5 +1,6 @@
 """Smoke run of benchmarks/alum_step_cost.py on a tiny model: its self-checks pass (memory
-trackers; fast, lean and naive give the same gradients) and it reports every variant.
+trackers; fast, lean and naive give the same gradients) and it reports every variant,
+the cheaper ones (AlumConfig.direction/.fraction) included.
 
 Run in a subprocess: the benchmark initialises torch.distributed and megatron's groups in
 its process (as the loop does), which must not leak into the other tests' process."""
@@ -11,7 +12,7 @@ import sys
 from ..launch import child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ROW = re.compile(r"^\| \((?P<tag>[abcd])\) [^|]+\| (?P<ms>[\d.]+) \| (?P<ratio>[\d.]+)× \| "
+ROW = re.compile(r"^\| \((?P<tag>[a-h])\) [^|]+\| (?P<ms>[\d.]+) \| (?P<ratio>[\d.]+)× \| "
                  r"(?P<mb>[\d.]+) \| (?P<mem>[\d.]+)× \|", re.M)
 PASS = re.compile(r"^\| (F|B|F_frozen|B_in|F_nograd) \| ([\d.]+) \|", re.M)
 FLOORS = re.compile(r"^floors: fast [\d.]+× \(cost model 2.67×\), lean [\d.]+×", re.M)
@@ -30,7 +31,7 @@ def test_alum_step_cost_tiny():
     assert done.returncode == 0, out[-2000:] + done.stderr[-2000:]
     assert "gradient check" in out and "self-check: ok" in out
     rows = {m["tag"]: m for m in ROW.finditer(out)}
-    assert sorted(rows) == ["a", "b", "c", "d"], out[-2000:]
+    assert sorted(rows) == list("abcdefgh"), out[-2000:]
     assert rows["a"]["ratio"] == "1.00" and rows["a"]["mem"] == "1.00"
     assert all(float(r["ms"]) > 0 and float(r["mb"]) > 0 for r in rows.values())
     passes = dict(PASS.findall(out))
@@ -51,3 +52,18 @@ def test_floors_of_the_cost_model_proportions():
     # A cheaper backward (1.5F) raises the lean order's floor: (1 + 1 + 0.75 + 5) / 2.5.
     f = floors({"F": 1.0, "B": 1.5, "F_frozen": 1.0, "B_in": 0.75, "F_nograd": 1.0})
     assert abs(f["lean"] - 7.75 / 2.5) < 1e-12 and abs(f["fast"] - 6.75 / 2.5) < 1e-12
+
+
+def test_cost_model_of_the_cheaper_variants():
+    """docs/algorithm.md's lines: (6 + 2K)F, two passes for none/random/free, and the
+    fraction's share of the adversarial passes, over the standard step's 3F."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        from alum_step_cost import cost_model
+    finally:
+        sys.path.pop(0)
+    assert abs(cost_model("fast", 1) - 8 / 3) < 1e-12
+    assert abs(cost_model("fast", 3) - 12 / 3) < 1e-12
+    for name in ("rdrop", "random", "free"):
+        assert cost_model(name, 1) == cost_model(name, 5) == 2.0
+    assert abs(cost_model("half", 1) - (3 + 0.5 * 5) / 3) < 1e-12
