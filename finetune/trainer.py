@@ -5,6 +5,12 @@ Only ``compute_loss`` changes. The clean pass records the embedding output
 final perturbed pass, and the sum is returned to the Trainer, which does the
 rest: optimizer, schedule, gradient accumulation, mixed precision, DeepSpeed,
 evaluation, checkpoints and logging.
+
+The cheaper variants (``AlumConfig.direction``, ``.fraction``; docs/algorithm.md) run in the
+same place: ``none`` and ``random`` skip the ascent pass, ``fraction`` runs the perturbed
+passes on the first examples of the batch, and ``free`` back-propagates the clean task loss
+inside ``compute_loss`` (its gradient at the embedding output gives δ), so the loss handed
+to the Trainer carries the perturbed branch's term alone.
 """
 from __future__ import annotations
 
@@ -116,7 +122,8 @@ class AlumTrainer(Trainer):
                            if getattr(self, "is_deepspeed_enabled", False) else model)
 
         batch = site.output.shape[0]
-        examples = next(v.shape[0] for v in model_inputs.values() if isinstance(v, torch.Tensor))
+        examples = next(v.shape[0] for v in model_inputs.values()
+                        if isinstance(v, torch.Tensor) and v.dim() > 0)
 
         def forward_fn(perturbed: torch.Tensor) -> Logits:
             inputs_now, mask_now = model_inputs, mask
