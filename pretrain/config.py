@@ -512,7 +512,12 @@ class PretrainConfig:
 
     @property
     def resolved_alum_order(self) -> str:
-        """``alum_order`` with ``auto`` resolved: lean under pipeline parallelism, else fast."""
+        """``alum_order`` with ``auto`` resolved: lean under pipeline parallelism, else fast.
+        The free direction has one order, its own two passes (clean forward and backward,
+        then the perturbed ones: one graph at a time), which the lean order's entry point
+        runs: ``lean`` whatever ``alum_order`` says."""
+        if self.alum is not None and self.alum.direction == "free":
+            return "lean"
         if self.alum_order != "auto":
             return self.alum_order
         return "lean" if self.train.pipeline_parallel_size > 1 else "fast"
