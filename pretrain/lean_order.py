@@ -22,6 +22,11 @@ sum to the fast order's gradient, for one forward more (alum.split_term).
 The stages are the core's (alum.adversarial.AlumStep: ``start``, ``ascend``, ``split``,
 ``perturbed_half``, ``clean_half``, ``stats``); this file only says when each runs.
 
+The cheaper variants (docs/algorithm.md, "Cheaper variants"): ``none`` and ``random`` run
+no pass 2; with ``fraction`` < 1 passes 2 and 3 run on the first sequences of the
+micro-batch (alum.pretrain.alum_variants), whose pass-3 gradient pass 4 receives padded
+with zeros; ``free`` runs its own two passes instead (``free_micro_batch``).
+
 Randomness: pass 4 replays pass 1's generator state (captured once), so the clean
 logits whose gradient is taken are the ones the ascent aimed at, and its embedding
 output is pass 1's, the one pass 3 perturbed (same dropout masks). Pass 3's encoder
@@ -56,7 +61,10 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     rows = alum_positions(batch, positions) if alum is not None and alum_active else None
     if rows is not None and alum.direction == "free":  # its own two passes, in either order
         return free_micro_batch(runner, batch, alum, rows, loss_scale, run_seed)
-    if rows is None:  # a standard step
+    # AlumConfig.fraction's sequences: the ascent and pass 3 run on these alone. None: none
+    # of them has a masked position, so this micro-batch has no term.
+    part = None if rows is None else adversarial_part(alum, batch, rows)
+    if part is None:  # a standard step
         result = mlm_micro_batch(runner, batch, None, False, positions)
         runner.backward(result.loss, True)
         return replace(result, loss=result.loss.detach())
@@ -66,12 +74,6 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     with torch.no_grad():                                                   # pass 1
         # The head runs at the KL's rows (masked) or everywhere (all): these are the rows.
         embeds, clean_logits = runner.forward(clean_pass(model), *args)
-    # AlumConfig.fraction's sequences: the ascent and pass 3 run on these alone.
-    part = adversarial_part(alum, batch, rows)
-    if part is None:  # none of them has a masked position: a standard step
-        result = mlm_micro_batch(runner, batch, None, False, positions)
-        runner.backward(result.loss, True)
-        return replace(result, loss=result.loss.detach())
     clean_logits = part.logits(clean_logits)
     step = part_step(model, part, embeds, alum, run_seed, loss_scale)
     step.start()

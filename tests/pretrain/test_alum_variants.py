@@ -176,3 +176,18 @@ def test_resume_gives_the_uninterrupted_run(tmp_path, sample_cache, direction):
     second = Trainer(tiny_config(tmp_path / "split", sample_cache, resume="auto", **kw)).train()
     assert second.start_step == 3 and straight.alum_steps == 3
     assert first.losses + second.losses == pytest.approx(straight.losses, abs=1e-6)
+
+
+def test_fraction_whose_sequences_predict_nothing_is_a_standard_step(tiny_bert):
+    """fraction 0.25 of 4 sequences is the first one; with no masked position there, the
+    micro-batch has no term in either order and its gradient is the MLM loss's."""
+    model = tiny_bert()
+    batch = _batch(b=4, seed=2)
+    batch["labels"][0] = -100
+    alum = AlumConfig(**RELATIVE, fraction=0.25)
+    _, g_mlm = _fast(model, batch, None)
+    for run in (_fast, _lean):
+        result, g = run(model, batch, alum)
+        assert result.adv is None
+        for name, want in g_mlm.items():
+            torch.testing.assert_close(g[name], want, rtol=1e-6, atol=1e-8, msg=name)
