@@ -137,7 +137,8 @@ def closing_summary(summary, cfg: PretrainConfig) -> str:
         lines.append(f"throughput: {summary.tokens_per_s:,.0f} tokens/s{tf}{mfu}")
     if cfg.alum is not None:
         lines.append(f"ALUM: on from step {cfg.alum.start_step} (alpha {cfg.alum.alpha}, "
-                     f"{cfg.alum.update}, eps {cfg.alum.epsilon}, {cfg.alum.epsilon_scale}), "
+                     f"{cfg.alum.update}, eps {cfg.alum.epsilon}, {cfg.alum.epsilon_scale}, "
+                     f"direction {cfg.alum.direction}, fraction {cfg.alum.fraction:g}), "
                      f"{summary.alum_steps} ALUM steps in this run, "
                      f"{summary.adv_skipped} adversarial terms skipped (NaN/Inf)")
         if summary.adv_means:
