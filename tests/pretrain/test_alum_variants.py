@@ -124,7 +124,7 @@ def test_free_direction_matches_a_reference(tiny_bert, fraction):
     calls = _count_passes(model)
     got, g_got = _lean(model, batch, alum)
     assert calls == [4, n]  # the clean pass and the perturbed one: no ascent pass
-    assert float(got.adv.adv_loss) == pytest.approx(float(term), rel=1e-6)
+    assert float(got.adv.adv_loss) == pytest.approx(float(term.detach()), rel=1e-6)
     assert float(got.adv.grad_share) == pytest.approx(1.0)
     for name, w in want.items():
         torch.testing.assert_close(g_got[name], w, rtol=1e-4, atol=1e-6, msg=name)
