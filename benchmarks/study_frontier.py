@@ -11,9 +11,15 @@ each at the default's settings (the 5% ball, α = 0.5) with one thing changed:
 * ``var-half-batch``: ``--adv-fraction 0.5``: the adversarial term on half of each batch's
   sequences.
 
-Each run's cost is measured by the study itself: a record holds the run's training wall
-time and optimizer steps, so an arm's **step-time ratio** is its seconds per step over
-standard's at the same seed (same data, same machine sitting). Its gains are paired by
+Each run's cost is measured by the study itself: a record holds its optimizer steps, the
+training wall time alum-finetune reports and the CPU time (user + system) of the whole
+alum-finetune command, so an arm's **step-time ratio** is its CPU seconds per step over
+standard's at the same seed. CPU time, because wall time on a shared machine measures the
+other jobs as much as the step (the study's first records, run beside other work, give
+the default 1.9 ± 0.7× in wall time against 2.8× measured in isolation); records without
+CPU time (those written before it was recorded) fall back to wall time, and the table
+says which basis each point has. The command's start-up (imports, loading) is in its CPU
+time, the same for every arm, so the ratio leans slightly towards 1. Its gains are paired by
 seed against ``standard`` (clean accuracy change, PGD gain at each radius, DeepWordBug
 gain). ``frontier`` gathers those per arm; ``target_verdicts`` says how far each variant
 is from the target (≤ 2.1× a standard step, ≥ 80% of the default's gain at the larger
@@ -96,8 +102,21 @@ def metric_getters(n_radii: int) -> Dict[str, Callable[[Dict], Optional[float]]]
     return out
 
 
-def seconds_per_step(record: Dict) -> float:
-    return record["train_seconds"] / max(1, record["steps"])
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished (waited-for) children."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def step_ratio(run: Dict, base: Dict) -> Tuple[float, str]:
+    """(``run``'s seconds per step over ``base``'s, the basis: "cpu" when both records
+    have the command's CPU time, else "wall", alum-finetune's training wall time)."""
+    key = "train_cpu_seconds" if run.get("train_cpu_seconds") and base.get(
+        "train_cpu_seconds") else "train_seconds"
+    per_step = lambda r: r[key] / max(1, r["steps"])  # noqa: E731
+    return per_step(run) / per_step(base), "cpu" if key == "train_cpu_seconds" else "wall"
 
 
 def read_records(folder: str) -> Dict[str, Dict[int, Dict]]:
@@ -122,8 +141,10 @@ def frontier(recs: Dict[str, Dict[int, Dict]], radii: List[float]) -> Dict:
         seeds = sorted(set(runs) & set(base))
         if not seeds:
             continue
-        point = {"n": len(seeds), "seeds": seeds, "step_ratio": spread(
-            [seconds_per_step(runs[s]) / seconds_per_step(base[s]) for s in seeds])}
+        ratios = [step_ratio(runs[s], base[s]) for s in seeds]
+        point = {"n": len(seeds), "seeds": seeds,
+                 "step_ratio": spread([r for r, _ in ratios]),
+                 "step_basis": "+".join(sorted({b for _, b in ratios}))}
         for key, value in get.items():
             point[key] = spread([value(runs[s]) - value(base[s]) for s in seeds
                                  if value(runs[s]) is not None and value(base[s]) is not None])
@@ -215,7 +236,7 @@ def frontier_table(front: Dict, labels: Dict[str, str]) -> List[str]:
     """Markdown lines: one row per arm (step-time ratio; changes against standard, points)
     and, for the variants, the target's verdict."""
     keys = ["clean", *[f"r{i + 1}" for i in range(len(front["radii"]))], "word"]
-    lines = ["| arm | seeds | step time × standard | " + " | ".join(labels[k] for k in keys)
+    lines = ["| arm | seeds | step time × standard (basis) | " + " | ".join(labels[k] for k in keys)
              + " | share of the default's gain at the larger radius | target |",
              "|---|---|---|" + "---|" * len(keys) + "---|---|"]
     for arm, p in front["arms"].items():
@@ -232,7 +253,8 @@ def frontier_table(front: Dict, labels: Dict[str, str]) -> List[str]:
                     s["share"] is None and "no default gain to share",
                     s["clean"] and f"clean {100 * s['clean']:.1f} points outside the band")
                 if part)
-        lines.append(f"| {arm} | {p['n']} | {_cell(p['step_ratio'], 1.0, '.2f')} | "
+        lines.append(f"| {arm} | {p['n']} | {_cell(p['step_ratio'], 1.0, '.2f')} "
+                     f"({p['step_basis']}) | "
                      + " | ".join(_cell(p[k]) for k in keys) + f" | {share} | {verdict} |")
     return lines
 
@@ -258,10 +280,10 @@ def rule_lines(choice: Dict) -> List[str]:
     return lines
 
 
-def other_frontiers(folders: List[str], own: str) -> Dict[str, Tuple[str, Dict]]:
+def other_frontiers(folders: List[str], own: str) -> Dict[str, Dict]:
     """The frontiers of other data sets' study folders (those with records), by data set
-    name: (folder, frontier). A folder of this study's own data set is an error."""
-    out: Dict[str, Tuple[str, Dict]] = {}
+    name. A folder of this study's own data set, or a data set twice, is an error."""
+    out: Dict[str, Dict] = {}
     for folder in folders:
         recs = read_records(folder)
         if not recs:
@@ -271,5 +293,5 @@ def other_frontiers(folders: List[str], own: str) -> Dict[str, Tuple[str, Dict]]
         if name == own or name in out:
             raise SystemExit(f"robustness_study: {folder}: its records are of data set "
                              f"{name!r}, already counted; give one folder per other data set")
-        out[name] = (folder, frontier(recs, any_rec["radii"]))
+        out[name] = frontier(recs, any_rec["radii"])
     return out

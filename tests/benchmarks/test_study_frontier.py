@@ -95,6 +95,13 @@ def test_frontier_ratios_gains_and_target_verdicts(frontier_module):
     assert s["step_ratio"] == 0.0
     assert s["share"] == pytest.approx(0.8 - 0.095 / 0.2)
     assert s["clean"] == pytest.approx(0.01 - 0.005)
+    assert hb["step_basis"] == "wall"
+    # The command's CPU time is the basis where both records of a seed have it.
+    recs["standard"][1]["train_cpu_seconds"] = 400.0
+    recs["var-free"][1]["train_cpu_seconds"] = 820.0
+    fr = f.frontier(recs, [0.02, 0.05])["arms"]["var-free"]
+    assert fr["step_ratio"]["values"] == pytest.approx([820 / 400, 236 / 120])
+    assert fr["step_basis"] == "cpu+wall"
     # Without the default's point there is no target to judge against.
     del recs["alum-half-alpha"]
     assert f.frontier(recs, [0.02, 0.05])["verdicts"] == {}
@@ -142,7 +149,7 @@ def test_report_draws_the_frontier_from_the_records(study_module, tmp_path):
     assert data["target"]["gain_floor"] == pytest.approx(0.8 * 19.0)
     assert data["target"]["clean_band"] == pytest.approx([-1.0, 0.0])
     text = (tmp_path / "results.md").read_text()
-    assert "| var-random | 3 | 2.10 ± 0.10 | +0.4 ± 0.2 | +3.0 ± 0.0 | +10.0 ± 5.0 |" in text
+    assert "| var-random | 3 | 2.10 ± 0.10 (wall) | +0.4 ± 0.2 | +3.0 ± 0.0 | +10.0 ± 5.0 |" in text
     assert "short: " in text and "frontier.png" in text
     stored = json.loads((tmp_path / "results.json").read_text())
     assert stored["default_rule"]["datasets"] == ["tweets"]
@@ -256,8 +263,24 @@ def test_data_sets_never_mix(study_module, tmp_path, monkeypatch):
     monkeypatch.setattr(movies, "attack", lambda *a, **k: {"results": [
         {"attack": "none", "accuracy": 0.8, "examples": 10},
         {"attack": "pgd", "accuracy": 0.5, "examples": 10}]})
-    assert movies.one_run("alum", 2, "minilm", [0.05])["dataset"] == "rt-polarity"
+    movies.state["cpu_s"] = {"finetune alum seed 2": 17.5}
+    record = movies.one_run("alum", 2, "minilm", [0.05])
+    assert record["dataset"] == "rt-polarity" and record["train_cpu_seconds"] == 17.5
     # Continual pre-training reads the tweets: its arms are refused on another set.
     with pytest.raises(SystemExit, match=r"arms \['cpt-standard'\] start from continual"):
         _study(study_module, tmp_path / "c", "--dataset", "rt-polarity",
                "--arms", "standard,cpt-standard").run()
+
+
+def test_timed_records_the_commands_cpu_time(study_module, tmp_path):
+    import sys
+
+    study = _study(study_module, tmp_path)
+    # A child that burns about 0.5 s of CPU, then sleeps 0.5 s (wall time, no CPU).
+    burn = ("import time; t = time.process_time()\n"
+            "while time.process_time() - t < 0.5: pass\n"
+            "time.sleep(0.5)")
+    study.timed("burn", lambda: study.sh([sys.executable, "-c", burn], "burn.log"))
+    cpu, wall = study.state["cpu_s"]["burn"], study.state["wall_s"]["burn"]
+    assert 0.45 <= cpu < wall
+    assert wall >= 0.95
