@@ -64,7 +64,8 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_cpt import STAGES, ContinualPretraining, stage_table  # noqa: E402
-from study_datasets import DATASETS, default_output, record_dataset  # noqa: E402
+from study_datasets import (DATASETS, default_output, record_dataset,  # noqa: E402
+                            resolve_dataset_defaults)
 from study_frontier import (DEFAULT_ALUM, FRONTIER_ARMS, FRONTIER_PAIRS,  # noqa: E402
                             VARIANT_OPTIONS, DefaultRule, children_cpu_seconds,
                             choose_default, frontier,
@@ -81,7 +82,6 @@ ARM_OPTIONS = {
     "alum-cpt": ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "1.0"],
     "alum-embed-grad": ["--alum", "--alum-preset", "relative", "--adv-detach-embeddings", "false"],
     "alum-half-alpha": DEFAULT_ALUM,
-    **VARIANT_OPTIONS,  # the cheaper variants of the frontier (study_frontier.py)
 }
 # Where each arm's fine-tuning starts: a continual pre-training stage (study_cpt.STAGES)
 # or, for arms not listed, MiniLM as shipped. cpt-X fine-tunes stage X's model with
@@ -91,6 +91,9 @@ for _stage in ("standard", "relative", "paper", "rdrop"):
     ARM_OPTIONS[f"cpt-{_stage}"] = ["--no-alum"]
     ARM_OPTIONS[f"cpt-{_stage}-alum"] = DEFAULT_ALUM
     ARM_STAGE[f"cpt-{_stage}"] = ARM_STAGE[f"cpt-{_stage}-alum"] = _stage
+# The cheaper variants of the frontier (study_frontier.py), last: a sitting that runs
+# every arm does the others of a seed first.
+ARM_OPTIONS.update(VARIANT_OPTIONS)
 ARMS = tuple(ARM_OPTIONS)
 # The paired comparisons of the report: (arm, its baseline). Every arm against standard
 # fine-tuning of the shipped model; each continual pre-training start against standard
@@ -203,15 +206,7 @@ def parse_arms(text: str) -> List[str]:
 
 
 def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Fills the options whose default depends on --dataset (in place; idempotent)."""
-    ds = DATASETS[args.dataset]
-    if args.output is None:
-        args.output = default_output(RESULTS_DIR, args.dataset)
-    if args.train_examples is None:
-        args.train_examples = ds.train_examples
-    if args.eval_examples is None:
-        args.eval_examples = ds.eval_examples
-    return args
+    return resolve_dataset_defaults(args, RESULTS_DIR)
 
 
 class Study:
@@ -582,11 +577,6 @@ def _paired(runs: Dict[int, Dict], base: Dict[int, Dict], metrics):
 
 def _mean(values: List[float]) -> Optional[float]:
     return statistics.mean(values) if values else None
-
-
-def _spread(values: List[float]) -> Dict:
-    return {"mean": statistics.mean(values) if values else None,
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
 
 
 def _fmt(s: Dict, signed: bool = False) -> str:

@@ -60,3 +60,16 @@ def default_output(results_dir: str, name: str) -> str:
 def record_dataset(record: dict) -> str:
     """A record's data set (records written before there was a choice are the tweets')."""
     return record.get("dataset", "tweets")
+
+
+def resolve_dataset_defaults(args, results_dir: str):
+    """Fills the study's options whose default depends on ``args.dataset`` (``output``,
+    ``train_examples``, ``eval_examples``) in place; idempotent. Returns ``args``."""
+    ds = DATASETS[args.dataset]
+    if args.output is None:
+        args.output = default_output(results_dir, args.dataset)
+    if args.train_examples is None:
+        args.train_examples = ds.train_examples
+    if args.eval_examples is None:
+        args.eval_examples = ds.eval_examples
+    return args
