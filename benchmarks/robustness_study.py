@@ -219,7 +219,8 @@ class Study:
         if os.path.exists(self.state_path):
             with open(self.state_path) as fh:
                 self.state = json.load(fh)
-        started = self.state.setdefault("dataset", args.dataset)
+        # A state written before there was a choice of data set is the tweets'.
+        started = self.state.setdefault("dataset", "tweets" if self.state else args.dataset)
         if started != args.dataset:
             raise SystemExit(f"robustness_study: {self.state_path}: this study is of data set "
                              f"{started!r}, not {args.dataset!r}; give another --output")
@@ -547,7 +548,7 @@ class Study:
                           os.path.join(self.out, "frontier.png"))
         if final:
             print("\n" + text, flush=True)
-        if choice["pick"] or choice["candidates"]:
+        if final and choice["candidates"]:
             print(f"rule for the default ({', '.join(choice['datasets'])}): picks "
                   f"{choice['pick'] or 'none yet'}", flush=True)
         return summary

@@ -250,6 +250,10 @@ def test_data_sets_never_mix(study_module, tmp_path, monkeypatch):
     _study(study_module, tmp_path / "a").save()
     with pytest.raises(SystemExit, match="this study is of data set 'tweets', not 'rt-polarity'"):
         _study(study_module, tmp_path / "a", "--dataset", "rt-polarity")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "state.json").write_text(json.dumps({"radii": [0.02, 0.05]}))
+    with pytest.raises(SystemExit, match="this study is of data set 'tweets'"):
+        _study(study_module, tmp_path / "old", "--dataset", "rt-polarity")
     # A stray record of another set is named, not averaged in.
     movies = _study(study_module, tmp_path / "b", "--dataset", "rt-polarity")
     _write_records(movies, [_rec("standard", 1, .7, .5, .2, .3, 100.0)])  # a tweets record
