@@ -327,7 +327,7 @@ class Study:
             radii = [r1, r2]
         self.state["radii"] = radii
         self.save()
-        print(f"calibration (standard, seed {seed}, {a.calib_examples} tweets): clean "
+        print(f"calibration (standard, seed {seed}, {a.calib_examples} {self.dataset.noun}): clean "
               f"{clean:.3f}, " + ", ".join(f"r={r:g}: {v:.3f}" for r, v in acc.items())
               + f" -> radii {radii}", flush=True)
         return radii
@@ -358,7 +358,8 @@ class Study:
                   "attacked": [r["accuracy"] for r in pgd],
                   "word": word[0] if word else None,
                   "train_seconds": ft["train_seconds"], "steps": ft["steps"],
-                  "train_cpu_seconds": self.state.get("cpu_s", {}).get(
+                  "train_cpu_seconds": ft.get("train_cpu_seconds"),
+                  "command_cpu_seconds": self.state.get("cpu_s", {}).get(
                       f"finetune {arm} seed {seed}"),
                   "alum": ft.get("alum"), "adv_stats": ft.get("adv_stats_mean", {})}
         stage = ARM_STAGE.get(arm)

@@ -11,15 +11,16 @@ each at the default's settings (the 5% ball, α = 0.5) with one thing changed:
 * ``var-half-batch``: ``--adv-fraction 0.5``: the adversarial term on half of each batch's
   sequences.
 
-Each run's cost is measured by the study itself: a record holds its optimizer steps, the
-training wall time alum-finetune reports and the CPU time (user + system) of the whole
-alum-finetune command, so an arm's **step-time ratio** is its CPU seconds per step over
-standard's at the same seed. CPU time, because wall time on a shared machine measures the
-other jobs as much as the step (the study's first records, run beside other work, give
-the default 1.9 ± 0.7× in wall time against 2.8× measured in isolation); records without
-CPU time (those written before it was recorded) fall back to wall time, and the table
-says which basis each point has. The command's start-up (imports, loading) is in its CPU
-time, the same for every arm, so the ratio leans slightly towards 1. Its gains are paired by
+Each run's cost is measured by the study itself: a record holds its optimizer steps and
+three times: the training's CPU time that alum-finetune reports (``train_cpu_seconds``,
+all its threads), the CPU time of the whole alum-finetune command as the study measured
+it (``command_cpu_seconds``: start-up and loading included) and the training's wall time
+(``train_seconds``). An arm's **step-time ratio** is its seconds per step over standard's
+at the same seed, on the first of those bases that both records have (``step_basis``
+says which: ``cpu``, ``command-cpu``, ``wall``). CPU time first, because wall time on a
+shared machine measures the other jobs as much as the step: the study's first records,
+run beside other work, give the default 1.9 ± 0.7× a standard step in wall time against
+2.8× measured in isolation. Its gains are paired by
 seed against ``standard`` (clean accuracy change, PGD gain at each radius, DeepWordBug
 gain). ``frontier`` gathers those per arm; ``target_verdicts`` says how far each variant
 is from the target (≤ 2.1× a standard step, ≥ 80% of the default's gain at the larger
@@ -110,13 +111,17 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# The bases of a step's time, best first: (record field, name in the tables).
+STEP_BASES = (("train_cpu_seconds", "cpu"), ("command_cpu_seconds", "command-cpu"),
+              ("train_seconds", "wall"))
+
+
 def step_ratio(run: Dict, base: Dict) -> Tuple[float, str]:
-    """(``run``'s seconds per step over ``base``'s, the basis: "cpu" when both records
-    have the command's CPU time, else "wall", alum-finetune's training wall time)."""
-    key = "train_cpu_seconds" if run.get("train_cpu_seconds") and base.get(
-        "train_cpu_seconds") else "train_seconds"
+    """(``run``'s seconds per step over ``base``'s, the basis): on the first basis of
+    ``STEP_BASES`` that both records have."""
+    key, name = next((k, n) for k, n in STEP_BASES if run.get(k) and base.get(k))
     per_step = lambda r: r[key] / max(1, r["steps"])  # noqa: E731
-    return per_step(run) / per_step(base), "cpu" if key == "train_cpu_seconds" else "wall"
+    return per_step(run) / per_step(base), name
 
 
 def read_records(folder: str) -> Dict[str, Dict[int, Dict]]:

@@ -96,9 +96,16 @@ def test_frontier_ratios_gains_and_target_verdicts(frontier_module):
     assert s["share"] == pytest.approx(0.8 - 0.095 / 0.2)
     assert s["clean"] == pytest.approx(0.01 - 0.005)
     assert hb["step_basis"] == "wall"
-    # The command's CPU time is the basis where both records of a seed have it.
-    recs["standard"][1]["train_cpu_seconds"] = 400.0
-    recs["var-free"][1]["train_cpu_seconds"] = 820.0
+    # CPU time is the basis where both records of a seed have it: the training's, else
+    # the command's, else the wall time.
+    recs["standard"][1].update(train_cpu_seconds=400.0, command_cpu_seconds=430.0)
+    recs["var-free"][1].update(train_cpu_seconds=820.0, command_cpu_seconds=850.0)
+    recs["standard"][2]["command_cpu_seconds"] = 500.0
+    recs["var-free"][2].update(train_cpu_seconds=900.0, command_cpu_seconds=1000.0)
+    fr = f.frontier(recs, [0.02, 0.05])["arms"]["var-free"]
+    assert fr["step_ratio"]["values"] == pytest.approx([820 / 400, 1000 / 500])
+    assert fr["step_basis"] == "command-cpu+cpu"
+    del recs["standard"][2]["command_cpu_seconds"]
     fr = f.frontier(recs, [0.02, 0.05])["arms"]["var-free"]
     assert fr["step_ratio"]["values"] == pytest.approx([820 / 400, 236 / 120])
     assert fr["step_basis"] == "cpu+wall"
@@ -262,14 +269,16 @@ def test_data_sets_never_mix(study_module, tmp_path, monkeypatch):
     # New records carry their data set.
     model = tmp_path / "model"
     model.mkdir()
-    (model / "alum_finetune.json").write_text(json.dumps({"train_seconds": 9.0, "steps": 3}))
+    (model / "alum_finetune.json").write_text(json.dumps({"train_seconds": 9.0, "steps": 3,
+                                                          "train_cpu_seconds": 15.0}))
     monkeypatch.setattr(movies, "finetune", lambda arm, seed, base: str(model))
     monkeypatch.setattr(movies, "attack", lambda *a, **k: {"results": [
         {"attack": "none", "accuracy": 0.8, "examples": 10},
         {"attack": "pgd", "accuracy": 0.5, "examples": 10}]})
     movies.state["cpu_s"] = {"finetune alum seed 2": 17.5}
     record = movies.one_run("alum", 2, "minilm", [0.05])
-    assert record["dataset"] == "rt-polarity" and record["train_cpu_seconds"] == 17.5
+    assert record["dataset"] == "rt-polarity" and record["command_cpu_seconds"] == 17.5
+    assert record["train_cpu_seconds"] == 15.0
     # Continual pre-training reads the tweets: its arms are refused on another set.
     with pytest.raises(SystemExit, match=r"arms \['cpt-standard'\] start from continual"):
         _study(study_module, tmp_path / "c", "--dataset", "rt-polarity",
