@@ -293,8 +293,12 @@ def other_frontiers(folders: List[str], own: str) -> Dict[str, Dict]:
         recs = read_records(folder)
         if not recs:
             continue
-        any_rec = next(iter(next(iter(recs.values())).values()))
-        name = record_dataset(any_rec)
+        all_recs = [r for by_seed in recs.values() for r in by_seed.values()]
+        names = {record_dataset(r) for r in all_recs}
+        if len(names) > 1:
+            raise SystemExit(f"robustness_study: {folder}: records of several data sets "
+                             f"{sorted(names)}")
+        any_rec, name = all_recs[0], names.pop()
         if name == own or name in out:
             raise SystemExit(f"robustness_study: {folder}: its records are of data set "
                              f"{name!r}, already counted; give one folder per other data set")

@@ -244,6 +244,11 @@ def test_report_applies_the_rule_over_both_data_sets(study_module, tmp_path, cap
     tweets.args.rule_with = f"{movies_dir},{movies_dir}"
     with pytest.raises(SystemExit, match="already counted"):
         tweets.report(["standard"], [0.02, 0.05])
+    # A folder whose records mix data sets is named.
+    _write_records(movies, [_rec("alum-paper", 1, .7, .5, .2, .3, 100.0)])
+    tweets.args.rule_with = str(movies_dir)
+    with pytest.raises(SystemExit, match="records of several data sets"):
+        tweets.report(["standard"], [0.02, 0.05])
 
 
 def test_data_sets_never_mix(study_module, tmp_path, monkeypatch):
