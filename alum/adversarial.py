@@ -97,10 +97,6 @@ def initial_noise(embeds: torch.Tensor, config: AlumConfig,
 
 AllFinite = Callable[[torch.Tensor], bool]
 
-# ``row_weights``' default: the divergences weight their rows by ``mask`` (δ's padding mask);
-# a layout whose KL rows are not δ's tokens passes its own.
-ROWS_OF_MASK: Any = object()
-
 
 @contextlib.contextmanager
 def frozen_parameters(model: Optional[nn.Module]) -> Iterator[None]:
@@ -213,7 +209,9 @@ class AlumStep:
             for models with custom autograd functions, e.g. megatron-core's layers).
         update: the perturbation update; the reference by default, the training paths
             pass ``alum.kernels.adv_project`` (the fused kernel on CUDA when built).
-        row_weights: the KL's row weights, when not ``mask`` (``ROWS_OF_MASK``).
+        row_weights: the weights of the divergences' rows (the logits' leading dims);
+            None: every row counts. ``adversarial_loss`` passes ``mask`` (the rows are
+            δ's tokens); a layout whose KL rows are other positions passes its own.
         value_and_grad: (adv, clean, row weights) -> the term's value and gradient with
             respect to adv, no graph, for ``split`` (the symmetric KL's, whose gradient
             with respect to clean is its negative); None: each half is evaluated.
@@ -226,11 +224,11 @@ class AlumStep:
                  divergences: Optional[Divergences] = None,
                  all_finite: AllFinite = all_finite_local, freeze: Optional[nn.Module] = None,
                  update: UpdateFn = adv_project,
-                 row_weights: Optional[torch.Tensor] = ROWS_OF_MASK,
+                 row_weights: Optional[torch.Tensor] = None,
                  value_and_grad: Optional[Callable[..., Tuple[torch.Tensor, torch.Tensor]]]
                  = None):
         self.config, self.embeds, self.mask = config, embeds, mask
-        self.row_weights = mask if row_weights is ROWS_OF_MASK else row_weights
+        self.row_weights = row_weights
         self.divergences = divergences or Divergences.for_loss(config.loss)
         self.init_noise, self.generator, self.loss_scale = init_noise, generator, loss_scale
         self.all_finite, self.freeze, self.update_fn = all_finite, freeze, update
@@ -435,9 +433,10 @@ def adversarial_loss(forward_fn: ForwardFn, embeds: torch.Tensor, clean_logits: 
         mask: padding mask ``[B, T]`` (1 = token); padding gets δ = 0.
         search: ``AlumStep``'s keyword arguments (``init_noise``, ``loss_scale``,
             ``generator``, ``divergences``, ``all_finite``, ``freeze``, ``update``,
-            ``row_weights``).
+            ``row_weights``: the KL's row weights, ``mask`` by default).
 
     A NaN/Inf gradient or term does not crash: the term is 0 for that step, the stats
     say ``skipped=True`` and a warning is logged; the caller counts these.
     """
+    search.setdefault("row_weights", mask)  # per-token logits: the KL's rows are δ's tokens
     return AlumStep(config, embeds, mask, **search).run(forward_fn, clean_logits)

@@ -58,7 +58,7 @@ def child_main(record_path: str, argv: List[str]) -> int:
 
     from alum.pretrain import cli
     from alum.pretrain.checkpoint import CheckpointManager
-    from alum.pretrain.run_stats import ADV_KEYS
+    from alum.pretrain.mlm_step import ADV_KEYS
     from alum.pretrain.trainer import Trainer
 
     record = open(record_path, "a")
@@ -66,7 +66,7 @@ def child_main(record_path: str, argv: List[str]) -> int:
     def say(text: str) -> None:
         print(EVENT + text, flush=True)
 
-    from alum.pretrain.micro_batch_steps import MicroBatchSteps
+    from alum.pretrain.mlm_step import MicroBatchSteps
     from alum.pretrain.pipeline_loop import PipelineSteps
 
     real_resume, real_save = Trainer._resume, CheckpointManager.save

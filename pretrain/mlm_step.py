@@ -1,29 +1,46 @@
-"""The loss of one MLM micro-batch, standard or with ALUM's adversarial term (fast order).
+"""One optimizer step of MLM pre-training without pipeline parallelism (PP = 1).
 
-The clean forward runs in two halves (``embed``, then ``forward_from_embeddings``)
-so that ALUM gets the embedding output that produced the clean logits; the
-adversarial term (the core's staged step, alum.adversarial.AlumStep, all stages at once)
-then perturbs that output.
-This is the *fast* order of docs/algorithm.md's cost model: the clean graph stays alive
-through the ascent and the final perturbed pass, and one backward runs at the end.
-The *lean* order (one graph at a time) is alum.pretrain.lean_order.
+Read top to bottom, this file is the step: how a pass reaches the model through the
+DeepSpeed engine (runners), the positions ALUM's KL reads, the clean objective, one
+micro-batch in ALUM's *fast* order (the clean graph stays alive through the ascent and
+the final perturbed pass, one backward at the end: docs/algorithm.md, "Cost model"), and
+``MicroBatchSteps``, the step strategy the trainer's loop calls: ``grad_accum_steps``
+micro-batches, ``engine.backward`` and ``engine.step`` (DeepSpeed steps the optimizer and
+the LR schedule at the accumulation boundary, with clipping and fp16 loss scaling), then
+the step's metrics summed over data parallel. The *lean* order (one graph at a time,
+alum.pretrain.lean_order) reuses these pieces; the pipeline (PP > 1) is
+alum.pretrain.pipeline_loop.
 
+The clean forward runs in two halves (``embed``, then ``forward_from_embeddings``) so that
+ALUM gets the embedding output that produced the clean logits; the adversarial term (the
+core's staged step, alum.adversarial.AlumStep, all stages at once) perturbs that output.
 Layouts (TP, sequence parallel, DP) enter through alum.pretrain.alum_layout: the
-vocabulary-parallel divergences, the per-sample random start and the NaN test that
-all ranks of a model-parallel group agree on.
+vocabulary-parallel divergences, the per-sample random start and the NaN test that all
+ranks of a model-parallel group agree on.
+
+Why the clean pass goes through ``engine(...)`` and the ALUM passes do not:
+DeepSpeed's forward registers hooks on its outputs that start its backward
+bookkeeping (ZeRO's backward prologue, gradient-accumulation scaling of direct
+``tensor.backward`` calls). The loss's backward must see them once; ALUM's
+ascent takes ``autograd.grad`` w.r.t. δ alone and must not (it would enter
+ZeRO's backward and scale δ's gradient). The ascent and final perturbed passes
+start from ``embeds.detach() + δ``, so they never reach the clean outputs' hooks.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from alum import AlumConfig, AdversarialStats
 from alum.split_term import add_gradient
 
 from .alum_layout import build_alum_step, predicted_ids
+from .config import PretrainConfig
+from .data import valid_batches
 
 
 # -- how a pass reaches the model -------------------------------------------------
@@ -222,8 +239,11 @@ def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
     the embedding output also receives in the backward pass (the lean passes' pass 4).
     A later pipeline stage has no embedding output (None) and reads its input tensor."""
     def forward(input_ids, attention_mask, token_type_ids=None, rows=None):
-        embeds = add_gradient(model.embed(input_ids, token_type_ids), embeds_grad) \
-            if getattr(model, "pre_process", True) else None
+        embeds = None
+        if getattr(model, "pre_process", True):
+            embeds = model.embed(input_ids, token_type_ids)
+            if embeds_grad is not None:  # the lean order's pass 4 only
+                embeds = add_gradient(embeds, embeds_grad)
         return embeds, model.forward_from_embeddings(embeds, attention_mask, rows)
     return forward
 
@@ -273,3 +293,154 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
     adv_term, stats = step.run(perturbed_forward(model, batch, rows), clean.alum_logits)
     return MicroBatchResult(clean.mlm + adv_term, clean.mlm.detach(), clean.correct,
                             clean.predicted, stats)
+
+
+# -- the step's metrics ------------------------------------------------------------
+ADV_KEYS = ("adv_loss", "delta_rel_norm", "cos_delta_grad", "grad_share", "flip_rate")
+
+
+def data_parallel_group():
+    from megatron.core import parallel_state as ps
+
+    return ps.get_data_parallel_group()
+
+
+def all_reduce_sum(values: List[float]) -> List[float]:
+    """Sums over the data-parallel group (TP ranks of a group hold the same values)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, group=data_parallel_group())
+    return t.tolist()
+
+
+def grad_norm(engine) -> Optional[float]:
+    value = engine.get_global_grad_norm()
+    if value is None:
+        return None
+    return float(value.item() if torch.is_tensor(value) else value)
+
+
+def current_loss_scale(engine) -> float:
+    """DeepSpeed's dynamic fp16 loss scale (1 when not training in fp16)."""
+    if not engine.fp16_enabled():
+        return 1.0
+    opt = engine.optimizer
+    for holder in (opt, getattr(opt, "loss_scaler", None)):
+        for name in ("cur_scale", "loss_scale"):
+            value = getattr(holder, name, None) if holder is not None else None
+            if isinstance(value, (int, float)) or torch.is_tensor(value):
+                return float(value)
+    return 1.0
+
+
+class AlumTotals:
+    """Sums and counts of ALUM's per-micro-batch statistics (``ADV_KEYS``) and the number of
+    skipped terms: what a step strategy adds up and reduces over its ranks (``vector``),
+    then turns into the step's metrics (``means``)."""
+
+    def __init__(self) -> None:
+        self.sums = dict.fromkeys(ADV_KEYS, 0.0)
+        self.counts = dict.fromkeys(ADV_KEYS, 0.0)
+        self.skipped = 0.0
+
+    def add(self, key: str, value: Optional[Any]) -> None:
+        """One micro-batch's value of ``key`` (None: not measured, not counted)."""
+        if value is not None:
+            self.sums[key] += float(value)
+            self.counts[key] += 1
+
+    def vector(self) -> List[float]:
+        return [self.sums[k] for k in ADV_KEYS] + [self.counts[k] for k in ADV_KEYS] \
+            + [self.skipped]
+
+    @staticmethod
+    def means(vector: List[float]) -> Dict[str, Optional[float]]:
+        """The metrics from a (reduced) ``vector``: each key's mean (None when nothing was
+        counted) and ``adv_skipped``."""
+        n = len(ADV_KEYS)
+        out: Dict[str, Optional[float]] = {
+            k: vector[i] / vector[n + i] if vector[n + i] else None
+            for i, k in enumerate(ADV_KEYS)}
+        out["adv_skipped"] = vector[2 * n]
+        return out
+
+
+class MicroBatchSteps:
+    """The PP = 1 step strategy of alum.pretrain.trainer.Trainer.
+
+    Args:
+        engine: the DeepSpeed engine (its module, device, backward and step).
+        cfg: the run's configuration (the order, ALUM's positions, batch sizes, seed).
+        lr_scheduler: the engine's LR schedule (the step reports its rate).
+        dp_rank, dp_size: this rank's data-parallel slice of the validation set.
+        micro_batch: one micro-batch in the run's order (PretrainConfig.resolved_alum_order):
+            ``mlm_micro_batch`` (fast, the default; the step back-propagates its loss) or
+            alum.pretrain.lean_order's ``lean_micro_batch`` (which runs its own backward
+            passes).
+    """
+
+    def __init__(self, engine, cfg: PretrainConfig, lr_scheduler, dp_rank: int, dp_size: int,
+                 micro_batch: Optional[Callable[..., MicroBatchResult]] = None):
+        self.engine, self.cfg, self.lr_scheduler = engine, cfg, lr_scheduler
+        self.dp_rank, self.dp_size = dp_rank, dp_size
+        self.device = engine.device
+        self.micro_batch = micro_batch or mlm_micro_batch
+
+    def optimizer_step(self, batches: Iterator, alum_on: bool) -> Dict[str, Any]:
+        """grad_accum_steps micro-batches and the optimizer step; per-step metrics
+        (``adv_skipped``: the micro-batches whose term was dropped, over data parallel)."""
+        cfg, tc = self.cfg, self.cfg.train
+        runner = engine_runner(self.engine)
+        micro_batch = self.micro_batch
+        loss_sum = correct = predicted = 0.0
+        totals = AlumTotals()
+        for _ in range(tc.grad_accum_steps):
+            batch = to_device(next(batches), self.device)
+            result = micro_batch(runner, batch, cfg.alum, alum_on, cfg.alum_positions,
+                                 current_loss_scale(self.engine), run_seed=tc.seed)
+            if micro_batch is mlm_micro_batch:  # the lean order ran its backward passes
+                self.engine.backward(result.loss)
+            self.engine.step()
+            loss_sum += float(result.mlm_loss)
+            correct += float(result.correct)
+            predicted += float(result.predicted)
+            if result.adv is not None:
+                totals.skipped += int(result.adv.skipped)
+                if not result.adv.skipped:  # a skipped term's statistics are NaN: not averaged
+                    stats = result.adv.to_dict()
+                    for k in ADV_KEYS:
+                        totals.add(k, stats.get(k))
+        sums = all_reduce_sum([loss_sum, correct, predicted] + totals.vector())
+        n_micro = tc.grad_accum_steps * self.dp_size
+        out: Dict[str, Any] = {"loss": sums[0] / n_micro,
+                               "accuracy": sums[1] / max(sums[2], 1.0),
+                               "lr": float(self.lr_scheduler.get_last_lr()[0]),
+                               "grad_norm": grad_norm(self.engine), "predicted": sums[2]}
+        out.update(AlumTotals.means(sums[3:]))
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, valid) -> Optional[Dict[str, float]]:
+        """Mean MLM loss and accuracy over the predicted tokens of the first
+        ``eval_batches`` validation micro-batches (summed over data-parallel ranks)."""
+        model = self.engine.module
+        was_training = model.training
+        self.engine.eval()
+        loss_sum = correct = predicted = 0.0
+        tc = self.cfg.train
+        for batch in valid_batches(valid, tc.micro_batch_size, tc.eval_batches, self.dp_rank,
+                                   self.dp_size):
+            batch = to_device(batch, self.device)
+            logits = model(batch["input_ids"], batch["attention_mask"],
+                           batch.get("token_type_ids"), rows=clean_head_rows(batch, None))
+            c = clean_objective(model, logits, batch, None)
+            n = float(c.predicted)
+            loss_sum += float(c.mlm) * n
+            correct += float(c.correct)
+            predicted += n
+        if was_training:
+            self.engine.train()
+        loss_sum, correct, predicted = all_reduce_sum([loss_sum, correct, predicted])
+        if predicted == 0:
+            return None
+        return {"loss": loss_sum / predicted, "accuracy": correct / predicted}

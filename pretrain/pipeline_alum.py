@@ -45,9 +45,8 @@ from alum.adversarial import AlumStep, frozen_parameters
 
 from .alum_layout import all_finite_each, all_finite_over, build_alum_step
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (AlumPositions, alum_positions, clean_head_rows, clean_objective,
-                       clean_pass, clean_pass_args)
-from .run_stats import AlumTotals
+from .mlm_step import (AlumPositions, AlumTotals, alum_positions, clean_head_rows,
+                       clean_objective, clean_pass, clean_pass_args)
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:

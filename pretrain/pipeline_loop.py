@@ -17,13 +17,11 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
-from alum.parallel.internals import require_instance_attrs
-
 from .config import PretrainConfig, TrainConfig
 from .data import valid_batches
-from .mlm_step import clean_head_rows, clean_objective, to_device
+from .mlm_step import (AlumTotals, all_reduce_sum, clean_head_rows, clean_objective,
+                       current_loss_scale, grad_norm, to_device)
 from .pipeline_alum import PipelineAlumStep
-from .run_stats import AlumTotals, all_reduce_sum, current_loss_scale, grad_norm
 
 
 @dataclass
@@ -76,6 +74,25 @@ def sum_over_pipeline(outputs: List[Dict], device: torch.device) -> List[float]:
     return sums.cpu().tolist()
 
 
+def take_clipping(ds_config: Dict[str, Any], precision: str, zero_stage: int) -> Optional[float]:
+    """The clipping norm the pipeline strategy must apply itself, or None when DeepSpeed
+    clips. In the first case ``ds_config``'s ``gradient_clipping`` becomes 0, so DeepSpeed
+    does not clip again; an absent key means DeepSpeed's default, which the strategy
+    then applies.
+
+    fp32 without ZeRO (stage 0): DeepSpeed's own clipping miscounts the pipeline's
+    parameters (``PipelineSteps._clip_pipeline_grads``); ZeRO and the mixed-precision
+    optimizers apply megatron's rule themselves.
+    """
+    if zero_stage != 0 or precision != "fp32":
+        return None
+    from deepspeed.runtime.constants import GRADIENT_CLIPPING, GRADIENT_CLIPPING_DEFAULT
+
+    clip = float(ds_config.get(GRADIENT_CLIPPING, GRADIENT_CLIPPING_DEFAULT) or 0.0)
+    ds_config[GRADIENT_CLIPPING] = 0.0
+    return clip
+
+
 class PipelineSteps:
     """The PP > 1 step strategy of alum.pretrain.trainer.Trainer: the optimizer step,
     clipping and validation.
@@ -86,18 +103,17 @@ class PipelineSteps:
         lr_scheduler: the engine's LR schedule (the step reports its rate).
         dp_rank, dp_size: this rank's data-parallel slice of the validation set.
         precision: ``fp32``, ``bf16`` or ``fp16`` (alum.pretrain.ds_config.precision_of).
-        zero_stage: the ZeRO stage of the DeepSpeed config.
+        clip: the gradient-clipping norm this strategy applies itself (``take_clipping``;
+            DeepSpeed's clipping is then off), or None when DeepSpeed clips.
     """
 
     def __init__(self, engine, cfg: PretrainConfig, lr_scheduler, dp_rank: int, dp_size: int,
-                 precision: str, zero_stage: int):
+                 precision: str, clip: Optional[float] = None):
         self.engine, self.cfg, self.lr_scheduler = engine, cfg, lr_scheduler
         self.dp_rank, self.dp_size = dp_rank, dp_size
         self.device = engine.device
         self.schedule = PipelineSchedule.of(cfg.train, cfg.data.seq_length, precision)
-        # fp32 without ZeRO: DeepSpeed's own clipping miscounts the pipeline's parameters
-        # (``_clip_pipeline_grads``).
-        self.own_clip = zero_stage == 0 and precision == "fp32"
+        self.clip = clip
 
     def _run_pipeline(self, batches: Iterator, num_microbatches: int,
                       forward_only: bool) -> List[float]:
@@ -154,19 +170,9 @@ class PipelineSteps:
         norm = None
         try:
             self.engine.allreduce_gradients()
-            # engine._config is private to DeepSpeed (its gradient_clipping() reads it):
-            # checked, so a release that moves it stops here naming its version.
-            require_instance_attrs(self.engine, "deepspeed", ("_config.gradient_clipping",),
-                                   use="switches DeepSpeed's clipping off for a step it "
-                                       "clipped itself")
-            clip = self.engine._config.gradient_clipping
-            if self.own_clip:
-                norm = self._clip_pipeline_grads(clip)
-                self.engine._config.gradient_clipping = 0.0  # done: DeepSpeed must not redo it
-            try:
-                self.engine.step()
-            finally:
-                self.engine._config.gradient_clipping = clip
+            if self.clip is not None:
+                norm = self._clip_pipeline_grads(self.clip)
+            self.engine.step()
         finally:
             self.engine.set_gradient_accumulation_boundary(None)
         # per_micro[3] sums each micro-batch's mean loss (as the PP=1 loop does).
@@ -187,8 +193,8 @@ class PipelineSteps:
         There DeepSpeed's ``clip_grad_norm_`` counts a parameter megatron does not mark
         tensor-parallel only on model-parallel rank 0 (the first pipeline stage: the
         other stages' LayerNorms and biases are missed) and the last stage's copy of
-        the tied embedding a second time. We clip here with the true norm and switch
-        DeepSpeed's clipping off for that step. Megatron's rule (``get_grad_norm_fp32``
+        the tied embedding a second time. We clip here with the true norm; DeepSpeed's
+        clipping is off for such runs (``take_clipping``). Megatron's rule (``get_grad_norm_fp32``
         over ``param_is_not_shared`` and ``param_is_not_tensor_parallel_duplicate``):
         a tensor-parallel parameter (a shard) counts on every TP rank, a replicated one
         on TP rank 0 only, the tied embedding's last-stage copy not at all; the squares

@@ -1,15 +1,12 @@
-"""Per-step metrics of the pre-training loop: the run summary, the logging window, the
-data-parallel sums they are built from and the engine's per-step readings (gradient
-norm, fp16 loss scale), shared by the PP=1 and pipeline steps."""
+"""What the pre-training loop reports: the run summary and the logging window between two
+log lines (the per-step metrics come from the step strategies, alum.pretrain.mlm_step and
+alum.pretrain.pipeline_loop)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-import torch
 import torch.distributed as dist
-
-ADV_KEYS = ("adv_loss", "delta_rel_norm", "cos_delta_grad", "grad_share", "flip_rate")
 
 
 def world() -> tuple:
@@ -17,71 +14,6 @@ def world() -> tuple:
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
-
-def data_parallel_group():
-    from megatron.core import parallel_state as ps
-
-    return ps.get_data_parallel_group()
-
-
-def all_reduce_sum(values: List[float]) -> List[float]:
-    """Sums over the data-parallel group (TP ranks of a group hold the same values)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, group=data_parallel_group())
-    return t.tolist()
-
-
-def grad_norm(engine) -> Optional[float]:
-    value = engine.get_global_grad_norm()
-    if value is None:
-        return None
-    return float(value.item() if torch.is_tensor(value) else value)
-
-
-def current_loss_scale(engine) -> float:
-    """DeepSpeed's dynamic fp16 loss scale (1 when not training in fp16)."""
-    if not engine.fp16_enabled():
-        return 1.0
-    opt = engine.optimizer
-    for holder in (opt, getattr(opt, "loss_scaler", None)):
-        for name in ("cur_scale", "loss_scale"):
-            value = getattr(holder, name, None) if holder is not None else None
-            if isinstance(value, (int, float)) or torch.is_tensor(value):
-                return float(value)
-    return 1.0
-
-
-class AlumTotals:
-    """Sums and counts of ALUM's per-micro-batch statistics (``ADV_KEYS``) and the number of
-    skipped terms: what a step strategy adds up and reduces over its ranks (``vector``),
-    then turns into the step's metrics (``means``)."""
-
-    def __init__(self) -> None:
-        self.sums = dict.fromkeys(ADV_KEYS, 0.0)
-        self.counts = dict.fromkeys(ADV_KEYS, 0.0)
-        self.skipped = 0.0
-
-    def add(self, key: str, value: Optional[Any]) -> None:
-        """One micro-batch's value of ``key`` (None: not measured, not counted)."""
-        if value is not None:
-            self.sums[key] += float(value)
-            self.counts[key] += 1
-
-    def vector(self) -> List[float]:
-        return [self.sums[k] for k in ADV_KEYS] + [self.counts[k] for k in ADV_KEYS] \
-            + [self.skipped]
-
-    @staticmethod
-    def means(vector: List[float]) -> Dict[str, Optional[float]]:
-        """The metrics from a (reduced) ``vector``: each key's mean (None when nothing was
-        counted) and ``adv_skipped``."""
-        n = len(ADV_KEYS)
-        out: Dict[str, Optional[float]] = {
-            k: vector[i] / vector[n + i] if vector[n + i] else None
-            for i, k in enumerate(ADV_KEYS)}
-        out["adv_skipped"] = vector[2 * n]
-        return out
 
 
 @dataclass

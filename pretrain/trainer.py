@@ -1,7 +1,7 @@
 """The pre-training loop: MLM (+ ALUM) under DeepSpeed (docs/pretrain.md).
 
 The trainer builds the run (model, engine, data, checkpoints) and loops over optimizer
-steps; a step strategy runs each step: ``MicroBatchSteps`` (alum.pretrain.micro_batch_steps:
+steps; a step strategy runs each step: ``MicroBatchSteps`` (alum.pretrain.mlm_step:
 PP = 1, the fast or the lean order) or ``PipelineSteps`` (alum.pretrain.pipeline_loop:
 PP > 1, megatron-core's schedule, ALUM's passes in alum.pretrain.pipeline_alum). ALUM
 runs under every layout: TP > 1 (megatron-core, sequence parallel optional) through the
@@ -33,13 +33,13 @@ from .ds_config import build_ds_config, optimizer_hyperparameters, precision_of,
 from .flops import device_peak_tflops, model_dims, step_flops
 from .lr_schedule import build_lr_scheduler, weight_decay_groups
 from .metrics_log import MetricsLog, add_monitor_sections, format_metrics, memory_scalars
-from .micro_batch_steps import MicroBatchSteps
-from .mlm_step import to_device
+from .lean_order import lean_micro_batch
+from .mlm_step import ADV_KEYS, MicroBatchSteps, all_reduce_sum, mlm_micro_batch, to_device
 from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
                             load_init_weights, model_config_of)
-from .pipeline_loop import PipelineSteps
+from .pipeline_loop import PipelineSteps, take_clipping
 from .reshard import UNIVERSAL_INFO_KEY, prepare_layout_change, universal_checkpoint_info
-from .run_stats import ADV_KEYS, TrainSummary, Window, all_reduce_sum, world
+from .run_stats import TrainSummary, Window, world
 from .tensor_parallel import register_sequence_parallel_grad_hooks
 
 logger = logging.getLogger("alum.pretrain")
@@ -103,6 +103,9 @@ class Trainer:
             compile_layers(self.model)
         self.ds_config = add_monitor_sections(build_ds_config(tc, cfg.optim, self.dp_size),
                                               cfg.logging, cfg.checkpoint.output_dir)
+        pipeline_clip = take_clipping(self.ds_config, precision_of(self.ds_config),
+                                      zero_stage(self.ds_config)) if self.pipeline else None
+        self.pipeline_clip = pipeline_clip
         hp = optimizer_hyperparameters(self.ds_config)
         groups = weight_decay_groups(self.model, hp["weight_decay"])
         from alum.parallel import mpu
@@ -122,10 +125,12 @@ class Trainer:
         self.precision = precision_of(self.ds_config)
         if self.pipeline:
             self.steps = PipelineSteps(self.engine, cfg, self.lr_scheduler, self.dp_rank,
-                                       self.dp_size, self.precision, zero_stage(self.ds_config))
+                                       self.dp_size, self.precision, pipeline_clip)
         else:
+            # The order is the run's: chosen once (PretrainConfig.resolved_alum_order).
+            order = lean_micro_batch if cfg.resolved_alum_order == "lean" else mlm_micro_batch
             self.steps = MicroBatchSteps(self.engine, cfg, self.lr_scheduler, self.dp_rank,
-                                         self.dp_size)
+                                         self.dp_size, order)
         self.checkpoints = CheckpointManager(
             os.path.join(cfg.checkpoint.output_dir, "checkpoints"), cfg.checkpoint.keep_last,
             on_damaged=cfg.checkpoint.resume_damaged,
@@ -215,6 +220,8 @@ class Trainer:
         record = {"pretrain": self.cfg.to_dict(), "deepspeed": self.ds_config,
                   "model_config": model_config_of(self.model),
                   "world_size": self.world, "tokenizer": self.data.tokenizer_path,
+                  # Set when the pipeline strategy clips itself (DeepSpeed's is then off).
+                  "pipeline_gradient_clipping": self.pipeline_clip,
                   "data_path": list(self.data.data_path)}
         atomic_write_text(os.path.join(out, "config.json"), json.dumps(record, indent=1))
 

@@ -175,18 +175,10 @@ INTERNALS: Tuple[Internal, ...] = tuple(
                  use="replaces it on CPU by one returning None (a 40-85 s hidden C++ build)",
                  needed_by="tests/parallel/test_internals.py::"
                            "test_deepspeed_would_still_build_its_shm_op_on_cpu"),
-        Internal(_DEEPSPEED, "deepspeed.runtime.engine", "DeepSpeedEngine.gradient_clipping",
-                 params=("self",),
-                 use="sets engine._config.gradient_clipping to 0 for a step whose gradients "
-                     "it clipped itself (pipeline, ZeRO-0, fp32)",
-                 needed_by="tests/pretrain/test_tensor_parallel.py::"
-                           "test_tensor_and_pipeline_parallel_equal_tp1_over_two_processes "
-                           "(its pp2_zero0 run differs by 1.6e-4 without it)"),
     ])
 """Every private internal alum patches or reads, checked by ``check_all``. The ZeRO-3
-optimizer's ``micro_step_id`` and ``grad_partitions_flat_buffer`` and the engine's
-``_config`` exist only on live objects: alum.pretrain checks them where it uses them
-(``require_instance_attrs``)."""
+optimizer's ``micro_step_id`` and ``grad_partitions_flat_buffer`` exist only on live
+objects: alum.pretrain checks them where it uses them (``require_instance_attrs``)."""
 
 
 def internal(module: str, name: str) -> Internal:
