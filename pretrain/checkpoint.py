@@ -358,7 +358,10 @@ class CheckpointManager:
             if change is None:
                 path, client_state = engine.load_checkpoint(load_dir, tag=tag)
             else:
-                path, client_state = engine.load_checkpoint(change.universal_root, tag=tag)
+                from .reshard import this_stage
+
+                path, client_state = engine.load_checkpoint(
+                    change.universal_root, tag=change.load_tag(this_stage()))
         except (RuntimeError, KeyError, AssertionError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])
             detail = next((line.strip() for line in first if "size mismatch" in line),

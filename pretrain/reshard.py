@@ -16,12 +16,16 @@ is a function of the step.
 What is supported, and what is refused before any work (``LayoutChangeError``, one line
 naming both layouts and the reason):
 
-- DP changes and TP changes (and both at once), ZeRO stage 1 or 2 on both sides;
-- refused: a change of PP or of the virtual pipeline size (each stage names its layers
-  from 0, so two stages' ``layers.0`` would be merged into one parameter by the
-  converter, which keys parameters by name), ZeRO stage 0 or 3 on either side, a TP
-  change across which Megatron's vocabulary padding differs (the decoder bias's padding
-  is one-dimensional, which the converter's vocabulary stripping does not handle).
+- DP, TP and PP changes (together too), ZeRO stage 1 or 2 on both sides. Under PP each
+  stage names its layers from ``layers.0``, and the converter keys parameters by name:
+  the files it reads are rewritten with global layer names (the last stage's copy of the
+  tied word embedding left out: it equals the first stage's weight and Adam state), and
+  each stage of the new layout loads through a view of links under its own local names;
+- refused: the interleaved schedule (virtual pipeline size > 1) on either side, ZeRO
+  stage 0 or 3 on either side, a TP change across which Megatron's vocabulary padding
+  differs (the decoder bias's padding is one-dimensional, which the converter's
+  vocabulary stripping does not handle), a TP change of a checkpoint that does not
+  record its TP slicing.
 
 The conversion runs on global rank 0 into ``<checkpoints>/universal/<tag>`` (written
 under a temporary name and renamed when complete; reused if already there), every rank
@@ -84,6 +88,8 @@ class LayoutChange:
     tag: str
     saved: Layout
     current: Layout
+    num_layers: int = 0
+    """The model's layers (stage-local layer names <-> global ones under PP)."""
 
     @property
     def universal_root(self) -> str:
@@ -92,6 +98,11 @@ class LayoutChange:
     def describe(self) -> str:
         return (f"{os.path.join(self.load_dir, self.tag)} ({self.saved.describe()}) resumed at "
                 f"{self.current.describe()}")
+
+    def load_tag(self, stage: int) -> str:
+        """The tag pipeline stage ``stage`` loads from ``universal_root``: the universal
+        checkpoint itself at PP=1, else the stage's view of it (its local names)."""
+        return self.tag if self.current.pipeline_parallel_size == 1 else f"{self.tag}.stage{stage}"
 
 
 def universal_checkpoint_info(module) -> Dict[str, Any]:
@@ -132,11 +143,13 @@ def saved_layout(load_dir: str, tag: str) -> Layout:
 
 def refusal(saved: Layout, current: Layout, model_config: Optional[dict]) -> Optional[str]:
     """Why ``saved`` cannot be resumed at ``current`` (None when it can)."""
-    if (saved.pipeline_parallel_size, saved.virtual_pipeline_size) != (
-            current.pipeline_parallel_size, current.virtual_pipeline_size):
-        return ("changing the pipeline-parallel size is not supported (each stage names its "
-                "layers from 0, and DeepSpeed's universal checkpoint keys parameters by name); "
-                "reshape the weights with alum-convert reshape and start with --init-from")
+    if saved.virtual_pipeline_size > 1 or current.virtual_pipeline_size > 1:
+        return ("the interleaved schedule (virtual pipeline size > 1) is not supported: its "
+                "ranks hold several model chunks under chunks.<v>. names; reshape the weights "
+                "with alum-convert reshape and start with --init-from")
+    if max(saved.pipeline_parallel_size, current.pipeline_parallel_size) > 1 \
+            and model_config is None:
+        return "pipeline parallelism needs the megatron model"
     for side, layout in (("saved", saved), ("current", current)):
         if layout.zero_stage not in (1, 2):
             return (f"a layout change needs ZeRO stage 1 or 2 on both sides (the {side} "
@@ -177,7 +190,8 @@ def plan_layout_change(load_dir: Optional[str], tag: Optional[str], current: Lay
     shape = {k: v for k, v in (model_config or {}).items() if k in SHAPE_FIELDS} or None
     if saved_shape and shape and identity_mismatch(saved_shape, shape):
         return None  # another model: refused by the checkpoint's identity check, unconverted
-    change = LayoutChange(load_dir, tag, saved, current)
+    change = LayoutChange(load_dir, tag, saved, current,
+                          int((model_config or {}).get("num_layers", 0)))
     why = refusal(saved, current, model_config)
     if why is None and saved.tensor_parallel_size != current.tensor_parallel_size \
             and not _records_tp_slicing(os.path.join(load_dir, tag)):
@@ -188,8 +202,10 @@ def plan_layout_change(load_dir: Optional[str], tag: Optional[str], current: Lay
     return change
 
 
-def convert_to_universal(change: LayoutChange) -> str:
-    """``ds_to_universal`` of the tag (global rank 0; the others wait); its directory."""
+def convert_to_universal(change: LayoutChange, model=None) -> str:
+    """``ds_to_universal`` of the tag (global rank 0; the others wait); its directory.
+    Under PP the first rank of each stage then links the stage's view (``model``: this
+    rank's module)."""
     out = os.path.join(change.universal_root, change.tag)
     if _rank() == 0 and not os.path.isdir(out):
         from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
@@ -198,7 +214,8 @@ def convert_to_universal(change: LayoutChange) -> str:
         tmp, source = out + ".converting", out + ".source"
         for stale in (tmp, source):
             shutil.rmtree(stale, ignore_errors=True)
-        _converter_input(os.path.join(change.load_dir, change.tag), source)
+        _converter_input(os.path.join(change.load_dir, change.tag), source, change.saved,
+                         change.num_layers)
         args = argparse.Namespace(input_folder=source, output_folder=tmp,
                                   num_extract_workers=1, num_merge_workers=1,
                                   keep_temp_folder=False, strict=True,
@@ -210,7 +227,21 @@ def convert_to_universal(change: LayoutChange) -> str:
         shutil.rmtree(source)
         os.replace(tmp, out)
     _barrier()
+    if change.current.pipeline_parallel_size > 1:
+        from megatron.core import parallel_state as ps
+
+        if ps.get_tensor_model_parallel_rank() == 0 and ps.get_data_parallel_rank() == 0:
+            _stage_view(change, ps.get_pipeline_model_parallel_rank(),
+                        [name for name, _ in model.named_parameters()])
+        _barrier()
     return out
+
+
+def this_stage() -> int:
+    """This rank's pipeline stage (for ``LayoutChange.load_tag``)."""
+    from megatron.core import parallel_state as ps
+
+    return ps.get_pipeline_model_parallel_rank()
 
 
 def _records_tp_slicing(tag_dir: str) -> bool:
@@ -221,29 +252,96 @@ def _records_tp_slicing(tag_dir: str) -> bool:
     return bool(state.get(UNIVERSAL_INFO_KEY))
 
 
-def _converter_input(tag_dir: str, source: str) -> None:
+OUTPUT_COPY = "output_word_embeddings.embedding.weight"
+"""The last stage's copy of the tied word embedding (PP > 1): equal to the first stage's
+weight and Adam state (its gradient is summed over the embedding group), so it is left
+out of the universal checkpoint and loaded from the word embedding's entry."""
+
+WORD_EMBEDDING = "embeddings.word_embeddings.embedding.weight"
+
+
+def global_name(name: str, stage: int, pp: int, num_layers: int) -> str:
+    """A stage's parameter name with its layer index made global (``layers.<i>.``)."""
+    from alum.parallel import chunk_layer_range
+
+    match = re.match(r"layers\.(\d+)\.", name)
+    if pp == 1 or match is None:
+        return name
+    start, _ = chunk_layer_range(num_layers, stage, pp)
+    return f"layers.{int(match.group(1)) + start}." + name[match.end():]
+
+
+def _converter_input(tag_dir: str, source: str, saved: Layout, num_layers: int) -> None:
     """What the converter reads: the tag's files as links, except the model-states files,
     rewritten without megatron's ``_extra_state`` entries (None, which the converter
-    would save as fp32 weights). A checkpoint written before the TP slicing metadata was
-    recorded gets DeepSpeed's empty default (``inject_missing_state``: every parameter
-    counts as split on dim 0, right at TP=1 only: such a checkpoint may change DP only)."""
+    would save as fp32 weights), and, under PP, every name made global (each stage names
+    its layers from 0, and the converter keys parameters by name) in the model-states
+    and optimizer files, the last stage's embedding copy left out. A checkpoint written
+    before the TP slicing metadata was recorded gets DeepSpeed's empty default
+    (``inject_missing_state``: every parameter counts as split on dim 0, right at TP=1
+    only: such a checkpoint may change DP only)."""
+    from collections import OrderedDict
+
     import torch
+    from deepspeed.checkpoint.constants import (OPTIMIZER_STATE_DICT, PARAM_SHAPES,
+                                                PARAM_SLICE_MAPPINGS)
+
+    pp, tp = saved.pipeline_parallel_size, saved.tensor_parallel_size
+
+    def renamed(mapping, stage):
+        return OrderedDict((global_name(k, stage, pp, num_layers), v)
+                           for k, v in mapping.items() if k != OUTPUT_COPY)
 
     os.makedirs(source)
     for name in os.listdir(tag_dir):
         path = os.path.join(tag_dir, name)
-        if re.fullmatch(r"mp_rank_\d+_model_states\.pt", name):
+        model = re.fullmatch(r"mp_rank_(\d+)_model_states\.pt", name)
+        optim = re.fullmatch(r".*zero_pp_rank_\d+_mp_rank_(\d+)_optim_states\.pt", name)
+        if model:
             state = torch.load(path, map_location="cpu", weights_only=False)
-            state["module"] = {k: v for k, v in state["module"].items() if v is not None}
+            stage = int(model.group(1)) // tp
+            state["module"] = renamed({k: v for k, v in state["module"].items()
+                                       if v is not None}, stage)
+            if pp > 1:
+                state[PARAM_SHAPES] = [renamed(group, stage) for group in state[PARAM_SHAPES]]
+            torch.save(state, os.path.join(source, name))
+        elif optim and pp > 1:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            stage = int(optim.group(1)) // tp
+            optimizer = state[OPTIMIZER_STATE_DICT]
+            optimizer[PARAM_SLICE_MAPPINGS] = [renamed(group, stage)
+                                               for group in optimizer[PARAM_SLICE_MAPPINGS]]
             torch.save(state, os.path.join(source, name))
         else:
             os.symlink(os.path.abspath(path), os.path.join(source, name))
+
+
+def _stage_view(change: LayoutChange, stage: int, local_names) -> None:
+    """``<universal>/<tag>.stage<r>``: the universal checkpoint under stage ``r``'s local
+    names (links), which is what the engine of that stage looks its parameters up by."""
+    universal = os.path.abspath(os.path.join(change.universal_root, change.tag))
+    view = os.path.join(change.universal_root, change.load_tag(stage))
+    shutil.rmtree(view, ignore_errors=True)
+    os.makedirs(os.path.join(view, "zero"))
+    for name in os.listdir(universal):
+        if name != "zero":
+            os.symlink(os.path.join(universal, name), os.path.join(view, name))
+    os.symlink(os.path.join(universal, "zero", "optimizer_state.pt"),
+               os.path.join(view, "zero", "optimizer_state.pt"))
+    pp = change.current.pipeline_parallel_size
+    for local in local_names:
+        target = WORD_EMBEDDING if local == OUTPUT_COPY else global_name(
+            local, stage, pp, change.num_layers)
+        os.symlink(os.path.join(universal, "zero", target), os.path.join(view, "zero", local))
 
 
 def remove_universal(change: LayoutChange) -> None:
     """Drop the converted copy once every rank has loaded it."""
     _barrier()
     if _rank() == 0:
+        for stage in range(change.current.pipeline_parallel_size):
+            view = os.path.join(change.universal_root, change.load_tag(stage))
+            shutil.rmtree(view, ignore_errors=True)
         shutil.rmtree(os.path.join(change.universal_root, change.tag), ignore_errors=True)
         with contextlib.suppress(OSError):  # the converter's own "latest" record
             os.remove(os.path.join(change.universal_root, "latest_universal"))
@@ -261,12 +359,13 @@ def _barrier() -> None:
 
 
 def prepare_layout_change(cfg, ds_config: Dict[str, Any], data_parallel_size: int,
-                          model_config: Optional[dict]) -> Optional[LayoutChange]:
+                          model) -> Optional[LayoutChange]:
     """Before DeepSpeed builds the engine: if this run will resume from a checkpoint of
     another layout, refuse it (``LayoutChangeError``) or convert it to a universal
     checkpoint and ask the engine to load that (``ds_config["checkpoint"]``)."""
     from .checkpoint import resume_choice
     from .ds_json import zero_stage
+    from .model_builder import model_config_of
 
     ck, tc = cfg.checkpoint, cfg.train
     if ck.resume == "never":
@@ -277,8 +376,8 @@ def prepare_layout_change(cfg, ds_config: Dict[str, Any], data_parallel_size: in
     tag, _ = resume_choice(load_dir)
     current = Layout(tc.tensor_parallel_size, tc.pipeline_parallel_size,
                      tc.virtual_pipeline_size, data_parallel_size, zero_stage(ds_config))
-    change = plan_layout_change(load_dir, tag, current, model_config)
+    change = plan_layout_change(load_dir, tag, current, model_config_of(model))
     if change is not None:
-        convert_to_universal(change)
+        convert_to_universal(change, model)
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
     return change

@@ -112,7 +112,7 @@ class Trainer:
 
         # A checkpoint of another layout: refused, or converted for the engine to load.
         self.layout_change = prepare_layout_change(cfg, self.ds_config, self.dp_size,
-                                                   model_config_of(self.model))
+                                                   self.model)
         opt_cfg = cfg.optim
 
         def scheduler(optimizer):

@@ -1,7 +1,7 @@
 """Resuming at another parallel layout (alum.pretrain.reshard, DeepSpeed's universal
-checkpoint): a run saved half-way at DP=2, TP=2 (ZeRO-1) or DP=1/TP=1 and resumed at the
-other layout gives the next losses of the run that never moved, with the optimizer
-moments, LR schedule, step, data position and ALUM's curriculum carried; the layout
+checkpoint): a run saved half-way at DP=2, TP=2, PP=2 (ZeRO-1) or DP=1/TP=1/PP=1 and
+resumed at the other layout gives the next losses of the run that never moved, with the
+optimizer moments, LR schedule, step, data position and ALUM's curriculum carried; the layout
 changes that are not supported are refused before any work, naming both layouts."""
 import json
 import os
@@ -41,7 +41,7 @@ def _ckpts(out) -> str:
 
 
 @pytest.mark.slow
-def test_resume_across_dp_and_tp_equals_the_run_that_never_moved(tmp_path, sample_cache):
+def test_resume_across_dp_tp_and_pp_equals_the_run_that_never_moved(tmp_path, sample_cache):
     if shutil.which("deepspeed") is None:
         pytest.skip("the deepspeed launcher is not on PATH")
     straight = Trainer(_config(tmp_path / "straight", sample_cache)).train()
@@ -50,6 +50,7 @@ def test_resume_across_dp_and_tp_equals_the_run_that_never_moved(tmp_path, sampl
     half = Trainer(_config(tmp_path / "dp1_half", sample_cache, max_steps=SPLIT)).train()
     assert half.losses == pytest.approx(straight.losses[:SPLIT], abs=1e-6)
     shutil.copytree(tmp_path / "dp1_half", tmp_path / "tp1_half")
+    shutil.copytree(tmp_path / "dp1_half", tmp_path / "pp1_half")
 
     out = tmp_path / "runs"
     resume = {"resume": "auto"}
@@ -62,6 +63,8 @@ def test_resume_across_dp_and_tp_equals_the_run_that_never_moved(tmp_path, sampl
              checkpoint=dict(resume, output_dir=str(tmp_path / "dp1_half"))),
         _run("tp2_from_tp1", out, train={"tensor_parallel_size": 2},
              checkpoint=dict(resume, output_dir=str(tmp_path / "tp1_half"))),
+        _run("pp2_from_pp1", out, train={"pipeline_parallel_size": 2},
+             checkpoint=dict(resume, output_dir=str(tmp_path / "pp1_half"))),
     ]
     cfg = _config(tmp_path / "base", sample_cache)
     cfg_path, plan_path = tmp_path / "cfg.json", tmp_path / "plan.json"
@@ -75,13 +78,25 @@ def test_resume_across_dp_and_tp_equals_the_run_that_never_moved(tmp_path, sampl
     assert saved_layout(_ckpts(out / "dp2_half"), "global_step2") == Layout(1, 1, 1, 2, 1)
     assert saved_layout(_ckpts(out / "tp2_half"), "global_step2") == Layout(2, 1, 1, 1, 1)
     tail = straight.losses[SPLIT:]
-    # ... and back: DP=1 -> DP=2, TP=1 -> TP=2 (resumed inside the launch).
-    for name in ("dp2_from_dp1", "tp2_from_tp1"):
+    assert saved_layout(_ckpts(out / "pp2_half"), "global_step2") == Layout(1, 2, 1, 1, 1)
+    # ... and back: DP=1 -> DP=2, TP=1 -> TP=2, PP=1 -> PP=2 (resumed inside the launch).
+    for name in ("dp2_from_dp1", "tp2_from_tp1", "pp2_from_pp1"):
         got = results[name]
         assert got["start_step"] == SPLIT and got["alum_steps"] == 1, name
         assert got["losses"] == pytest.approx(tail, abs=1e-5), name
-    # DP=2 -> DP=1 and TP=2 -> TP=1, resumed here (a world of one).
-    for name in ("dp2_half", "tp2_half"):
+    # The TP=2 checkpoint resumed under ZeRO-3: refused before any work, naming both
+    # layouts, and nothing written.
+    tp_dir = out / "tp2_half"
+    before = sorted(os.listdir(_ckpts(tp_dir)))
+    with pytest.raises(LayoutChangeError,
+                       match=r"global_step2 \(TP=2 x PP=1 x DP=1, ZeRO-1\) resumed at "
+                             r"TP=1 x PP=1 x DP=1, ZeRO-3: a layout change needs ZeRO stage "
+                             r"1 or 2 on both sides \(the current run's is 3"):
+        Trainer(_config(tp_dir, sample_cache, resume="auto", ds_config="zero3"))
+    assert sorted(os.listdir(_ckpts(tp_dir))) == before
+
+    # DP=2 -> DP=1, TP=2 -> TP=1 and PP=2 -> PP=1, resumed here (a world of one).
+    for name in ("dp2_half", "tp2_half", "pp2_half"):
         assert results[name]["losses"] == pytest.approx(straight.losses[:SPLIT], abs=1e-5)
         run_dir = out / name
         moved = Trainer(_config(run_dir, sample_cache, resume="auto"))
@@ -94,15 +109,6 @@ def test_resume_across_dp_and_tp_equals_the_run_that_never_moved(tmp_path, sampl
         assert not os.path.exists(os.path.join(_ckpts(run_dir), "universal"))
         # The new checkpoint is written at the new layout, and resumes as usual.
         assert saved_layout(_ckpts(run_dir), "global_step4") == Layout(1, 1, 1, 1, 1)
-
-    # PP=2 -> PP=1: refused before any work, naming both layouts.
-    pp_dir = out / "pp2_half"
-    before = sorted(os.listdir(_ckpts(pp_dir)))
-    with pytest.raises(LayoutChangeError,
-                       match=r"global_step2 \(TP=1 x PP=2 x DP=1, ZeRO-1\) resumed at "
-                             r"TP=1 x PP=1 x DP=1, ZeRO-1: changing the pipeline-parallel"):
-        Trainer(_config(pp_dir, sample_cache, resume="auto"))
-    assert sorted(os.listdir(_ckpts(pp_dir))) == before
 
 
 def test_unsupported_layout_changes_are_named(tmp_path):
@@ -124,7 +130,8 @@ def test_unsupported_layout_changes_are_named(tmp_path):
     assert plan_layout_change(str(tmp_path), "global_step2", current, None) is not None
     with pytest.raises(LayoutChangeError, match=r"ZeRO-3: .*the current run's is 3"):
         plan_layout_change(str(tmp_path), "global_step2", Layout(1, 1, 1, 1, 3), None)
-    with pytest.raises(LayoutChangeError, match="virtual 2.*pipeline-parallel size"):
+    with pytest.raises(LayoutChangeError, match=r"\(virtual 2\) x DP=1, ZeRO-1: the "
+                                                r"interleaved schedule"):
         plan_layout_change(str(tmp_path), "global_step2", Layout(1, 2, 2, 1, 1), None)
     model = {"vocab_size": 2100, "make_vocab_size_divisible_by": 128, "hidden_size": 64,
              "num_layers": 2, "num_attention_heads": 2, "ffn_hidden_size": 256}
