@@ -208,7 +208,9 @@ def convert_to_universal(change: LayoutChange, model=None) -> str:
     rank's module)."""
     out = os.path.join(change.universal_root, change.tag)
     if _rank() == 0 and not os.path.isdir(out):
-        from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+        from alum.parallel.internals import internal, require
+
+        ds_to_universal = require(internal("deepspeed.checkpoint.ds_to_universal", "main"))
 
         os.makedirs(change.universal_root, exist_ok=True)
         tmp, source = out + ".converting", out + ".source"
