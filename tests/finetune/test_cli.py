@@ -25,6 +25,7 @@ def test_classification_with_alum_saves_a_loadable_model(tiny_bert_dir, tmp_path
                                                   "relative")))
     assert summary["steps"] == 8  # 30 rows / batch 8 = 4 steps per epoch
     assert summary["adv_steps"] == 8 and summary["adv_skipped"] == 0
+    assert summary["train_cpu_seconds"] > 0 and summary["train_seconds"] > 0
     evals = summary["eval_history"]
     assert len(evals) == 2 and {"eval_accuracy", "eval_macro_f1"} <= set(evals[-1])
     model = AutoModelForSequenceClassification.from_pretrained(out)
