@@ -214,16 +214,20 @@ class CheckpointManager:
             ``damaged/`` and start from step 0).
         identity: what this run's checkpoints are (model shape, parallel layout);
             recorded in every marker and compared with a loaded one's.
+        layout_change: an ``alum.pretrain.reshard.LayoutChange`` when the checkpoint to
+            resume was written at another parallel layout: its tag is loaded from the
+            universal checkpoint converted from it (the model shape is still compared).
     """
 
     def __init__(self, save_dir: str, keep_last: int = 2, on_damaged: str = "refuse",
-                 identity: Optional[Dict[str, Any]] = None):
+                 identity: Optional[Dict[str, Any]] = None, layout_change=None):
         if on_damaged not in ON_DAMAGED:
             raise ValueError(f"on_damaged={on_damaged!r}: must be one of {ON_DAMAGED}")
         self.save_dir = save_dir
         self.keep_last = keep_last
         self.on_damaged = on_damaged
         self.identity = identity
+        self.layout_change = layout_change
 
     def _bytes_needed(self, engine) -> int:
         """What a save will write, about: the newest complete checkpoint's size, else
@@ -345,9 +349,19 @@ class CheckpointManager:
                                  f"{reason}")
         if tag is None:
             return None
-        self._check_identity(load_dir, tag)
+        change = self.layout_change
+        if change is not None and (change.load_dir, change.tag) != (load_dir, tag):
+            raise RuntimeError(f"the layout change was planned for {change.load_dir}/"
+                               f"{change.tag}, but {load_dir}/{tag} is to be loaded")
+        self._check_identity(load_dir, tag, layout=change is None)
         try:
-            path, client_state = engine.load_checkpoint(load_dir, tag=tag)
+            if change is None:
+                path, client_state = engine.load_checkpoint(load_dir, tag=tag)
+            else:
+                from .reshard import this_stage
+
+                path, client_state = engine.load_checkpoint(
+                    change.universal_root, tag=change.load_tag(this_stage()))
         except (RuntimeError, KeyError, AssertionError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])
             detail = next((line.strip() for line in first if "size mismatch" in line),
@@ -358,7 +372,16 @@ class CheckpointManager:
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load {os.path.join(load_dir, tag)}")
         rng_path = os.path.join(load_dir, tag, f"rng_state_rank{_rank()}.pt")
-        if os.path.isfile(rng_path):
+        if change is not None:
+            from .reshard import remove_universal
+
+            remove_universal(change)
+            # Another layout gives this rank another role (its TP rank, its data slice):
+            # the saved streams belong to the old roles. ALUM's random start is seeded
+            # per sample, so it does not depend on them.
+            logger.warning("resumed %s: RNG streams reseeded (dropout draws new masks)",
+                           change.describe())
+        elif os.path.isfile(rng_path):
             restore_rng_state(torch.load(rng_path, weights_only=False))
         else:
             logger.warning("%s has no RNG state for rank %d (saved with another world "
@@ -368,11 +391,17 @@ class CheckpointManager:
         client_state["tag"] = tag
         return client_state
 
-    def _check_identity(self, load_dir: str, tag: str) -> None:
+    def _check_identity(self, load_dir: str, tag: str, layout: bool = True) -> None:
+        """The saved identity against this run's: model shape and (with ``layout``)
+        the parallel layout."""
         saved = (read_marker(load_dir, tag) or {}).get("identity")
         if not saved or not self.identity:
             return
-        diff = identity_mismatch(saved, self.identity)
+        current = self.identity
+        if not layout:
+            saved, current = ({"model": saved.get("model")},
+                              {"model": self.identity.get("model")})
+        diff = identity_mismatch(saved, current)
         if diff:
             raise CheckpointMismatchError(
                 f"checkpoint {os.path.join(load_dir, tag)} was written by another model "

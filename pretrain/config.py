@@ -251,6 +251,12 @@ class TrainConfig:
     """Stop after this many optimizer steps of *this* invocation (the schedule still
     spans ``train_steps``): short runs, tests, and time-boxed jobs."""
 
+    collective_timeout_minutes: float = 10.0
+    """How long a rank waits in one collective (all-reduce, barrier, pipeline send) before
+    it fails: a rank whose peer froze or whose node lost its network ends with an error
+    after this long instead of hanging (docs/multinode.md). Longer than the slowest step
+    and checkpoint save."""
+
     def __post_init__(self) -> None:
         for name, low in (("train_steps", 1), ("micro_batch_size", 1), ("grad_accum_steps", 1),
                           ("eval_interval", 0), ("eval_batches", 1), ("log_interval", 1),
@@ -258,6 +264,7 @@ class TrainConfig:
             check_int(self, name, low)
         if self.max_steps is not None:
             check_int(self, "max_steps", 0)
+        check_number(self, "collective_timeout_minutes", 0.0, strict=True)
         check_int(self, "tensor_parallel_size", 1)
         if self.sequence_parallel and self.tensor_parallel_size == 1:
             raise _bad("TrainConfig", "sequence_parallel", True,

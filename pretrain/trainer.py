@@ -38,6 +38,7 @@ from .mlm_step import ADV_KEYS, MicroBatchSteps, all_reduce_sum, mlm_micro_batch
 from .model_builder import (build_pretrain_model, enable_activation_checkpointing,
                             load_init_weights, model_config_of)
 from .pipeline_loop import PipelineSteps, take_clipping
+from .reshard import UNIVERSAL_INFO_KEY, prepare_layout_change, universal_checkpoint_info
 from .run_stats import TrainSummary, Window, world
 from .tensor_parallel import register_sequence_parallel_grad_hooks
 
@@ -45,16 +46,18 @@ logger = logging.getLogger("alum.pretrain")
 
 
 def setup_distributed(seed: int, tensor_parallel_size: int = 1,
-                      pipeline_parallel_size: int = 1, virtual_pipeline_size: int = 1) -> None:
-    """torch.distributed (gloo on CPU, nccl on GPU) and megatron's TP/PP/DP groups;
-    seeds python/numpy/torch."""
+                      pipeline_parallel_size: int = 1, virtual_pipeline_size: int = 1,
+                      timeout_minutes: float = 10.0) -> None:
+    """torch.distributed (gloo on CPU, nccl on GPU) and megatron's TP/PP/DP groups, with
+    ``timeout_minutes`` per collective; seeds python/numpy/torch."""
     from alum.parallel import initialize_parallel, skip_shm_comm_build
 
     skip_shm_comm_build()
     # initialize_parallel creates the default group (a world of one in a plain
     # process, the launcher's world otherwise) and megatron's groups and RNG tracker.
     initialize_parallel(tensor_parallel_size, pipeline_parallel_size, seed=seed,
-                        virtual_pp=virtual_pipeline_size if virtual_pipeline_size > 1 else None)
+                        virtual_pp=virtual_pipeline_size if virtual_pipeline_size > 1 else None,
+                        timeout_minutes=timeout_minutes)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -69,7 +72,7 @@ class Trainer:
         self.cfg = cfg
         tc = cfg.train
         setup_distributed(tc.seed, tc.tensor_parallel_size, tc.pipeline_parallel_size,
-                          tc.virtual_pipeline_size)
+                          tc.virtual_pipeline_size, tc.collective_timeout_minutes)
         from megatron.core import parallel_state as ps
 
         self.rank, self.world = world()
@@ -107,6 +110,9 @@ class Trainer:
         groups = weight_decay_groups(self.model, hp["weight_decay"])
         from alum.parallel import mpu
 
+        # A checkpoint of another layout: refused, or converted for the engine to load.
+        self.layout_change = prepare_layout_change(cfg, self.ds_config, self.dp_size,
+                                                   self.model)
         opt_cfg = cfg.optim
 
         def scheduler(optimizer):
@@ -129,7 +135,8 @@ class Trainer:
             os.path.join(cfg.checkpoint.output_dir, "checkpoints"), cfg.checkpoint.keep_last,
             on_damaged=cfg.checkpoint.resume_damaged,
             identity=checkpoint_identity(model_config_of(self.model), tc.tensor_parallel_size,
-                                         tc.pipeline_parallel_size, tc.virtual_pipeline_size))
+                                         tc.pipeline_parallel_size, tc.virtual_pipeline_size),
+            layout_change=self.layout_change)
         self.log = MetricsLog(self.engine.monitor, enabled=self.rank == 0)
         self.step = 0
         self.consumed_samples = 0
@@ -227,7 +234,8 @@ class Trainer:
                 "config": self.cfg.to_dict(), "tokenizer": self.data.tokenizer_path,
                 "tokenizer_copy": os.path.join(self.cfg.checkpoint.output_dir, "tokenizer"),
                 "data_path": list(self.data.data_path), "world_size": self.world,
-                LAYOUT_KEY: parallel_layout(self.engine.module)}
+                LAYOUT_KEY: parallel_layout(self.engine.module),
+                UNIVERSAL_INFO_KEY: universal_checkpoint_info(self.engine.module)}
 
     # -- validation -----------------------------------------------------------
     def evaluate(self) -> Optional[Dict[str, float]]:

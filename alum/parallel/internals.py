@@ -175,6 +175,12 @@ INTERNALS: Tuple[Internal, ...] = tuple(
                  use="replaces it on CPU by one returning None (a 40-85 s hidden C++ build)",
                  needed_by="tests/parallel/test_internals.py::"
                            "test_deepspeed_would_still_build_its_shm_op_on_cpu"),
+        Internal(_DEEPSPEED, "deepspeed.checkpoint.ds_to_universal", "main", params=("args",),
+                 use="calls it with an argparse namespace (the converter script's entry "
+                     "point) to resume a checkpoint at another layout "
+                     "(alum.pretrain.reshard)",
+                 needed_by="tests/parallel/test_internals.py::"
+                           "test_deepspeed_still_refuses_another_dp_size_natively"),
     ])
 """Every private internal alum patches or reads, checked by ``check_all``. The ZeRO-3
 optimizer's ``micro_step_id`` and ``grad_partitions_flat_buffer`` exist only on live

@@ -91,6 +91,9 @@ def initialize_parallel(tp: int = 1, pp: int = 1, seed: int = 1234,
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
         virtual_pipeline_model_parallel_size=virtual_pp,
+        # megatron's own groups (TP, DP, PP, embedding: the ones every step's collectives
+        # use) take their timeout from here, not from the default group.
+        distributed_timeout_minutes=timeout_minutes,
     )
     model_parallel_manual_seed(seed)
 

@@ -174,6 +174,16 @@ def test_deepspeed_would_still_build_its_shm_op_on_cpu():
     assert re.search(r"def build_shm_op\(\):(\n .*)*builder\.load\(\)", source)
 
 
+def test_deepspeed_still_refuses_another_dp_size_natively():
+    """Why alum.pretrain.reshard converts to a universal checkpoint: the engine's own load
+    of a ZeRO-1/2 checkpoint refuses another data-parallel size."""
+    source = inspect.getsource(importlib.import_module("deepspeed.runtime.engine"))
+    # The message is split over source lines: its words, in order, across the quotes and
+    # line continuations.
+    words = "Automatic adjustment of ZeRO's optimizer state partitioning with a new world size"
+    assert re.search(r"[\s\"\\]+".join(map(re.escape, words.split())), source)
+
+
 def test_the_upgrade_doc_lists_every_internal():
     with open(os.path.join(REPO, "docs", "upgrading.md"), encoding="utf-8") as f:
         doc = f.read()
