@@ -24,7 +24,7 @@ The stages are the core's (alum.adversarial.AlumStep: ``start``, ``ascend``, ``s
 
 The cheaper variants (docs/algorithm.md, "Cheaper variants"): ``none`` and ``random`` run
 no pass 2; with ``fraction`` < 1 passes 2 and 3 run on the first sequences of the
-micro-batch (alum.pretrain.alum_variants), whose pass-3 gradient pass 4 receives padded
+micro-batch (``adversarial_part``, alum.pretrain.mlm_step), whose pass-3 gradient pass 4 receives padded
 with zeros; ``free`` runs its own two passes instead (``free_micro_batch``).
 
 Randomness: pass 4 replays pass 1's generator state (captured once), so the clean
@@ -42,10 +42,11 @@ import torch
 
 from alum import AlumConfig
 
-from .alum_variants import adversarial_part, free_micro_batch, part_forward, part_step
+from .alum_variants import free_micro_batch
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (MicroBatchResult, PassRunner, alum_positions, clean_objective,
-                       clean_pass, clean_pass_args, mlm_micro_batch)
+from .mlm_step import (MicroBatchResult, PassRunner, adversarial_part, alum_positions,
+                       clean_objective, clean_pass, clean_pass_args, mlm_micro_batch,
+                       part_forward, part_step)
 
 
 def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],

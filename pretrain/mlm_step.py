@@ -36,10 +36,10 @@ import torch.distributed as dist
 from torch import nn
 
 from alum import AlumConfig, AdversarialStats
+from alum.adversarial import AlumStep
 from alum.split_term import add_gradient
 
-from .alum_layout import predicted_ids
-from .alum_variants import adversarial_part, part_forward, part_step
+from .alum_layout import build_alum_step, predicted_ids
 from .config import PretrainConfig
 from .data import valid_batches
 
@@ -182,6 +182,83 @@ def alum_positions(batch: Dict[str, torch.Tensor], positions: str) -> Optional[A
             return None
         return AlumPositions(selected, None)
     return AlumPositions(None, batch["attention_mask"])
+
+
+# -- the fraction of the batch that gets the term (AlumConfig.fraction) ------------------
+# The adversarial term covers the first ceil(fraction × b) sequences of each micro-batch;
+# with ``alum_positions="masked"`` that is every masked position of those sequences
+# (sequences, not positions, so that the perturbed passes run on fewer sequences: the
+# saving). The first sequences rather than a random subset: the choice depends on the
+# batch alone, so a resumed run, every TP/SP/DP layout and gradient accumulation select
+# the same sequences (docs/algorithm.md, "Cheaper variants").
+
+@dataclass
+class AdversarialPart:
+    """The sequences of a micro-batch that get the adversarial term, and their tensors."""
+
+    n: int
+    """How many (the first ``n`` of the batch)."""
+    batch: Dict[str, torch.Tensor]
+    """The batch's tensors, their first ``n`` rows."""
+    head_rows: Optional[torch.Tensor]
+    """``[n, s]`` bool: the KL's positions (``masked``), or None (``all``)."""
+    kl_weights: Optional[torch.Tensor]
+    """The KL rows' weights, ``[n, s]`` (``all``), or None."""
+    rows: int
+    """Rows of the clean ALUM logits that belong to these sequences: the first ``rows``
+    of ``[positions, V]`` logits (``masked``), or the first ``n`` of ``[b, s, V]``."""
+    whole: bool
+    """The part is the whole micro-batch (fraction 1, or rounding)."""
+
+    def logits(self, clean: torch.Tensor) -> torch.Tensor:
+        """The part's rows of the clean pass's ALUM logits."""
+        return clean if self.whole else clean[:self.rows]
+
+    def embeds(self, embeds: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The part's rows of the embedding output (``[b, s_local, h]``)."""
+        return embeds if self.whole or embeds is None else embeds[:self.n]
+
+    def full_grad(self, grad: Optional[torch.Tensor], like: torch.Tensor
+                  ) -> Optional[torch.Tensor]:
+        """A gradient at the part's embedding rows, zero-padded to the whole batch's."""
+        if grad is None or self.whole:
+            return grad
+        out = torch.zeros_like(like)
+        out[:self.n] = grad
+        return out
+
+
+def adversarial_part(alum: AlumConfig, batch: Dict[str, torch.Tensor], rows
+                     ) -> Optional[AdversarialPart]:
+    """The first ceil(fraction × b) sequences (``rows``: the micro-batch's
+    ``AlumPositions``); None when those sequences have no masked position."""
+    b = batch["input_ids"].shape[0]
+    n = alum.adversarial_rows(b)
+    if n == b:
+        count = int(rows.head_rows.sum()) if rows.head_rows is not None else b
+        return AdversarialPart(b, batch, rows.head_rows, rows.kl_weights, count, True)
+    part = {k: v[:n] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == b
+            else v for k, v in batch.items()}
+    head = None if rows.head_rows is None else rows.head_rows[:n]
+    weights = None if rows.kl_weights is None else rows.kl_weights[:n]
+    if head is not None:
+        count = int(head.sum())  # the masked positions are row-major: these come first
+        if count == 0:
+            return None
+        return AdversarialPart(n, part, head, weights, count, False)
+    return AdversarialPart(n, part, None, weights, n, False)
+
+
+def part_step(model, part: AdversarialPart, embeds: Optional[torch.Tensor], alum: AlumConfig,
+              run_seed: Optional[int], loss_scale: float) -> AlumStep:
+    """The layout's staged step (build_alum_step) on the part's sequences."""
+    return build_alum_step(model, part.batch, part.embeds(embeds), alum, part.kl_weights,
+                           run_seed, loss_scale)
+
+
+def part_forward(model, part: AdversarialPart):
+    """perturbed embedding output of the part → the KL rows of its logits."""
+    return perturbed_forward(model, part.batch, AlumPositions(part.head_rows, part.kl_weights))
 
 
 def clean_head_rows(batch: Dict[str, torch.Tensor],
