@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict
+import sys
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Type
 
 from .atomic_write import atomic_path
 
@@ -63,3 +64,20 @@ def read_png_data(path: str) -> Dict[str, Any]:
     if text is None:
         raise ValueError(f"{path}: no {DATA_KEY!r} chunk (not written by alum.plotting)")
     return json.loads(text)
+
+
+def results_to_png_main(argv: Sequence[str], plot: Callable[[str, str], str], prog: str,
+                        doc: str, errors: Tuple[Type[BaseException], ...] = (ValueError, OSError)
+                        ) -> int:
+    """The command line of a figure drawn from a results file: ``prog RESULTS.json OUT.png``
+    runs ``plot`` and prints the PNG's path; a bad input is one line on stderr, exit 2."""
+    args: List[str] = list(argv)
+    if len(args) != 2 or args[0] in ("-h", "--help"):
+        print(doc)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    try:
+        print(plot(args[0], args[1]))
+    except errors as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

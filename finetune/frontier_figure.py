@@ -19,7 +19,7 @@ import json
 import sys
 from typing import Any, Dict, List, Optional
 
-from alum.plotting import pyplot, save_png
+from alum.plotting import pyplot, results_to_png_main, save_png
 
 
 def panels_of(front: Dict[str, Any]) -> List[tuple]:
@@ -112,16 +112,8 @@ def plot_frontier(results_json: str, png: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    try:
-        print(plot_frontier(argv[0], argv[1]))
-    except (ValueError, OSError, KeyError) as err:
-        print(f"frontier_figure: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return results_to_png_main(sys.argv[1:] if argv is None else argv, plot_frontier,
+                               "frontier_figure", __doc__, (ValueError, OSError, KeyError))
 
 
 if __name__ == "__main__":

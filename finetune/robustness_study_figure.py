@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from alum.plotting import pyplot, save_png
+from alum.plotting import pyplot, results_to_png_main, save_png
 
 
 def metrics_of(results: Dict[str, Any]) -> List[Tuple[str, str]]:
@@ -68,16 +68,8 @@ def plot_study(results_json: str, png: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    try:
-        print(plot_study(argv[0], argv[1]))
-    except (ValueError, OSError) as err:
-        print(f"robustness_study_figure: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return results_to_png_main(sys.argv[1:] if argv is None else argv, plot_study,
+                               "robustness_study_figure", __doc__)
 
 
 if __name__ == "__main__":
