@@ -86,7 +86,7 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # triton runs the fused-KL kernel's tests on CPU tensors (TRITON_INTERPRET=1).
-    "test": ["pytest>=8", "triton==3.9.0", "wandb"],
+    "test": ["pytest>=8", "triton>=3.9", "wandb"],
     # Weights & Biases through DeepSpeed's monitor (alum-pretrain --wandb true).
     "wandb": ["wandb"],
     # Real pretrained weights and a real corpus that install offline (see docs/).
