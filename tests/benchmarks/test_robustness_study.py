@@ -29,9 +29,13 @@ def _write_records(study, runs):
             json.dump(r, fh)
 
 
+def _study(study_module, tmp_path):
+    """A study with default options writing under ``tmp_path``."""
+    return study_module.Study(study_module.build_parser().parse_args(["--output", str(tmp_path)]))
+
+
 def test_report_pairs_runs_by_seed(study_module, tmp_path):
-    args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
-    study = study_module.Study(args)
+    study = _study(study_module, tmp_path)
     runs = [_record("standard", 1, 0.60, 0.40, 0.20, 0.30, 100.0),
             _record("standard", 2, 0.62, 0.44, 0.22, 0.34, 110.0),
             _record("alum", 1, 0.61, 0.55, 0.35, 0.33, 260.0),
@@ -54,8 +58,7 @@ def test_report_pairs_runs_by_seed(study_module, tmp_path):
 
 
 def test_report_covers_every_arm_with_records(study_module, tmp_path, capsys):
-    args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
-    study = study_module.Study(args)
+    study = _study(study_module, tmp_path)
     _write_records(study, [_record("standard", 1, 0.60, 0.40, 0.20, 0.30, 100.0),
                            _record("alum-paper", 1, 0.62, 0.41, 0.21, 0.29, 120.0)])
     # A sitting that runs only `standard` still reports the other arm's records.
@@ -71,8 +74,7 @@ def test_report_covers_every_arm_with_records(study_module, tmp_path, capsys):
 def test_report_draws_each_arm_with_its_spread(study_module, tmp_path):
     from alum.plotting import read_png_data
 
-    args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
-    study = study_module.Study(args)
+    study = _study(study_module, tmp_path)
     for r in (_record("standard", 1, 0.60, 0.40, 0.20, 0.30, 100.0),
               _record("standard", 2, 0.64, 0.44, 0.22, 0.34, 110.0),
               _record("alum", 1, 0.61, 0.55, 0.35, 0.33, 260.0)):
@@ -117,8 +119,7 @@ def test_study_figure_of_the_committed_results(tmp_path):
 
 
 def test_continual_pretraining_pairs_and_stage_table(study_module, tmp_path):
-    args = study_module.build_parser().parse_args(["--output", str(tmp_path)])
-    study = study_module.Study(args)
+    study = _study(study_module, tmp_path)
     runs = [_record("standard", 1, 0.60, 0.40, 0.20, 0.30, 100.0),
             _record("cpt-standard", 1, 0.61, 0.42, 0.21, 0.31, 100.0),
             _record("cpt-standard", 2, 0.59, 0.40, 0.20, 0.30, 100.0),

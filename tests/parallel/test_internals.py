@@ -22,6 +22,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="the patches are CPU-only")
 
 
+def _run_without_cuda(code: str) -> subprocess.CompletedProcess:
+    """``python -c code`` in a fresh process that sees no CUDA device; it must exit 0."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
 def test_every_listed_internal_is_as_expected_in_the_installed_versions():
     bad = [error for _, error in internals.check_all() if error is not None]
     assert not bad, "\n".join(bad)
@@ -87,9 +95,7 @@ def test_a_changed_megatron_internal_stops_cpu_compat_before_any_patch():
         "except InternalChanged as err:\n"
         "    print('refused:', err)\n"
         "assert u.torch is torch and not cpu_compat.is_applied()\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _run_without_cuda(code)
     version = importlib.metadata.version("megatron-core")
     assert (f"refused: megatron-core {version}: megatron.core.tensor_parallel.random."
             f"_set_cuda_rng_state has parameters (state)") in out.stdout
@@ -150,9 +156,7 @@ def test_megatron_still_needs_the_cpu_compat():
         "except Exception as err:\n"
         "    failed.append('rng')\n"
         "print(' '.join(failed))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _run_without_cuda(code)
     assert out.stdout.split() == ["buffer", "rng"], out.stdout
 
 
