@@ -204,11 +204,15 @@ class AdversarialPart:
     """``[n, s]`` bool: the KL's positions (``masked``), or None (``all``)."""
     kl_weights: Optional[torch.Tensor]
     """The KL rows' weights, ``[n, s]`` (``all``), or None."""
-    rows: int
+    rows: Optional[int]
     """Rows of the clean ALUM logits that belong to these sequences: the first ``rows``
-    of ``[positions, V]`` logits (``masked``), or the first ``n`` of ``[b, s, V]``."""
-    whole: bool
-    """The part is the whole micro-batch (fraction 1, or rounding)."""
+    of ``[positions, V]`` logits (``masked``), or the first ``n`` of ``[b, s, V]``; None
+    when the part is the whole micro-batch (then nothing is counted: no device sync)."""
+
+    @property
+    def whole(self) -> bool:
+        """The part is the whole micro-batch (fraction 1, or rounding)."""
+        return self.rows is None
 
     def logits(self, clean: torch.Tensor) -> torch.Tensor:
         """The part's rows of the clean pass's ALUM logits."""
@@ -235,8 +239,7 @@ def adversarial_part(alum: AlumConfig, batch: Dict[str, torch.Tensor], rows
     b = batch["input_ids"].shape[0]
     n = alum.adversarial_rows(b)
     if n == b:
-        count = int(rows.head_rows.sum()) if rows.head_rows is not None else b
-        return AdversarialPart(b, batch, rows.head_rows, rows.kl_weights, count, True)
+        return AdversarialPart(b, batch, rows.head_rows, rows.kl_weights, None)
     part = {k: v[:n] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == b
             else v for k, v in batch.items()}
     head = None if rows.head_rows is None else rows.head_rows[:n]
@@ -245,8 +248,8 @@ def adversarial_part(alum: AlumConfig, batch: Dict[str, torch.Tensor], rows
         count = int(head.sum())  # the masked positions are row-major: these come first
         if count == 0:
             return None
-        return AdversarialPart(n, part, head, weights, count, False)
-    return AdversarialPart(n, part, None, weights, n, False)
+        return AdversarialPart(n, part, head, weights, count)
+    return AdversarialPart(n, part, None, weights, n)
 
 
 def part_step(model, part: AdversarialPart, embeds: Optional[torch.Tensor], alum: AlumConfig,

@@ -103,9 +103,8 @@ class Trainer:
             compile_layers(self.model)
         self.ds_config = add_monitor_sections(build_ds_config(tc, cfg.optim, self.dp_size),
                                               cfg.logging, cfg.checkpoint.output_dir)
-        pipeline_clip = take_clipping(self.ds_config, precision_of(self.ds_config),
-                                      zero_stage(self.ds_config)) if self.pipeline else None
-        self.pipeline_clip = pipeline_clip
+        self.pipeline_clip = take_clipping(self.ds_config, precision_of(self.ds_config),
+                                           zero_stage(self.ds_config)) if self.pipeline else None
         hp = optimizer_hyperparameters(self.ds_config)
         groups = weight_decay_groups(self.model, hp["weight_decay"])
         from alum.parallel import mpu
@@ -125,7 +124,7 @@ class Trainer:
         self.precision = precision_of(self.ds_config)
         if self.pipeline:
             self.steps = PipelineSteps(self.engine, cfg, self.lr_scheduler, self.dp_rank,
-                                       self.dp_size, self.precision, pipeline_clip)
+                                       self.dp_size, self.precision, self.pipeline_clip)
         else:
             # The order is the run's: chosen once (PretrainConfig.resolved_alum_order).
             order = lean_micro_batch if cfg.resolved_alum_order == "lean" else mlm_micro_batch
