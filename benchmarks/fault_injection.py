@@ -69,7 +69,7 @@ def child_main(record_path: str, argv: List[str]) -> int:
     from alum.pretrain.mlm_step import MicroBatchSteps
     from alum.pretrain.pipeline_loop import PipelineSteps
 
-    real_resume, real_save = Trainer._resume, CheckpointManager.save
+    real_init, real_save = Trainer.__init__, CheckpointManager.save
     position = {"step": 0}    # the loop's step: set at resume, advanced by each step
 
     def wrap_step(real_step):
@@ -85,8 +85,8 @@ def child_main(record_path: str, argv: List[str]) -> int:
             return stats
         return optimizer_step
 
-    def resume(self):
-        real_resume(self)
+    def init(self, cfg):
+        real_init(self, cfg)  # builds the run, resumed where its checkpoints say
         position["step"] = self.step
         say(f"resumed {self.step}")
 
@@ -111,7 +111,7 @@ def child_main(record_path: str, argv: List[str]) -> int:
 
     for steps_class in (MicroBatchSteps, PipelineSteps):
         steps_class.optimizer_step = wrap_step(steps_class.optimizer_step)
-    Trainer._resume, CheckpointManager.save = resume, save
+    Trainer.__init__, CheckpointManager.save = init, save
     return cli.main(argv)
 
 

@@ -46,7 +46,7 @@ LAYOUT_KEY = "parallel_layout"
 
 def parallel_layout(module: nn.Module) -> Optional[Dict[str, Any]]:
     """What this rank holds of the model, recorded under ``LAYOUT_KEY`` in every
-    checkpoint's ``client_state`` (``pretrain/trainer.py``): its TP and PP ranks, each
+    checkpoint's ``client_state`` (``pretrain/run_state.py``): its TP and PP ranks, each
     model chunk's parameter-name prefix and first global layer, and the partition
     dimension of every tensor-parallel (sharded) parameter. None for a model that is
     not a megatron-core ``BertMLM`` (an HF model: always TP=1, PP=1).

@@ -154,9 +154,9 @@ class PipelineSteps:
         (the boundary is forced: the engine did not see the micro-batches).
 
         The sequence-parallel parameters' gradients are already summed over TP: the
-        trainer's tensor hooks (``register_sequence_parallel_grad_hooks``) fire in the
-        schedule's backward too, so ``allreduce_sequence_parallel_grads`` must not run
-        again here."""
+        run's tensor hooks (``register_sequence_parallel_grad_hooks``, registered by
+        alum.pretrain.run_setup) fire in the schedule's backward too, so
+        ``allreduce_sequence_parallel_grads`` must not run again here."""
         from alum.parallel import allreduce_embedding_grads
 
         tc = self.cfg.train
