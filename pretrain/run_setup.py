@@ -87,6 +87,9 @@ class Run:
     """Sequences per optimizer step over all data-parallel ranks."""
     layout_change: Optional[LayoutChange]
     """The conversion of a checkpoint saved at another parallel layout, or None."""
+    init_note: Optional[str]
+    """The logged line saying whether ``--init-from``'s weights were loaded (None
+    without it)."""
 
 
 def build_run(cfg: PretrainConfig) -> Run:
@@ -167,4 +170,4 @@ def build_run(cfg: PretrainConfig) -> Run:
     return Run(engine=engine, lr_scheduler=lr_scheduler, steps=steps, data=data,
                checkpoints=checkpoints, log=log, progress=progress, rank=rank,
                world=world_size, dp_rank=dp_rank, dp_size=dp_size, global_batch=global_batch,
-               layout_change=layout_change)
+               layout_change=layout_change, init_note=init.note)

@@ -42,6 +42,7 @@ class Trainer:
         run = build_run(cfg)
         self.run = run
         self.engine, self.steps, self.data, self.log = run.engine, run.steps, run.data, run.log
+        self.lr_scheduler = run.lr_scheduler
         self.rank, self.world, self.dp_size = run.rank, run.world, run.dp_size
         self.layout_change = run.layout_change
         self.progress = run.progress
@@ -53,6 +54,12 @@ class Trainer:
     def step(self) -> int:
         """Optimizer steps taken so far (resumed runs count from their checkpoint)."""
         return self.progress.step
+
+    @property
+    def consumed_samples(self) -> int:
+        """Training sequences read so far over all data-parallel ranks (the data
+        position a resume continues from)."""
+        return self.progress.consumed_samples
 
     def client_state(self) -> Dict[str, Any]:
         """The loop's state saved with every checkpoint (alum.pretrain.run_state)."""

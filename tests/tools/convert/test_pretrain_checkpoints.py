@@ -134,7 +134,7 @@ def test_init_from_starts_from_the_weights_and_resume_takes_precedence(
     assert resumed.step == 2
     for name, value in resumed.engine.module.named_parameters():
         assert torch.equal(value, trained[name]), name
-    assert "not loaded" in resumed._init_note
+    assert "not loaded" in resumed.run.init_note
 
 
 def test_init_from_mismatches_name_the_field(tmp_path, sample_cache, converted):
