@@ -135,11 +135,6 @@ def _zero3_fresh_partitions(engine) -> None:
         buffer.zero_()
 
 
-def as_runner(model: Union[nn.Module, PassRunner]) -> PassRunner:
-    """``model`` itself if it is a runner, else ``module_runner(model)``."""
-    return model if isinstance(model, PassRunner) else module_runner(model)
-
-
 def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
     """A micro-batch's tensors on the engine's device."""
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -259,9 +254,14 @@ def part_step(model, part: AdversarialPart, embeds: Optional[torch.Tensor], alum
                            run_seed, loss_scale)
 
 
-def part_forward(model, part: AdversarialPart):
-    """perturbed embedding output of the part → the KL rows of its logits."""
-    return perturbed_forward(model, part.batch, AlumPositions(part.head_rows, part.kl_weights))
+def part_forward(model: nn.Module, part: AdversarialPart
+                 ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """perturbed embedding output of the part → the KL rows of its logits (through the
+    module's hooks)."""
+    def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
+        return call_through_hooks(model, model.forward_from_embeddings, perturbed,
+                                  part.batch["attention_mask"], part.head_rows)
+    return forward_fn
 
 
 def clean_head_rows(batch: Dict[str, torch.Tensor],
@@ -335,15 +335,6 @@ def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
     return forward
 
 
-def perturbed_forward(model: nn.Module, batch: Dict[str, torch.Tensor],
-                      rows: AlumPositions) -> Callable[[torch.Tensor], torch.Tensor]:
-    """perturbed embedding output → the KL rows of its logits (through the module's hooks)."""
-    def forward_fn(perturbed: torch.Tensor) -> torch.Tensor:
-        return call_through_hooks(model, model.forward_from_embeddings, perturbed,
-                                  batch["attention_mask"], rows.head_rows)
-    return forward_fn
-
-
 def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.Tensor],
                     alum: Optional[AlumConfig], alum_active: bool, positions: str = "masked",
                     loss_scale: float = 1.0,
@@ -365,7 +356,7 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
         run_seed: seeds δ's random start per sample (alum.pretrain.alum_layout); None:
             the global generator.
     """
-    runner = as_runner(model)
+    runner = model if isinstance(model, PassRunner) else module_runner(model)
     model = runner.model
     rows = alum_positions(batch, positions) if alum is not None and alum_active else None
     embeds, logits = runner.forward(clean_pass(model), *clean_pass_args(batch, rows))
@@ -392,17 +383,13 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
 ADV_KEYS = ("adv_loss", "delta_rel_norm", "cos_delta_grad", "grad_share", "flip_rate")
 
 
-def data_parallel_group():
-    from megatron.core import parallel_state as ps
-
-    return ps.get_data_parallel_group()
-
-
 def all_reduce_sum(values: List[float]) -> List[float]:
     """Sums over the data-parallel group (TP ranks of a group hold the same values)."""
     t = torch.tensor(values, dtype=torch.float64)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, group=data_parallel_group())
+        from megatron.core import parallel_state as ps
+
+        dist.all_reduce(t, group=ps.get_data_parallel_group())
     return t.tolist()
 
 
@@ -458,6 +445,19 @@ class AlumTotals:
         return out
 
 
+def step_metrics(sums: List[float], n_micro: int, lr_scheduler,
+                 norm: Optional[float]) -> Dict[str, Any]:
+    """A step's metrics from its sums over data parallel, ``[loss, correct, predicted] +
+    AlumTotals.vector()`` (``loss``: the micro-batches' mean losses, ``n_micro`` of them),
+    with the LR and the gradient norm ``norm``; both step strategies report these."""
+    out: Dict[str, Any] = {"loss": sums[0] / n_micro,
+                           "accuracy": sums[1] / max(sums[2], 1.0),
+                           "lr": float(lr_scheduler.get_last_lr()[0]),
+                           "grad_norm": norm, "predicted": sums[2]}
+    out.update(AlumTotals.means(sums[3:]))
+    return out
+
+
 class MicroBatchSteps:
     """The PP = 1 step strategy of alum.pretrain.trainer.Trainer.
 
@@ -504,13 +504,8 @@ class MicroBatchSteps:
                     for k in ADV_KEYS:
                         totals.add(k, stats.get(k))
         sums = all_reduce_sum([loss_sum, correct, predicted] + totals.vector())
-        n_micro = tc.grad_accum_steps * self.dp_size
-        out: Dict[str, Any] = {"loss": sums[0] / n_micro,
-                               "accuracy": sums[1] / max(sums[2], 1.0),
-                               "lr": float(self.lr_scheduler.get_last_lr()[0]),
-                               "grad_norm": grad_norm(self.engine), "predicted": sums[2]}
-        out.update(AlumTotals.means(sums[3:]))
-        return out
+        return step_metrics(sums, tc.grad_accum_steps * self.dp_size, self.lr_scheduler,
+                            grad_norm(self.engine))
 
     @torch.no_grad()
     def evaluate(self, valid) -> Optional[Dict[str, float]]:

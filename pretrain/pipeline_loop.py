@@ -20,7 +20,7 @@ from megatron.core import parallel_state as ps
 from .config import PretrainConfig, TrainConfig
 from .data import valid_batches
 from .mlm_step import (AlumTotals, all_reduce_sum, clean_head_rows, clean_objective,
-                       current_loss_scale, grad_norm, to_device)
+                       current_loss_scale, grad_norm, step_metrics, to_device)
 from .pipeline_alum import PipelineAlumStep
 
 
@@ -134,18 +134,6 @@ class PipelineSteps:
                                     _pipeline_forward_step)
         return sum_over_pipeline(outputs, self.device)
 
-    def _alum_step(self, batches: Iterator, loss_scale: float):
-        """ALUM's four schedule passes over the next ``grad_accum_steps`` micro-batches:
-        the summed loss dicts (as ``_run_pipeline``) and the step's ALUM statistics
-        (``AlumTotals.vector`` of this replica's micro-batches)."""
-        cfg = self.cfg
-        micro = [to_device(next(batches), self.device)
-                 for _ in range(cfg.train.grad_accum_steps)]
-        step = PipelineAlumStep(self.engine.module, micro, cfg.alum, cfg.alum_positions,
-                                cfg.train.seed, self.schedule, self.device)
-        outputs, stats = step.run(loss_scale)
-        return sum_over_pipeline(outputs, self.device), stats
-
     def optimizer_step(self, batches: Iterator, alum_on: bool = False) -> Dict[str, Any]:
         """One optimizer step under PP: the schedule runs forward and backward over the
         ``grad_accum_steps`` micro-batches (it scales each loss by 1/num_microbatches,
@@ -159,10 +147,16 @@ class PipelineSteps:
         ``allreduce_sequence_parallel_grads`` must not run again here."""
         from alum.parallel import allreduce_embedding_grads
 
-        tc = self.cfg.train
+        cfg, tc = self.cfg, self.cfg.train
         adv = AlumTotals().vector()
         if alum_on:  # ALUM's four schedule passes (alum.pretrain.pipeline_alum)
-            per_micro, adv = self._alum_step(batches, current_loss_scale(self.engine))
+            micro = [to_device(next(batches), self.device) for _ in range(tc.grad_accum_steps)]
+            step = PipelineAlumStep(self.engine.module, micro, cfg.alum, cfg.alum_positions,
+                                    tc.seed, self.schedule, self.device)
+            # The loss dicts summed (as ``_run_pipeline``) and the ALUM statistics
+            # (``AlumTotals.vector`` of this replica's micro-batches).
+            outputs, adv = step.run(current_loss_scale(self.engine))
+            per_micro = sum_over_pipeline(outputs, self.device)
         else:
             per_micro = self._run_pipeline(batches, tc.grad_accum_steps, forward_only=False)
         allreduce_embedding_grads(self.engine.module)
@@ -177,14 +171,8 @@ class PipelineSteps:
             self.engine.set_gradient_accumulation_boundary(None)
         # per_micro[3] sums each micro-batch's mean loss (as the PP=1 loop does).
         sums = all_reduce_sum([per_micro[3], per_micro[1], per_micro[2]] + adv)
-        n_micro = tc.grad_accum_steps * self.dp_size
-        out: Dict[str, Any] = {"loss": sums[0] / n_micro,
-                               "accuracy": sums[1] / max(sums[2], 1.0),
-                               "lr": float(self.lr_scheduler.get_last_lr()[0]),
-                               "grad_norm": norm if norm is not None
-                               else grad_norm(self.engine), "predicted": sums[2]}
-        out.update(AlumTotals.means(sums[3:]))
-        return out
+        return step_metrics(sums, tc.grad_accum_steps * self.dp_size, self.lr_scheduler,
+                            norm if norm is not None else grad_norm(self.engine))
 
     @torch.no_grad()
     def _clip_pipeline_grads(self, max_norm: float) -> float:
