@@ -1,9 +1,9 @@
-"""Every ALUM variant under every pre-training layout (docs/alum_parallel.md, "The variants
-under each layout"): direction {ascent, none, random, free} x fraction {1, 0.5} x order
+"""Every ALUM variant under every pre-training layout (the matrix: docs/algorithm.md,
+"Cheaper variants"): direction {ascent, none, random, free} x fraction {1, 0.5} x order
 {fast, lean} x layout {DP=2, TP=2, TP=2 + SP, PP=2}. Each cell is either refused at config
 time with a message naming the field and the layout (in-process, seconds), or trained over
-two gloo processes and equal to its own TP=1/DP=1 run (slow, one launch): the losses and
-the validation loss to 1e-5, the adversarial loss and the flip rate to 1e-4 relative, the
+two gloo processes and equal to its own TP=1/DP=1 run (slow, a launch per layout): the
+losses and the validation loss to 1e-5, the adversarial loss and the flip rate to 1e-4 relative, the
 δ statistics to 1e-4 where they are not per-shard means (sequence parallel). The cells
 that tests/pretrain/test_alum_parallel.py runs (Algorithm 1 on the whole batch) are not
 run again here.

@@ -1,15 +1,16 @@
-"""Worker of the tensor/pipeline-parallel launches (tests/pretrain/test_tensor_parallel.py).
+"""Worker of the tensor/pipeline-parallel launches (tests/pretrain/test_tensor_parallel.py,
+test_alum_variants_layouts.py).
 
 Run by ``deepspeed --num_gpus N`` (gloo on CPU) with a base config and a plan: a list
 of runs, each a name and overrides of config sections (``{"train": {...},
 "checkpoint": {...}}``; a field that is not a section, such as ``alum_order``, is
 replaced), trained one after the other in the same N processes (a launch costs seconds).
 A run with ``"attention_dropout": 0.0`` keeps the run's dropout on the hidden
-activations only (see ``hidden_dropout_only``). A run with ``"consolidate": true`` is then put together with
-``alum.pretrain.consolidate`` from its last checkpoint: every rank checks that the
-consolidated tensors hold its own live parameters exactly (its layers at their
-global indices, its TP shard at its slice), and rank 0 saves the state dict as
-``<out_dir>/<name>.pt`` for the test to compare with the single-rank run. Rank 0
+activations only (see ``hidden_dropout_only``). A run with ``"consolidate": true`` is
+then put together with ``alum.pretrain.consolidate`` from its last checkpoint: every
+rank checks that the consolidated tensors hold its own live parameters exactly (its
+layers at their global indices, its TP shard at its slice), and rank 0 saves the state
+dict as ``<out_dir>/<name>.pt`` for the test to compare with the single-rank run. Rank 0
 writes each run's losses, final validation, layout and ALUM statistics as
 ``<out_dir>/results.json``.
 """
