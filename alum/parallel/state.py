@@ -86,7 +86,7 @@ def initialize_parallel(tp: int = 1, pp: int = 1, seed: int = 1234,
     if tp < 1 or pp < 1 or world % (tp * pp) != 0:
         raise ValueError(f"world size {world} is not a multiple of tp ({tp}) x pp ({pp})")
     if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
+        _destroy_megatron_groups(parallel_state)
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
@@ -96,6 +96,40 @@ def initialize_parallel(tp: int = 1, pp: int = 1, seed: int = 1234,
         distributed_timeout_minutes=timeout_minutes,
     )
     model_parallel_manual_seed(seed)
+
+
+def _megatron_groups(parallel_state) -> list:
+    """Every process group megatron-core's parallel state holds (module globals, alone or
+    in lists, tuples and dicts), the default group excepted, each once."""
+    found = {}
+    for value in vars(parallel_state).values():
+        if isinstance(value, dict):
+            candidates = list(value.values())
+        elif isinstance(value, (list, tuple)):
+            candidates = list(value)
+        else:
+            candidates = [value]
+        for group in candidates:
+            if isinstance(group, dist.ProcessGroup) and group is not dist.GroupMember.WORLD:
+                found[id(group)] = group
+    return list(found.values())
+
+
+def _destroy_megatron_groups(parallel_state) -> None:
+    """megatron-core's ``destroy_model_parallel``, and the groups it forgets destroyed too.
+
+    ``destroy_model_parallel`` only drops its references to most groups; torch.distributed
+    still holds them, and with gloo every group keeps its own threads (about fifty per
+    ``initialize_parallel`` call at TP = PP = 1), so a process that sets up its layout
+    many times (a test session) would collect thousands of idle threads.
+    """
+    groups = _megatron_groups(parallel_state)
+    parallel_state.destroy_model_parallel()
+    for group in groups:
+        try:
+            dist.destroy_process_group(group)
+        except ValueError:
+            pass  # already destroyed (destroy_model_parallel does its gloo data-parallel groups)
 
 
 def is_initialized() -> bool:
@@ -116,7 +150,7 @@ def destroy_parallel(destroy_process_group: bool = True) -> None:
     from megatron.core.tensor_parallel import random as mp_random
 
     if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
+        _destroy_megatron_groups(parallel_state)
     mp_random.initialize_rng_tracker(force_reset=True)
     if destroy_process_group and _CREATED_DEFAULT_GROUP and dist.is_initialized():
         dist.destroy_process_group()
