@@ -74,6 +74,7 @@ def test_the_kernels_folder_is_no_top_level_package():
     assert os.path.isfile(os.path.join(REPO, "kernels", "csrc", "adv_project_kernel.cu"))
 
 
+@pytest.mark.slow
 def test_from_the_repository_root_an_installed_kernels_package_wins(tmp_path):
     """Run from the root (the root first on sys.path, as pytest and scripts have it) with a
     stand-in for Hugging Face's ``kernels`` installed after it: ``import kernels`` gives the

@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from ..launch import child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,6 +20,7 @@ PASS = re.compile(r"^\| (F|B|F_frozen|B_in|F_nograd) \| ([\d.]+) \|", re.M)
 FLOORS = re.compile(r"^floors: fast [\d.]+× \(cost model 2.67×\), lean [\d.]+×", re.M)
 
 
+@pytest.mark.slow
 def test_alum_step_cost_tiny():
     env = child_env()
     done = subprocess.run(

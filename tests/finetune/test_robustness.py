@@ -52,6 +52,7 @@ def test_attack_respects_the_ball_and_padding(tiny_bert_dir, injected):
         assert ce(attacked, batch["labels"]) > ce(clean, batch["labels"])
 
 
+@pytest.mark.slow
 def test_attack_lowers_accuracy_of_a_standard_model_and_radius_zero_is_clean(
         tiny_bert_dir, tmp_path, capsys):
     model_dir = tmp_path / "sst2-standard"

@@ -18,6 +18,7 @@ def _real_archive():
     return path
 
 
+@pytest.mark.slow
 def test_real_set_is_balanced_binary_and_split_disjointly(tmp_path):
     archive = _real_archive()
     rows, digest = rt_polarity.load_rows(archive)

@@ -116,6 +116,7 @@ def test_robustness_cli_runs_the_word_attack_offline(tiny_bert_dir, tmp_path):
     assert (tmp_path / "cache" / "alum" / "textattack").is_dir()
 
 
+@pytest.mark.slow
 def test_importing_textattack_leaves_existing_loggers_enabled():
     # TextAttack's import calls logging.config.dictConfig, which disables the loggers that
     # exist; in a fresh process, since this one may have imported it already.

@@ -163,6 +163,7 @@ def test_cli_check_reports_each_op_and_why(capsys):
         assert cli_main(["--check", "--no-build", "--strict"]) == 1
 
 
+@pytest.mark.slow
 def test_module_and_console_script_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": ""}
     out = subprocess.run([sys.executable, "-m", "alum.kernels", "--check", "--no-build"],

@@ -37,6 +37,7 @@ def host_check_build(tmp_path_factory):
     return proc, out
 
 
+@pytest.mark.slow
 @needs_nvcc
 def test_kernel_compiles_with_nvcc_without_torch_headers(host_check_build):
     proc, _ = host_check_build

@@ -213,6 +213,7 @@ def test_float64_logits_use_the_reference():
                                adversarial_divergence("sym_kl", adv, clean), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_triton_interpreter_suite():
     """The Triton kernels on CPU tensors: a fresh process with TRITON_INTERPRET=1 set
     before triton is imported (see conftest.triton_interpreter)."""

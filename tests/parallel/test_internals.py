@@ -81,6 +81,7 @@ def test_a_missing_attribute_of_a_live_object_names_its_class():
     assert "DeepSpeedZeroOptimizer_Stage3.grad_partitions_flat_buffer is gone" in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_changed_megatron_internal_stops_cpu_compat_before_any_patch():
     """In a fresh process (cpu_compat patches once per process): megatron's
     ``_set_cuda_rng_state`` replaced by one of another shape; apply_cpu_compat refuses with
@@ -136,6 +137,7 @@ def test_each_proxied_module_still_asks_cuda_for_a_device(name):
             "broadcast_data no longer calls .cuda(): drop its replacement in cpu_compat"
 
 
+@pytest.mark.slow
 @cpu_only
 def test_megatron_still_needs_the_cpu_compat():
     """Without the patches, on a machine without CUDA, megatron's buffers and its RNG

@@ -142,7 +142,7 @@ def test_per_sample_random_start_does_not_depend_on_the_batch(tiny_bert):
     assert not torch.equal(whole, other_seed)
 
 
-@pytest.mark.parametrize("stage", ["zero1", "zero2", "zero3"])
+@pytest.mark.parametrize("stage", ["zero1", "zero2", pytest.param("zero3", marks=pytest.mark.slow)])
 def test_lean_order_trains_like_the_fast_order(tmp_path, sample_cache, stage):
     kw = dict(steps=4, grad_accum=2, layers=2, alum=AlumConfig(start_step=1, **RELATIVE))
     fast = run(tmp_path, sample_cache, "fast", **kw)

@@ -18,7 +18,7 @@ def ckpt_dir(out):
     return os.path.join(str(out), "checkpoints")
 
 
-@pytest.mark.parametrize("ds_config", ["zero1", "zero3"])
+@pytest.mark.parametrize("ds_config", ["zero1", pytest.param("zero3", marks=pytest.mark.slow)])
 def test_resume_gives_the_uninterrupted_loss_curve(tmp_path, sample_cache, ds_config):
     # Dropout on and ALUM switched on half-way, so the data position, every RNG stream,
     # the optimizer moments and the LR schedule must all be restored.

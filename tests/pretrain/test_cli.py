@@ -49,6 +49,7 @@ def test_bad_option_value_is_a_clean_error(capsys):
     assert "TrainConfig.micro_batch_size" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_main_job_with_fewer_steps(tmp_path, xdg_cache, monkeypatch, capsys):
     # The no-argument job, cut to 20 steps (ALUM from step 10), in a fresh directory.
     monkeypatch.chdir(tmp_path)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import os, sys
     def main(tok_dir, out):
@@ -31,6 +33,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_workers_after_tokenizer_and_torch_threads(tmp_path):
     from alum.finetune.demo import demo_model_dir
 
