@@ -362,7 +362,9 @@ def test_stats_report_how_adversarial_the_step_was():
     assert s.cos_delta_grad.item() > 0.99 and s.grad_share.item() > 0.99
     # The released code's rule at its settings: η·g is far below the random start, so δ is
     # the rescaled noise, uncorrelated with the gradient (docs/algorithm.md, "A measured
-    # warning about the authors' settings").
+    # warning about the authors' settings"). The mean |cos| of 7-wide random rows is ~0.37
+    # and passes 0.5 in about 1% of draws, so the start is seeded.
+    torch.manual_seed(0)
     _, s = adversarial_loss(model, embeds, clean, AlumConfig.from_preset("released-finetune"),
                             mask=mask)
     d = s.to_dict()

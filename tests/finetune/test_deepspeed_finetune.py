@@ -14,7 +14,7 @@ import pytest
 from ..launch import child_env
 from .conftest import FIXTURES
 
-pytestmark = pytest.mark.slow  # two launches, about 8 s each
+pytestmark = pytest.mark.slow  # two launches per case, about 8 s each
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 CONFIG = os.path.join(ROOT, "ds_configs", "finetune_zero2.json")
@@ -40,15 +40,25 @@ def test_zero2_config_is_valid_json_with_torch_adam():
     assert cfg["optimizer"]["params"]["torch_adam"] is True  # no FusedAdam build on CPU
 
 
-def test_alum_under_zero2_matches_the_plain_trainer(tiny_bert_dir, tmp_path):
+# Algorithm 1, and the cheaper variants that run under --deepspeed (the free direction is
+# refused there: tests/finetune/test_variants.py), each on half of the batch.
+VARIANTS = [(), ("--adv-direction", "none", "--adv-fraction", "0.5"),
+            ("--adv-direction", "random", "--adv-fraction", "0.5")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=["ascent", "none-half", "random-half"])
+def test_alum_under_zero2_matches_the_plain_trainer(tiny_bert_dir, tmp_path, variant):
     dist = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517", "RANK": "0",
             "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
-    ds = _run(tiny_bert_dir, tmp_path / "ds", "--deepspeed", CONFIG, env_extra=dist)
-    plain = _run(tiny_bert_dir, tmp_path / "plain")
+    ds = _run(tiny_bert_dir, tmp_path / "ds", "--deepspeed", CONFIG, *variant, env_extra=dist)
+    plain = _run(tiny_bert_dir, tmp_path / "plain", *variant)
     assert ds["steps"] == plain["steps"] == 8
     assert ds["adv_steps"] == 8 and ds["adv_skipped"] == 0
     losses = [e["eval_loss"] for e in plain["eval_history"]]
     assert losses[0] != losses[-1]  # training moved the model: the comparison means something
     for a, b in zip(ds["eval_history"], plain["eval_history"]):
         assert a["eval_loss"] == pytest.approx(b["eval_loss"], abs=1e-4)
+    assert plain["adv_stats_mean"]["adv_adv_loss"] > 0  # the term was there to compare
+    for key, value in plain["adv_stats_mean"].items():
+        assert ds["adv_stats_mean"][key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
     assert os.path.isfile(tmp_path / "ds" / "model.safetensors")

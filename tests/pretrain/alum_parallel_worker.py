@@ -6,8 +6,9 @@ processes — TP=2 (fast order), TP=2 with sequence parallel (lean order, ZeRO-2
 TP=2 with sequence parallel where the ascent gradient of one step is poisoned with NaN on
 tensor-parallel rank 1 only (both ranks must skip that term together), and PP=2 where the
 last stage's perturbed logits of one micro-batch are NaN (the first stage's δ gradient
-becomes NaN: both stages must skip). Runs named ``*_all`` take the KL at every position,
-``*_free`` and ``*_random`` use the cheaper variants (``VARIANTS``). Rank 0 writes each run's losses and ALUM statistics.
+becomes NaN: both stages must skip). Runs named ``*_all`` take the KL at every position.
+Rank 0 writes each run's losses and ALUM statistics. (The cheaper variants under each
+layout: test_alum_variants_layouts.py, through tp_worker.py.)
 """
 import json
 import sys
@@ -28,14 +29,7 @@ RUNS = (  # name, tp, sequence parallel, pp, accumulation, ds_config, order
     ("pp2_nan", 1, False, 2, 2, "zero1", "auto"),
     ("tp2_sp_all", 2, True, 1, 2, "zero1", "fast"),   # KL at every position
     ("pp2_all", 1, False, 2, 2, "zero1", "auto"),
-    # The cheaper variants (VARIANTS below): the free direction on half of each micro-batch,
-    # and the random start alone.
-    ("tp2_sp_free", 2, True, 1, 2, "zero2", "fast"),
-    ("dp2_free", 1, False, 1, 1, "zero1", "fast"),
-    ("tp2_random", 2, False, 1, 2, "zero1", "lean"),
-    ("pp2_random", 1, False, 2, 2, "zero1", "auto"),
 )
-VARIANTS = {"_free": {"direction": "free", "fraction": 0.5}, "_random": {"direction": "random"}}
 
 
 def poison_rank1_once():
@@ -87,9 +81,6 @@ def main(config_json: str, out_json: str) -> None:
         values["alum_order"] = order
         if name.endswith("_all"):
             values["alum_positions"] = "all"
-        for suffix, fields in VARIANTS.items():
-            if name.endswith(suffix):
-                values["alum"].update(fields)
         values["checkpoint"]["output_dir"] += "_" + name
         undo = None
         if name.endswith("_nan"):

@@ -2,9 +2,8 @@
 dropout off, TP=2 (fast order), TP=2 with sequence parallel (lean order, ZeRO-2), DP=2
 (fast/ZeRO-1 and lean/ZeRO-2) and PP=2 (the pipeline's lean passes) give the adversarial
 losses, statistics and parameter updates (through the following losses) of the TP=1/DP=1
-run, over two gloo processes (and so do the cheaper variants, the free direction on half
-of each micro-batch under TP=2+SP and DP=2 and the random start under TP=2 lean and PP=2,
-against their own TP=1/DP=1 runs); a NaN ascent gradient on one TP rank, or NaN logits on the
+run, over two gloo processes (the cheaper variants under each layout:
+test_alum_variants_layouts.py); a NaN ascent gradient on one TP rank, or NaN logits on the
 last pipeline stage, makes every rank skip that micro-batch's term."""
 import json
 import math
@@ -18,7 +17,6 @@ from alum.pretrain import Trainer
 
 from ..launch import launch_deepspeed
 from .conftest import tiny_config
-from .alum_parallel_worker import VARIANTS
 from .test_training import RELATIVE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,14 +37,6 @@ def test_alum_layouts_equal_tp1_dp1(tmp_path, sample_cache):
     reference_all = Trainer(cfg_all).train()
     assert reference_all.adv_means["adv_loss"] != pytest.approx(reference.adv_means["adv_loss"],
                                                                 rel=1e-3)
-    variant_refs = {}
-    for suffix, fields in VARIANTS.items():
-        cfg_v = tiny_config(tmp_path / f"run{suffix}", sample_cache, steps=4, grad_accum=2,
-                            hidden=64, layers=2,
-                            alum=AlumConfig(start_step=1, **RELATIVE, **fields))
-        cfg_v.train.eval_batches = 2
-        variant_refs[suffix] = Trainer(cfg_v).train()
-        assert variant_refs[suffix].adv_means["adv_loss"] > 0
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps(cfg.to_dict()))
     out = tmp_path / "out.json"
@@ -72,13 +62,6 @@ def test_alum_layouts_equal_tp1_dp1(tmp_path, sample_cache):
         assert got["losses"] == pytest.approx(reference_all.losses, abs=1e-5), name
         for key in ("adv_loss", "flip_rate"):
             assert got["adv"][key] == pytest.approx(reference_all.adv_means[key], rel=1e-4,
-                                                    abs=1e-7), (name, key)
-    for name in ("tp2_sp_free", "dp2_free", "tp2_random", "pp2_random"):
-        got, want = results[name], variant_refs["_" + name.rsplit("_", 1)[1]]
-        assert got["adv_skipped"] == 0, name
-        assert got["losses"] == pytest.approx(want.losses, abs=1e-5), name
-        for key in ("adv_loss", "flip_rate"):
-            assert got["adv"][key] == pytest.approx(want.adv_means[key], rel=1e-4,
                                                     abs=1e-7), (name, key)
     for name in ("tp2_sp_nan", "pp2_nan"):
         nan = results[name]

@@ -1,19 +1,24 @@
-"""Worker of the tensor/pipeline-parallel launches (tests/pretrain/test_tensor_parallel.py).
+"""Worker of the tensor/pipeline-parallel launches (tests/pretrain/test_tensor_parallel.py,
+test_alum_variants_layouts.py).
 
 Run by ``deepspeed --num_gpus N`` (gloo on CPU) with a base config and a plan: a list
 of runs, each a name and overrides of config sections (``{"train": {...},
-"checkpoint": {...}}``), trained one after the other in the same N processes (a
-launch costs seconds). A run with ``"consolidate": true`` is then put together with
-``alum.pretrain.consolidate`` from its last checkpoint: every rank checks that the
-consolidated tensors hold its own live parameters exactly (its layers at their
-global indices, its TP shard at its slice), and rank 0 saves the state dict as
-``<out_dir>/<name>.pt`` for the test to compare with the single-rank run. Rank 0
-writes each run's losses, final validation and layout as ``<out_dir>/results.json``.
+"checkpoint": {...}}``; a field that is not a section, such as ``alum_order``, is
+replaced), trained one after the other in the same N processes (a launch costs seconds).
+A run with ``"attention_dropout": 0.0`` keeps the run's dropout on the hidden
+activations only (see ``hidden_dropout_only``). A run with ``"consolidate": true`` is
+then put together with ``alum.pretrain.consolidate`` from its last checkpoint: every
+rank checks that the consolidated tensors hold its own live parameters exactly (its
+layers at their global indices, its TP shard at its slice), and rank 0 saves the state
+dict as ``<out_dir>/<name>.pt`` for the test to compare with the single-rank run. Rank 0
+writes each run's losses, final validation, layout and ALUM statistics as
+``<out_dir>/results.json``.
 """
 import json
 import os
 import sys
 import traceback
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -25,8 +30,32 @@ from alum.pretrain.config import PretrainConfig
 def _merge(base: dict, overrides: dict) -> dict:
     values = json.loads(json.dumps(base))
     for section, fields in overrides.items():
-        values[section].update(fields)
+        if isinstance(fields, dict) and isinstance(values.get(section), dict):
+            values[section].update(fields)
+        else:
+            values[section] = fields
     return values
+
+
+@contextmanager
+def hidden_dropout_only():
+    """Runs built inside have no attention dropout (their hidden dropout is
+    ``ModelChoice.dropout``). Without sequence parallelism the hidden activations are
+    whole on every TP rank and their dropout draws from the default generator, seeded
+    alike on every layout, so TP=2 draws TP=1's masks; the attention probabilities are
+    split by heads, and their dropout draws from a per-rank stream."""
+    import alum.pretrain.model_builder as builder
+
+    real = builder.megatron_model_config
+
+    def without_attention_dropout(*args, **kwargs):
+        return real(*args, **kwargs).replace(attention_dropout=0.0)
+
+    builder.megatron_model_config = without_attention_dropout
+    try:
+        yield
+    finally:
+        builder.megatron_model_config = real
 
 
 def _check_consolidated(trainer: Trainer, state: dict) -> None:
@@ -60,12 +89,18 @@ def main(config_json: str, plan_json: str, out_dir: str) -> None:
     base = json.load(open(config_json))
     results = {}
     for run in json.load(open(plan_json)):
-        trainer = Trainer(PretrainConfig.from_dict(_merge(base, run["overrides"])))
+        cfg = PretrainConfig.from_dict(_merge(base, run["overrides"]))
+        if run.get("attention_dropout") == 0.0:
+            with hidden_dropout_only():
+                trainer = Trainer(cfg)
+        else:
+            trainer = Trainer(cfg)
         summary = trainer.train()
         result = {"losses": summary.losses, "valid": summary.evals[-1],
                   "start_step": summary.start_step, "dp_size": trainer.dp_size,
                   "world": trainer.world, "alum_steps": summary.alum_steps,
-                  "adv_loss": summary.adv_means.get("adv_loss")}
+                  "adv_loss": summary.adv_means.get("adv_loss"), "adv": summary.adv_means,
+                  "adv_skipped": summary.adv_skipped}
         if run.get("consolidate"):
             try:
                 ckpt = os.path.join(trainer.cfg.checkpoint.output_dir, "checkpoints")
