@@ -154,10 +154,11 @@ def build_run(cfg: PretrainConfig) -> Run:
         # The order is the run's: chosen once (PretrainConfig.resolved_alum_order).
         order = lean_micro_batch if cfg.resolved_alum_order == "lean" else mlm_micro_batch
         steps = MicroBatchSteps(engine, cfg, lr_scheduler, dp_rank, dp_size, order)
+    architecture = model_config_of(model)
     checkpoints = CheckpointManager(
         os.path.join(cfg.checkpoint.output_dir, "checkpoints"), cfg.checkpoint.keep_last,
         on_damaged=cfg.checkpoint.resume_damaged,
-        identity=checkpoint_identity(model_config_of(model), tc.tensor_parallel_size,
+        identity=checkpoint_identity(architecture, tc.tensor_parallel_size,
                                      tc.pipeline_parallel_size, tc.virtual_pipeline_size),
         layout_change=layout_change)
     log = MetricsLog(engine.monitor, enabled=rank == 0)
@@ -165,8 +166,7 @@ def build_run(cfg: PretrainConfig) -> Run:
         log.line(init.note)
     progress = resume_progress(cfg.checkpoint, checkpoints, engine, global_batch, log)
     if rank == 0:
-        write_run_config(cfg, data, ds_config, model_config_of(model), world_size,
-                         pipeline_clip)
+        write_run_config(cfg, data, ds_config, architecture, world_size, pipeline_clip)
     return Run(engine=engine, lr_scheduler=lr_scheduler, steps=steps, data=data,
                checkpoints=checkpoints, log=log, progress=progress, rank=rank,
                world=world_size, dp_rank=dp_rank, dp_size=dp_size, global_batch=global_batch,
