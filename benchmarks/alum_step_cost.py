@@ -139,29 +139,29 @@ def naive_step(model, batch, alum, positions: str, resting_grads: bool = True) -
     """
     from alum.perturbation import embedding_scale, adv_project
     from alum.pretrain.alum_layout import build_alum_step
-    from alum.pretrain.mlm_step import alum_positions, clean_head_rows, clean_objective
+    from alum.pretrain.mlm_step import clean_head_rows, clean_objective, kl_positions
 
     mask = batch["attention_mask"]
-    rows = alum_positions(batch, positions)
+    alum_at = kl_positions(batch, positions)
     embeds = model.embed(batch["input_ids"], batch.get("token_type_ids"))
     logits = model.forward_from_embeddings(embeds, mask,            # clean graph: kept
-                                           clean_head_rows(batch, rows))
-    objective = clean_objective(model, logits, batch, rows)
+                                           clean_head_rows(batch, alum_at))
+    objective = clean_objective(model, logits, batch, alum_at)
     mlm, clean = objective.mlm, objective.alum_logits
     # Only the fast order's random start, δ mask and divergences are taken from the step.
-    step = build_alum_step(model, batch, embeds, alum, rows.kl_weights, RUN_SEED)
+    step = build_alum_step(model, batch, embeds, alum, alum_at.kl_weights, RUN_SEED)
     scale = embedding_scale(embeds, alum, step.mask)
     base = embeds.detach()
     delta = step.init_noise
     for _ in range(alum.steps):
         delta = delta.detach().requires_grad_(True)
-        adv = model.forward_from_embeddings(base + delta, mask, rows.head_rows)
+        adv = model.forward_from_embeddings(base + delta, mask, alum_at.head_rows)
         step.divergences.ascent(adv, clean.detach(),
                                 step.row_weights).backward()     # + weight grads
         delta = adv_project(delta.detach(), delta.grad, alum, step.mask, scale)
         reset_grads(model, resting_grads)                         # thrown away
     start = base if alum.detach_embeddings else embeds
-    adv = model.forward_from_embeddings(start + delta.detach(), mask, rows.head_rows)
+    adv = model.forward_from_embeddings(start + delta.detach(), mask, alum_at.head_rows)
     term = step.divergences.final(adv, clean, step.row_weights)  # both graphs alive
     (mlm + step.weighted(term)).backward()
 
@@ -199,13 +199,13 @@ def cheaper_step(model, batch, alum, positions: str) -> Callable[[], None]:
     """One of the cheaper variants as the loop runs it (the fast order; the free direction's
     own two passes)."""
     from alum.pretrain.alum_variants import free_micro_batch
-    from alum.pretrain.mlm_step import alum_positions, mlm_micro_batch, module_runner
+    from alum.pretrain.mlm_step import kl_positions, mlm_micro_batch, module_runner
 
     runner = module_runner(model)
 
     def step():
         if alum.direction == "free":
-            result = free_micro_batch(runner, batch, alum, alum_positions(batch, positions),
+            result = free_micro_batch(runner, batch, alum, kl_positions(batch, positions),
                                       run_seed=RUN_SEED)
         else:
             result = mlm_micro_batch(model, batch, alum, True, positions, run_seed=RUN_SEED)

@@ -21,20 +21,20 @@ from .mlm_step import (MicroBatchResult, adversarial_part, clean_objective, clea
                        clean_pass_args, part_step)
 
 
-def free_micro_batch(runner, batch: Dict[str, torch.Tensor], alum: AlumConfig, rows,
+def free_micro_batch(runner, batch: Dict[str, torch.Tensor], alum: AlumConfig, positions,
                      loss_scale: float = 1.0, run_seed: Optional[int] = None):
     """One micro-batch with ``direction="free"``, both backward passes included (the
-    returned ``loss`` is detached). ``rows``: the micro-batch's ``AlumPositions``."""
+    returned ``loss`` is detached). ``positions``: the micro-batch's ``AlumPositions``."""
     model = runner.model
-    part = adversarial_part(alum, batch, rows)
+    part = adversarial_part(alum, batch, positions)
     seen: Dict[str, torch.Tensor] = {}
 
     def keep(grad: torch.Tensor) -> None:
         seen.setdefault("grad", grad.detach())
 
     embeds, logits = runner.forward(clean_pass(model, on_grad=keep),
-                                    *clean_pass_args(batch, rows))
-    clean = clean_objective(model, logits, batch, rows)
+                                    *clean_pass_args(batch, positions))
+    clean = clean_objective(model, logits, batch, positions)
     del logits
     if part is None:  # no masked position among the part's sequences: a standard step
         runner.backward(clean.mlm, True)

@@ -32,7 +32,7 @@ from .mlm_step import clean_pass, clean_pass_args, mlm_micro_batch, module_runne
 
 
 def flip_rates(model: nn.Module, batches: Iterable[Dict[str, torch.Tensor]],
-               alum: AlumConfig, positions: str, run_seed: Optional[int],
+               alum: AlumConfig, alum_positions: str, run_seed: Optional[int],
                to_device: Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]],
                all_reduce_sum: Callable) -> Optional[Dict[str, float]]:
     """Shares of the predicted positions of ``batches`` (summed over data-parallel ranks by
@@ -65,7 +65,7 @@ def flip_rates(model: nn.Module, batches: Iterable[Dict[str, torch.Tensor]],
                 second = predicted_ids(model, runner.forward(clean_pass(model), *args)[1])
             sums["two_clean_passes"] += float((first != second).sum())
             for key, config in (("alum", alum), ("dropout", no_delta)):
-                result = _alum_pass(model, runner, batch, config, positions, run_seed)
+                result = _alum_pass(model, runner, batch, config, alum_positions, run_seed)
                 if result is not None and result.adv is not None and not result.adv.skipped \
                         and result.adv.flip_rate is not None:
                     sums[key] += float(result.adv.flip_rate) * n
@@ -84,21 +84,21 @@ def flip_rates(model: nn.Module, batches: Iterable[Dict[str, torch.Tensor]],
 
 
 def _alum_pass(model: nn.Module, runner, batch: Dict[str, torch.Tensor], config: AlumConfig,
-               positions: str, run_seed: Optional[int]):
+               alum_positions: str, run_seed: Optional[int]):
     """One micro-batch's ALUM passes, for their statistics. The free direction needs its
     clean backward (δ comes from it): the parameters' gradients are put back afterwards,
     so the check leaves the model as it found it."""
     if config.direction != "free":
-        return mlm_micro_batch(runner, batch, config, True, positions, run_seed=run_seed)
+        return mlm_micro_batch(runner, batch, config, True, alum_positions, run_seed=run_seed)
     from .alum_variants import free_micro_batch
-    from .mlm_step import alum_positions
+    from .mlm_step import kl_positions
 
-    rows = alum_positions(batch, positions)
-    if rows is None:
+    positions = kl_positions(batch, alum_positions)
+    if positions is None:
         return None
     saved = [(p, None if p.grad is None else p.grad.clone()) for p in model.parameters()]
     try:
-        return free_micro_batch(runner, batch, config, rows, run_seed=run_seed)
+        return free_micro_batch(runner, batch, config, positions, run_seed=run_seed)
     finally:
         for p, grad in saved:
             p.grad = grad

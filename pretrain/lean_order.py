@@ -44,13 +44,13 @@ from alum import AlumConfig
 
 from .alum_variants import free_micro_batch
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (MicroBatchResult, PassRunner, adversarial_part, alum_positions,
+from .mlm_step import (MicroBatchResult, PassRunner, adversarial_part, kl_positions,
                        clean_objective, clean_pass, clean_pass_args, mlm_micro_batch,
                        part_forward, part_step)
 
 
 def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
-                     alum: Optional[AlumConfig], alum_active: bool, positions: str = "masked",
+                     alum: Optional[AlumConfig], alum_active: bool, alum_positions: str = "masked",
                      loss_scale: float = 1.0,
                      run_seed: Optional[int] = None) -> MicroBatchResult:
     """One micro-batch in the lean order, backward passes included (see the module doc).
@@ -59,21 +59,22 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     detached (its gradients are already accumulated).
     """
     model = runner.model
-    rows = alum_positions(batch, positions) if alum is not None and alum_active else None
-    if rows is not None and alum.direction == "free":  # its own two passes, in either order
-        return free_micro_batch(runner, batch, alum, rows, loss_scale, run_seed)
+    positions = kl_positions(batch, alum_positions) if alum is not None and alum_active else None
+    if positions is not None and alum.direction == "free":  # its own two passes, in either order
+        return free_micro_batch(runner, batch, alum, positions, loss_scale, run_seed)
     # AlumConfig.fraction's sequences: the ascent and pass 3 run on these alone. None: none
     # of them has a masked position, so this micro-batch has no term.
-    part = None if rows is None else adversarial_part(alum, batch, rows)
+    part = None if positions is None else adversarial_part(alum, batch, positions)
     if part is None:  # a standard step
-        result = mlm_micro_batch(runner, batch, None, False, positions)
+        result = mlm_micro_batch(runner, batch, None, False, alum_positions)
         runner.backward(result.loss, True)
         return replace(result, loss=result.loss.detach())
-    args = clean_pass_args(batch, rows)
+    args = clean_pass_args(batch, positions)
 
     replay = capture_rng_state()  # pass 1's randomness, which pass 4 replays
     with torch.no_grad():                                                   # pass 1
-        # The head runs at the KL's rows (masked) or everywhere (all): these are the rows.
+        # The head runs at the KL's positions (masked) or everywhere (all): these are the
+        # logits' rows.
         embeds, clean_logits = runner.forward(clean_pass(model), *args)
     clean_logits = part.logits(clean_logits)
     step = part_step(model, part, embeds, alum, run_seed, loss_scale)
@@ -96,7 +97,7 @@ def lean_micro_batch(runner: PassRunner, batch: Dict[str, torch.Tensor],
     after = capture_rng_state()
     restore_rng_state(replay)
     _, logits = runner.forward(clean_pass(model, embeds_grad), *args)       # pass 4
-    c = clean_objective(model, logits, batch, rows)
+    c = clean_objective(model, logits, batch, positions)
     del logits  # with `all` positions, backward needs only c's predicted rows and KL rows
     adv_term = step.clean_half(part.logits(c.alum_logits)) if step.on else None
     runner.backward(c.mlm if adv_term is None else c.mlm + adv_term, True)

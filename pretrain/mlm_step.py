@@ -168,10 +168,10 @@ class AlumPositions:
     """Weights of the KL's rows (``[b, s]`` padding mask for ``all``; None: all count)."""
 
 
-def alum_positions(batch: Dict[str, torch.Tensor], positions: str) -> Optional[AlumPositions]:
-    """``masked``: the predicted positions (the authors' code); ``all``: every non-padding
+def kl_positions(batch: Dict[str, torch.Tensor], alum_positions: str) -> Optional[AlumPositions]:
+    """``alum_positions`` (PretrainConfig's): ``masked``: the predicted positions (the authors' code); ``all``: every non-padding
     position. None when nothing is predicted (no KL positions either)."""
-    if positions == "masked":
+    if alum_positions == "masked":
         selected = batch["labels"].ne(-100)
         if not bool(selected.any()):
             return None
@@ -199,19 +199,19 @@ class AdversarialPart:
     """``[n, s]`` bool: the KL's positions (``masked``), or None (``all``)."""
     kl_weights: Optional[torch.Tensor]
     """The KL rows' weights, ``[n, s]`` (``all``), or None."""
-    rows: Optional[int]
-    """Rows of the clean ALUM logits that belong to these sequences: the first ``rows``
+    logit_rows: Optional[int]
+    """Rows of the clean ALUM logits that belong to these sequences: the first ``logit_rows``
     of ``[positions, V]`` logits (``masked``), or the first ``n`` of ``[b, s, V]``; None
     when the part is the whole micro-batch (then nothing is counted: no device sync)."""
 
     @property
     def whole(self) -> bool:
         """The part is the whole micro-batch (fraction 1, or rounding)."""
-        return self.rows is None
+        return self.logit_rows is None
 
     def logits(self, clean: torch.Tensor) -> torch.Tensor:
         """The part's rows of the clean pass's ALUM logits."""
-        return clean if self.whole else clean[:self.rows]
+        return clean if self.whole else clean[:self.logit_rows]
 
     def embeds(self, embeds: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The part's rows of the embedding output (``[b, s_local, h]``)."""
@@ -227,18 +227,18 @@ class AdversarialPart:
         return out
 
 
-def adversarial_part(alum: AlumConfig, batch: Dict[str, torch.Tensor], rows
+def adversarial_part(alum: AlumConfig, batch: Dict[str, torch.Tensor], positions
                      ) -> Optional[AdversarialPart]:
-    """The first ceil(fraction × b) sequences (``rows``: the micro-batch's
+    """The first ceil(fraction × b) sequences (``positions``: the micro-batch's
     ``AlumPositions``); None when those sequences have no masked position."""
     b = batch["input_ids"].shape[0]
     n = alum.adversarial_rows(b)
     if n == b:
-        return AdversarialPart(b, batch, rows.head_rows, rows.kl_weights, None)
+        return AdversarialPart(b, batch, positions.head_rows, positions.kl_weights, None)
     part = {k: v[:n] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == b
             else v for k, v in batch.items()}
-    head = None if rows.head_rows is None else rows.head_rows[:n]
-    weights = None if rows.kl_weights is None else rows.kl_weights[:n]
+    head = None if positions.head_rows is None else positions.head_rows[:n]
+    weights = None if positions.kl_weights is None else positions.kl_weights[:n]
     if head is not None:
         count = int(head.sum())  # the masked positions are row-major: these come first
         if count == 0:
@@ -265,19 +265,19 @@ def part_forward(model: nn.Module, part: AdversarialPart
 
 
 def clean_head_rows(batch: Dict[str, torch.Tensor],
-                    rows: Optional[AlumPositions]) -> Optional[torch.Tensor]:
+                    positions: Optional[AlumPositions]) -> Optional[torch.Tensor]:
     """Where the clean pass runs the MLM head: at the predicted positions (``[b, s]``
     bool), unless ALUM's KL reads all positions (None). The ``[b, s, V]`` decoder output
     is most of the head's cost; the loss reads ≈15% of it (docs/alum_cost.md)."""
-    if rows is None:
+    if positions is None:
         return batch["labels"].ne(-100)
-    return rows.head_rows  # the predicted positions (masked) or None (all)
+    return positions.head_rows  # the predicted positions (masked) or None (all)
 
 
-def clean_pass_args(batch: Dict[str, torch.Tensor], rows: Optional[AlumPositions]) -> Tuple:
+def clean_pass_args(batch: Dict[str, torch.Tensor], positions: Optional[AlumPositions]) -> Tuple:
     """``clean_pass``'s arguments for ``batch``: its inputs and ``clean_head_rows``."""
     return (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-            clean_head_rows(batch, rows))
+            clean_head_rows(batch, positions))
 
 
 @dataclass
@@ -292,22 +292,22 @@ class CleanObjective:
 
 
 def clean_objective(model: nn.Module, logits: torch.Tensor, batch: Dict[str, torch.Tensor],
-                    rows: Optional[AlumPositions]) -> CleanObjective:
+                    positions: Optional[AlumPositions]) -> CleanObjective:
     """MLM loss and counts from the logits of a clean pass run at
-    ``clean_head_rows(batch, rows)``: ``[n, V/tp]`` at the predicted positions, or
+    ``clean_head_rows(batch, positions)``: ``[n, V/tp]`` at the predicted positions, or
     ``[b, s, V/tp]`` when the KL reads all positions (the predicted rows are then
     selected once, for the loss and the counts). Vocabulary-parallel logits under TP are
     handled by ``predicted_ids`` and the model's own (vocab-parallel) cross entropy.
     """
     labels = batch["labels"]
     selected = labels.ne(-100)
-    full = rows is not None and rows.head_rows is None  # clean_head_rows gave None
+    full = positions is not None and positions.head_rows is None  # clean_head_rows gave None
     picked = logits[selected] if full else logits
     target = labels[selected]
     mlm = model.mlm_loss(picked, target)
     with torch.no_grad():
         correct = predicted_ids(model, picked).eq(target).sum()
-    clean = None if rows is None else logits
+    clean = None if positions is None else logits
     return CleanObjective(mlm, correct, selected.sum(), clean)
 
 
@@ -336,7 +336,7 @@ def clean_pass(model: nn.Module, embeds_grad: Optional[torch.Tensor] = None,
 
 
 def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.Tensor],
-                    alum: Optional[AlumConfig], alum_active: bool, positions: str = "masked",
+                    alum: Optional[AlumConfig], alum_active: bool, alum_positions: str = "masked",
                     loss_scale: float = 1.0,
                     run_seed: Optional[int] = None) -> MicroBatchResult:
     """Forward one micro-batch and build its loss (the caller back-propagates it).
@@ -349,7 +349,7 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
             ``sample_index``).
         alum: ALUM's config, or None for standard MLM.
         alum_active: the curriculum's decision for this optimizer step.
-        positions: ``masked`` (KL at labels != -100, the authors' code) or ``all``
+        alum_positions: ``masked`` (KL at labels != -100, the authors' code) or ``all``
             (every non-padding position).
         loss_scale: DeepSpeed's current fp16 loss scale, so the inner gradient does
             not underflow (1 otherwise).
@@ -358,16 +358,16 @@ def mlm_micro_batch(model: Union[nn.Module, PassRunner], batch: Dict[str, torch.
     """
     runner = model if isinstance(model, PassRunner) else module_runner(model)
     model = runner.model
-    rows = alum_positions(batch, positions) if alum is not None and alum_active else None
-    embeds, logits = runner.forward(clean_pass(model), *clean_pass_args(batch, rows))
-    clean = clean_objective(model, logits, batch, rows)
+    positions = kl_positions(batch, alum_positions) if alum is not None and alum_active else None
+    embeds, logits = runner.forward(clean_pass(model), *clean_pass_args(batch, positions))
+    clean = clean_objective(model, logits, batch, positions)
     del logits
-    if rows is None:
+    if positions is None:
         return MicroBatchResult(clean.mlm, clean.mlm.detach(), clean.correct, clean.predicted)
     if alum.direction == "free":
         raise ValueError("AlumConfig.direction='free' runs its own two backward passes: "
                          "use alum.pretrain.alum_variants.free_micro_batch")
-    part = adversarial_part(alum, batch, rows)  # AlumConfig.fraction's sequences
+    part = adversarial_part(alum, batch, positions)  # AlumConfig.fraction's sequences
     if part is None:  # none of them has a masked position: no term
         return MicroBatchResult(clean.mlm, clean.mlm.detach(), clean.correct, clean.predicted)
     # Every stage now, the clean graph alive throughout (the step freezes the parameters

@@ -45,8 +45,9 @@ from alum.adversarial import AlumStep, frozen_parameters
 
 from .alum_layout import all_finite_each, all_finite_over, build_alum_step
 from .checkpoint import capture_rng_state, restore_rng_state
-from .mlm_step import (AlumPositions, AlumTotals, alum_positions, clean_head_rows,
-                       clean_objective, clean_pass, clean_pass_args)
+from .mlm_step import (AlumPositions, AlumTotals, clean_head_rows,
+                       clean_objective, clean_pass, clean_pass_args,
+                       kl_positions)
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -60,7 +61,7 @@ class MicroBatchState:
 
     batch: Dict[str, torch.Tensor]
     """The micro-batch."""
-    rows: Optional[AlumPositions]
+    positions: Optional[AlumPositions]
     """ALUM's positions (None: nothing is predicted, no adversarial term)."""
     step: Optional[AlumStep] = None
     """The core's staged step (from pass 2 on, when there are positions): δ on the first
@@ -79,7 +80,7 @@ class MicroBatchState:
     @property
     def active(self) -> bool:
         """ALUM's term is on for this micro-batch (not skipped so far)."""
-        return self.rows is not None and (self.step is None or self.step.skipped is None)
+        return self.positions is not None and (self.step is None or self.step.skipped is None)
 
 
 class PipelineAlumStep:
@@ -89,7 +90,7 @@ class PipelineAlumStep:
         model: this stage's module (``pre_process``: the first stage, ``post_process``: the
             last).
         micro: the step's micro-batches, on ``device``.
-        alum: ALUM's configuration; ``positions``: ``PretrainConfig.alum_positions``.
+        alum: ALUM's configuration; ``alum_positions``: ``PretrainConfig.alum_positions``.
         run_seed: seeds δ's per-sample random start.
         schedule: megatron-core's schedule for this run
             (alum.pretrain.pipeline_loop.PipelineSchedule).
@@ -97,14 +98,14 @@ class PipelineAlumStep:
     """
 
     def __init__(self, model, micro: List[Dict[str, torch.Tensor]], alum: AlumConfig,
-                 positions: str, run_seed: Optional[int], schedule,
+                 alum_positions: str, run_seed: Optional[int], schedule,
                  device: torch.device):
         self.model, self.micro, self.alum = model, micro, alum
         self.run_seed, self.schedule, self.device = run_seed, schedule, device
         self.first = bool(model.pre_process)
         self.last = bool(model.post_process)
         self.loss_scale = 1.0
-        self.states = [MicroBatchState(b, alum_positions(b, positions)) for b in micro]
+        self.states = [MicroBatchState(b, kl_positions(b, alum_positions)) for b in micro]
 
     # -- the schedule ---------------------------------------------------------
     def _schedule(self, step_func, forward_only: bool) -> List[Dict]:
@@ -119,18 +120,18 @@ class PipelineAlumStep:
 
     def _alum_step(self, s: MicroBatchState) -> AlumStep:
         """``s``'s staged step: with δ's random start on the first stage (embeds known)."""
-        return build_alum_step(self.model, s.batch, s.embeds, self.alum, s.rows.kl_weights,
+        return build_alum_step(self.model, s.batch, s.embeds, self.alum, s.positions.kl_weights,
                                self.run_seed)
 
     # -- pass 1: clean, forward only -------------------------------------------
     def _clean_forward(self, m: int, batch, model):
         s = self.states[m]
-        embeds, out = clean_pass(model)(*clean_pass_args(batch, s.rows))
+        embeds, out = clean_pass(model)(*clean_pass_args(batch, s.positions))
         if self.first:
             s.embeds = embeds.detach()
 
         def loss_func(logits):
-            if self.last and s.rows is not None:
+            if self.last and s.positions is not None:
                 s.clean = logits.detach()
             return torch.zeros((), device=logits.device), {}
         return out, loss_func
@@ -144,7 +145,7 @@ class PipelineAlumStep:
             s.leaf = delta.detach().requires_grad_(True)  # its .grad after the schedule
             perturbed = s.embeds + s.leaf
         out = model.forward_from_embeddings(perturbed, batch["attention_mask"],
-                                            clean_head_rows(s.batch, s.rows))
+                                            clean_head_rows(s.batch, s.positions))
 
         def loss_func(logits):
             if not s.active:
@@ -158,7 +159,7 @@ class PipelineAlumStep:
         """Each micro-batch's staged step (δ's random start on the first stage), then K
         ascent steps (none for the directions without an ascent: ``none``, ``random``)."""
         for s in self.states:
-            if s.rows is not None:
+            if s.positions is not None:
                 s.step = self._alum_step(s)
                 if self.first:
                     s.step.start()
@@ -194,8 +195,8 @@ class PipelineAlumStep:
                 embeds = s.step.perturbed_input()
                 if not self.alum.detach_embeddings:  # its .grad after the schedule
                     s.embeds_grad = embeds.requires_grad_(True)
-        rows = clean_head_rows(s.batch, s.rows)
-        out = model.forward_from_embeddings(embeds, batch["attention_mask"], rows)
+        head_rows = clean_head_rows(s.batch, s.positions)
+        out = model.forward_from_embeddings(embeds, batch["attention_mask"], head_rows)
 
         def loss_func(adv):
             # The term is equal on the TP ranks of the last stage: its NaN/Inf test is
@@ -211,10 +212,10 @@ class PipelineAlumStep:
     # -- pass 4: clean, forward and backward ---------------------------------------
     def _clean_train_forward(self, m: int, batch, model):
         s = self.states[m]
-        _, out = clean_pass(model, s.embeds_grad)(*clean_pass_args(batch, s.rows))
+        _, out = clean_pass(model, s.embeds_grad)(*clean_pass_args(batch, s.positions))
 
         def loss_func(logits):
-            c = clean_objective(model, logits, batch, s.rows)
+            c = clean_objective(model, logits, batch, s.positions)
             loss = c.mlm
             if self.last and s.step is not None and s.step.on:
                 loss = c.mlm + s.step.clean_half(c.alum_logits)
@@ -253,7 +254,7 @@ class PipelineAlumStep:
                 for k in ("delta_rel_norm", "cos_delta_grad", "grad_share"):
                     totals.add(k, st[k])
         for s in self.states if self.last else ():
-            totals.skipped += float(not s.active and s.rows is not None)
+            totals.skipped += float(not s.active and s.positions is not None)
             totals.add("adv_loss", s.step.value if s.step is not None and s.step.on else None)
             totals.add("flip_rate", s.flips)
         vec = torch.tensor(totals.vector(), dtype=torch.float64)

@@ -9,7 +9,7 @@ from alum import AlumConfig
 from alum.pretrain.config import ModelChoice
 from alum.pretrain.lean_order import lean_micro_batch
 from alum.pretrain.mlm_step import module_runner
-from alum.pretrain.mlm_step import alum_positions, mlm_micro_batch
+from alum.pretrain.mlm_step import kl_positions, mlm_micro_batch
 from alum.pretrain.pipeline_alum import MicroBatchState, PipelineAlumStep
 
 from .test_alum_orders import _batch
@@ -63,7 +63,7 @@ def test_pipeline_ascent_updates_delta_through_the_layouts_dispatcher(model, cal
     # The pipeline step's state for one micro-batch on the first stage, without a schedule.
     step = PipelineAlumStep(model, [batch], cfg, "masked", None, schedule=None,
                             device=torch.device("cpu"))
-    state = MicroBatchState(batch, alum_positions(batch, "masked"), embeds=embeds)
+    state = MicroBatchState(batch, kl_positions(batch, "masked"), embeds=embeds)
     state.step = step._alum_step(state)
     state.step.delta = torch.zeros_like(embeds)
     step._update_deltas([state], [torch.randn_like(embeds)])
