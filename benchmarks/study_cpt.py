@@ -180,13 +180,19 @@ class ContinualPretraining:
                 f"cpt-{name}-before.log"))
         run = os.path.join(d, "run")
         eval_every = max(1, self.steps(stage) // 10)
+        walls = self.study.state.setdefault("cpt_wall_s", {})
+        if not os.path.isdir(run) and name in walls:
+            # A stage run again from scratch (a fresh machine): its wall time is this run's
+            # alone; the earlier run's is kept beside it, not added to it.
+            self.study.state.setdefault("cpt_wall_s_previous", {}).setdefault(
+                name, []).append(walls.pop(name))
+            self.study.save()
         t0 = time.time()
         # Checkpoints every --cpt-save-interval steps: a stage cut off resumes (auto).
         self.study.sh(base + ["--output-dir", run, "--save-interval",
                               str(self.args.cpt_save_interval), "--keep-last", "1",
                               "--resume", "auto", "--eval-interval", str(eval_every),
                               "--export-hf", export], f"cpt-{name}-run.log")
-        walls = self.study.state.setdefault("cpt_wall_s", {})
         walls[name] = round(walls.get(name, 0.0) + time.time() - t0, 1)
         self.study.save()
         entry = self.record(name)

@@ -322,3 +322,40 @@ def test_timed_records_the_commands_cpu_time(study_module, tmp_path):
     cpu, wall = study.state["cpu_s"]["burn"], study.state["wall_s"]["burn"]
     assert 0.45 <= cpu < wall
     assert wall >= 0.95
+
+
+def test_stage_run_again_keeps_its_own_wall_time(study_module, tmp_path, monkeypatch):
+    """A stage run again from scratch (a fresh machine) records that run's wall time; the
+    earlier run's is kept apart, not added to it, and a different model is named."""
+    study = _study(study_module, tmp_path / "s", "--cpt-dir", str(tmp_path / "cpt"))
+    cpt = study.cpt
+    monkeypatch.setattr(cpt, "data_prefix", lambda: str(tmp_path / "prefix"))
+    weights = iter([b"first model", b"second model"])
+
+    def fake_sh(cmd, log):
+        out = cmd[cmd.index("--output-dir") + 1]
+        os.makedirs(out, exist_ok=True)
+        summary = {"evals": [{"loss": 2.0, "accuracy": 0.1, "step": 0}], "end_step": 6,
+                   "first_loss": 2.5, "last_loss": 2.0, "adv_means": {}}
+        with open(os.path.join(out, "summary.json"), "w") as fh:
+            json.dump(summary, fh)
+        if "--export-hf" in cmd:
+            export = cmd[cmd.index("--export-hf") + 1]
+            os.makedirs(export)
+            with open(os.path.join(export, "model.safetensors"), "wb") as fh:
+                fh.write(next(weights))
+
+    monkeypatch.setattr(study, "sh", fake_sh)
+    cpt.export("warmup")
+    first = study.state["cpt_wall_s"]["warmup"]
+    digest = study.state["cpt_stages"]["warmup"]["export_sha256"]
+    study.state["cpt_wall_s"]["warmup"] = 5000.0  # as if the first run had taken long
+    import shutil
+
+    shutil.rmtree(tmp_path / "cpt" / "warmup")  # a fresh machine: the stage is gone
+    cpt.export("warmup")
+    assert first < 60
+    assert study.state["cpt_wall_s"]["warmup"] < 60
+    assert study.state["cpt_wall_s_previous"]["warmup"] == [5000.0]
+    entry = study.state["cpt_stages"]["warmup"]
+    assert entry["export_sha256_previous"] == [digest] and entry["export_sha256"] != digest
