@@ -64,6 +64,7 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_cpt import STAGES, ContinualPretraining, stage_table  # noqa: E402
+from study_cpt_rule import pretrain_rule_lines, rule_over_studies  # noqa: E402
 from study_datasets import (DATASETS, default_output, record_dataset,  # noqa: E402
                             resolve_dataset_defaults)
 from study_frontier import (DEFAULT_ALUM, FRONTIER_ARMS, FRONTIER_PAIRS,  # noqa: E402
@@ -504,6 +505,10 @@ class Study:
                        "frontier.png):", "",
                    *frontier_table(front, {k: label for k, label, _ in metrics}),
                    "", *rule_lines(choice)]
+        pretrain_choice = rule_over_studies(a.dataset, recs, folders, self.out,
+                                            self.state.get("cpt_stages", {}))
+        if pretrain_choice:
+            md += ["", *pretrain_rule_lines(pretrain_choice)]
         md += ["", "Per run:", "", "\n".join(per_run)]
         if "cpt" in self.state:  # the first design's stage (arm alum-cpt), as it was run
             c = self.state["cpt"]
@@ -527,6 +532,7 @@ class Study:
              "pairs": pair_summary,
              "records": {arm: {str(s): r for s, r in v.items()} for arm, v in recs.items()},
              "dataset": a.dataset, "frontier": front, "default_rule": choice,
+             "pretrain_rule": pretrain_choice,
              "cpt": self.state.get("cpt"), "cpt_stages": self.state.get("cpt_stages"),
              "calibration": self.state.get("calibration")},
             indent=1))
@@ -545,6 +551,9 @@ class Study:
         if final and choice["candidates"]:
             print(f"rule for the default ({', '.join(choice['datasets'])}): picks "
                   f"{choice['pick'] or 'none yet'}", flush=True)
+        if final and pretrain_choice:
+            print(f"rule for the pre-training default: picks "
+                  f"{pretrain_choice['pick'] or 'none yet'}", flush=True)
         return summary
 
 
