@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from study_datasets import DATASETS
+from study_frontier import children_cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -181,26 +182,33 @@ class ContinualPretraining:
         run = os.path.join(d, "run")
         eval_every = max(1, self.steps(stage) // 10)
         walls = self.study.state.setdefault("cpt_wall_s", {})
+        cpus = self.study.state.setdefault("cpt_cpu_s", {})
         if not os.path.isdir(run) and name in walls:
-            # A stage run again from scratch (a fresh machine): its wall time is this run's
-            # alone; the earlier run's is kept beside it, not added to it.
-            self.study.state.setdefault("cpt_wall_s_previous", {}).setdefault(
-                name, []).append(walls.pop(name))
+            # A stage run again from scratch (a fresh machine): its times are this run's
+            # alone; the earlier run's are kept beside them, not added to them.
+            for key, times in (("cpt_wall_s", walls), ("cpt_cpu_s", cpus)):
+                if name in times:
+                    self.study.state.setdefault(f"{key}_previous", {}).setdefault(
+                        name, []).append(times.pop(name))
             self.study.save()
-        t0 = time.time()
+        # CPU time beside wall time: a study paused (SIGSTOP) while something else is
+        # timed, or sharing the machine, inflates the wall time but not the CPU time.
+        t0, cpu0 = time.time(), children_cpu_seconds()
         # Checkpoints every --cpt-save-interval steps: a stage cut off resumes (auto).
         self.study.sh(base + ["--output-dir", run, "--save-interval",
                               str(self.args.cpt_save_interval), "--keep-last", "1",
                               "--resume", "auto", "--eval-interval", str(eval_every),
                               "--export-hf", export], f"cpt-{name}-run.log")
         walls[name] = round(walls.get(name, 0.0) + time.time() - t0, 1)
+        cpus[name] = round(cpus.get(name, 0.0) + children_cpu_seconds() - cpu0, 1)
         self.study.save()
         entry = self.record(name)
         digest = export_digest(export)
         previous = entry.get("export_sha256")
         if previous and previous != digest:
-            # A stage run again (a fresh machine) should reproduce its model bit for bit
-            # (CPU kernels, fixed seed and thread count); if not, say so in the state.
+            # A stage run again reproduces its model bit for bit on the same machine (fixed
+            # seed and thread count); another CPU's kernels round differently (the head
+            # warm-up on another VM: the same losses to 4e-4, not the same bits). Say so.
             print(f"robustness_study: stage {name} re-run gives another model "
                   f"({digest[:12]} vs {previous[:12]} before)", flush=True)
             entry.setdefault("export_sha256_previous", []).append(previous)
@@ -219,6 +227,7 @@ class ContinualPretraining:
                  "before": before["evals"][-1], "after": after["evals"][-1],
                  "evals": after["evals"], "steps": after["end_step"],
                  "wall_s": self.study.state.get("cpt_wall_s", {}).get(name),
+                 "cpu_s": self.study.state.get("cpt_cpu_s", {}).get(name),
                  "first_loss": after["first_loss"], "last_loss": after["last_loss"],
                  "adv_means": after["adv_means"], "flip_check": after.get("flip_check")})
         self.study.state["cpt_stages"][name] = entry
@@ -272,7 +281,7 @@ def graft_pooler(original: str, exported: str, target: str) -> None:
 def stage_table(stages: Dict[str, Dict]) -> List[str]:
     """Markdown rows: each stage's held-out MLM before/after, wall time, flip check."""
     lines = ["| stage | steps | MLM loss before → after | MLM accuracy before → after "
-             "| train s | ALUM flip rate | dropout flip rate | δ/‖e‖ |",
+             "| train s (CPU s) | ALUM flip rate | dropout flip rate | δ/‖e‖ |",
              "|---|---|---|---|---|---|---|---|"]
     for name, c in stages.items():
         f = c.get("flip_check") or {}
@@ -281,7 +290,8 @@ def stage_table(stages: Dict[str, Dict]) -> List[str]:
         rel = m.get("delta_rel_norm")
         lines.append(f"| {name} | {c['steps']} | {c['before']['loss']:.3f} → "
                      f"{c['after']['loss']:.3f} | {c['before']['accuracy']:.3f} → "
-                     f"{c['after']['accuracy']:.3f} | {c['wall_s'] or 0:.0f} | "
+                     f"{c['after']['accuracy']:.3f} | {c['wall_s'] or 0:.0f}"
+                     + (f" ({c['cpu_s']:.0f})" if c.get("cpu_s") is not None else "") + " | "
                      f"{pct(f.get('alum'))} | {pct(f.get('dropout'))} | "
                      f"{'–' if rel is None else f'{rel:.2g}'} |")
     warm = stages.get("warmup")

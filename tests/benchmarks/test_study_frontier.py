@@ -325,8 +325,9 @@ def test_timed_records_the_commands_cpu_time(study_module, tmp_path):
 
 
 def test_stage_run_again_keeps_its_own_wall_time(study_module, tmp_path, monkeypatch):
-    """A stage run again from scratch (a fresh machine) records that run's wall time; the
-    earlier run's is kept apart, not added to it, and a different model is named."""
+    """A stage run again from scratch (a fresh machine) records that run's wall and CPU
+    times; the earlier run's are kept apart, not added to them, and a different model is
+    named."""
     study = _study(study_module, tmp_path / "s", "--cpt-dir", str(tmp_path / "cpt"))
     cpt = study.cpt
     monkeypatch.setattr(cpt, "data_prefix", lambda: str(tmp_path / "prefix"))
@@ -349,7 +350,9 @@ def test_stage_run_again_keeps_its_own_wall_time(study_module, tmp_path, monkeyp
     cpt.export("warmup")
     first = study.state["cpt_wall_s"]["warmup"]
     digest = study.state["cpt_stages"]["warmup"]["export_sha256"]
+    assert study.state["cpt_cpu_s"]["warmup"] >= 0.0
     study.state["cpt_wall_s"]["warmup"] = 5000.0  # as if the first run had taken long
+    study.state["cpt_cpu_s"]["warmup"] = 4000.0
     import shutil
 
     shutil.rmtree(tmp_path / "cpt" / "warmup")  # a fresh machine: the stage is gone
@@ -357,5 +360,7 @@ def test_stage_run_again_keeps_its_own_wall_time(study_module, tmp_path, monkeyp
     assert first < 60
     assert study.state["cpt_wall_s"]["warmup"] < 60
     assert study.state["cpt_wall_s_previous"]["warmup"] == [5000.0]
+    assert study.state["cpt_cpu_s_previous"]["warmup"] == [4000.0]
+    assert study.state["cpt_cpu_s"]["warmup"] < 60
     entry = study.state["cpt_stages"]["warmup"]
     assert entry["export_sha256_previous"] == [digest] and entry["export_sha256"] != digest
