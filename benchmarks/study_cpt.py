@@ -206,9 +206,9 @@ class ContinualPretraining:
         digest = export_digest(export)
         previous = entry.get("export_sha256")
         if previous and previous != digest:
-            # A stage run again reproduces its model bit for bit on the same machine (fixed
-            # seed and thread count); another CPU's kernels round differently (the head
-            # warm-up on another VM: the same losses to 4e-4, not the same bits). Say so.
+            # A stage run again on the same machine should give the same bits (fixed seed
+            # and thread count); another CPU's kernels round differently (the head warm-up
+            # on another VM: the same losses to 4e-4, not the same bits). Say so.
             print(f"robustness_study: stage {name} re-run gives another model "
                   f"({digest[:12]} vs {previous[:12]} before)", flush=True)
             entry.setdefault("export_sha256_previous", []).append(previous)
