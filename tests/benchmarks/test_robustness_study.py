@@ -30,8 +30,10 @@ def _write_records(study, runs):
 
 
 def _study(study_module, tmp_path):
-    """A study with default options writing under ``tmp_path``."""
-    return study_module.Study(study_module.build_parser().parse_args(["--output", str(tmp_path)]))
+    """A study with default options writing under ``tmp_path``; its rules count no other
+    data set's folder (the repository's own study folders must not change a test)."""
+    return study_module.Study(study_module.build_parser().parse_args(
+        ["--output", str(tmp_path), "--rule-with", ""]))
 
 
 def test_report_pairs_runs_by_seed(study_module, tmp_path):
