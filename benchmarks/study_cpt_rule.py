@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
 from study_datasets import DATASETS, record_dataset
-from study_frontier import read_records
+from study_frontier import metric_getters, read_records, spread
 
 # ALUM stages that may become the default, and the alum-pretrain preset each one ran.
 CANDIDATES = {"relative": "relative", "paper": "paper-pretrain"}
@@ -50,27 +50,24 @@ class PretrainRule:
                              f"seeds), got {self.min_seeds}")
 
 
-def _get(record: Dict, key: str) -> Optional[float]:
-    if key == "clean":
-        return record["clean"]
-    if key == "word":
-        return record["word"]["accuracy"] if record.get("word") else None
-    return record["attacked"][int(key[1:]) - 1]  # r1, r2: PGD at each radius
+# The record's value of each metric (clean, r1, r2: PGD at each radius, word): the
+# frontier's getters; the study attacks at two radii.
+_GET = metric_getters(2)
 
 
 def paired(runs: Dict[int, Dict], base: Dict[int, Dict], key: str) -> List[float]:
     """Per-seed differences ``runs`` − ``base`` of one metric, on the seeds both have."""
     out = []
     for seed in sorted(set(runs) & set(base)):
-        a, b = _get(runs[seed], key), _get(base[seed], key)
+        a, b = _GET[key](runs[seed]), _GET[key](base[seed])
         if a is not None and b is not None:
             out.append(a - b)
     return out
 
 
 def _spread(values: List[float]) -> Dict:
-    return {"mean": statistics.mean(values) if values else None,
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+    """The frontier's mean ± std, with the count of values."""
+    return {**spread(values), "n": len(values)}
 
 
 def _beyond_one_std(values: List[float]) -> bool:
