@@ -70,7 +70,8 @@ from study_datasets import (DATASETS, default_output, record_dataset,  # noqa: E
 from study_frontier import (DEFAULT_ALUM, FRONTIER_ARMS, FRONTIER_PAIRS,  # noqa: E402
                             VARIANT_OPTIONS, DefaultRule, children_cpu_seconds,
                             choose_default, frontier,
-                            frontier_table, other_frontiers, rule_lines)
+                            frontier_table, other_records, records_frontier,
+                            rule_lines)
 from study_frontier import spread as _spread  # noqa: E402
 
 # alum-finetune options of each arm (after the shared ones), explicit rather than the
@@ -493,9 +494,9 @@ class Study:
         # The rule counts every data set: this one and the other sets' study folders.
         folders = ([default_output(RESULTS_DIR, d) for d in DATASETS if d != a.dataset]
                    if a.rule_with is None else [f for f in a.rule_with.split(",") if f])
+        others = other_records(folders, a.dataset, self.out)
         choice = choose_default(
-            {a.dataset: front, **other_frontiers(
-                [f for f in folders if os.path.abspath(f) != self.out], a.dataset)},
+            {a.dataset: front, **{n: records_frontier(r) for n, r in others.items()}},
             DefaultRule(max_step_ratio=a.rule_max_step_ratio))
         if front["arms"]:
             md += ["", "Cost–robustness frontier (each recipe minus standard, paired by seed, "
@@ -505,7 +506,7 @@ class Study:
                        "frontier.png):", "",
                    *frontier_table(front, {k: label for k, label, _ in metrics}),
                    "", *rule_lines(choice)]
-        pretrain_choice = rule_over_studies(a.dataset, recs, folders, self.out,
+        pretrain_choice = rule_over_studies(a.dataset, recs, others,
                                             self.state.get("cpt_stages", {}))
         if pretrain_choice:
             md += ["", *pretrain_rule_lines(pretrain_choice)]

@@ -37,7 +37,7 @@ import shutil
 import time
 import zipfile
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List
 
 from study_datasets import DATASETS
 from study_frontier import children_cpu_seconds

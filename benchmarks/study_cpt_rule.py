@@ -19,13 +19,12 @@ standard fine-tuning (``cpt-standard``), on every data set that holds both:
 """
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
-from study_datasets import DATASETS, record_dataset
-from study_frontier import metric_getters, read_records, spread
+from study_datasets import DATASETS
+from study_frontier import metric_getters, spread
 
 # ALUM stages that may become the default, and the alum-pretrain preset each one ran.
 CANDIDATES = {"relative": "relative", "paper": "paper-pretrain"}
@@ -143,22 +142,17 @@ def choose_pretrain_preset(records: Dict[str, Dict[str, Dict[int, Dict]]],
             "pick_stage": pick["stage"] if pick else None}
 
 
-def rule_over_studies(dataset: str, recs: Dict[str, Dict[int, Dict]], folders: List[str],
-                      own_folder: str, stages: Dict[str, Dict]) -> Optional[Dict]:
-    """The rule over this study's records (data set ``dataset``) and those of the other
-    data sets' study folders ``folders``, with the stages' flip checks from ``stages``
-    (the study state's ``cpt_stages``); None while this study has no ``cpt-standard``
-    record."""
+def rule_over_studies(dataset: str, recs: Dict[str, Dict[int, Dict]],
+                      others: Dict[str, Dict[str, Dict[int, Dict]]],
+                      stages: Dict[str, Dict]) -> Optional[Dict]:
+    """The rule over this study's records (data set ``dataset``) and the other data sets'
+    records ``others`` (by data set name, as study_frontier.other_records reads them), with
+    the stages' flip checks from ``stages`` (the study state's ``cpt_stages``); None while
+    this study has no ``cpt-standard`` record."""
     if not recs.get(CONTROL):
         return None
-    sets = {dataset: recs}
-    for folder in folders:
-        other = read_records(folder) if os.path.abspath(folder) != own_folder else {}
-        if other:
-            first = next(r for by_seed in other.values() for r in by_seed.values())
-            sets.setdefault(record_dataset(first), other)
     flips = {name: entry.get("flip_check") for name, entry in stages.items()}
-    return choose_pretrain_preset(sets, flips, sorted(DATASETS))
+    return choose_pretrain_preset({dataset: recs, **others}, flips, sorted(DATASETS))
 
 
 def pretrain_rule_lines(choice: Dict) -> List[str]:

@@ -285,22 +285,30 @@ def rule_lines(choice: Dict) -> List[str]:
     return lines
 
 
-def other_frontiers(folders: List[str], own: str) -> Dict[str, Dict]:
-    """The frontiers of other data sets' study folders (those with records), by data set
-    name. A folder of this study's own data set, or a data set twice, is an error."""
+def other_records(folders: List[str], own: str, own_folder: str) -> Dict[str, Dict]:
+    """The records of other data sets' study folders (those with records), by data set
+    name; ``own_folder`` (this study's folder) is skipped. A folder of this study's own
+    data set ``own``, a folder mixing data sets, or a data set twice is an error."""
     out: Dict[str, Dict] = {}
     for folder in folders:
+        if os.path.abspath(folder) == os.path.abspath(own_folder):
+            continue
         recs = read_records(folder)
         if not recs:
             continue
-        all_recs = [r for by_seed in recs.values() for r in by_seed.values()]
-        names = {record_dataset(r) for r in all_recs}
+        names = {record_dataset(r) for by_seed in recs.values() for r in by_seed.values()}
         if len(names) > 1:
             raise SystemExit(f"robustness_study: {folder}: records of several data sets "
                              f"{sorted(names)}")
-        any_rec, name = all_recs[0], names.pop()
+        name = names.pop()
         if name == own or name in out:
             raise SystemExit(f"robustness_study: {folder}: its records are of data set "
                              f"{name!r}, already counted; give one folder per other data set")
-        out[name] = frontier(recs, any_rec["radii"])
+        out[name] = recs
     return out
+
+
+def records_frontier(recs: Dict[str, Dict[int, Dict]]) -> Dict:
+    """The frontier of one study's records, at the radii they were attacked at."""
+    any_rec = next(r for by_seed in recs.values() for r in by_seed.values())
+    return frontier(recs, any_rec["radii"])
