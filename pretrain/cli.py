@@ -3,7 +3,7 @@
 With no arguments it runs the README's main job on this machine's CPU (a few
 minutes): the shipped sample corpus tokenized (WordPiece) and indexed into a
 cache directory if not yet, a tiny megatron-core BERT, standard MLM for the first
-half of the steps and ALUM (preset paper-pretrain, alpha = 10) for the second, a
+half of the steps and ALUM (preset relative, alpha = 1) for the second, a
 checkpoint, and a closing summary. Every default below is that job's setting.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_section(p, TrainConfig, "training", defaults=MAIN_JOB["train"], choices=choices)
     add_section(p, CheckpointConfig, "checkpoints and resume", choices=choices)
     add_section(p, LoggingConfig, "logging", choices=choices)
-    add_alum_arguments(p, default_preset="paper-pretrain")
+    add_alum_arguments(p, default_preset="relative")
     p.add_argument("--alum-positions", choices=("masked", "all"), default="masked",
                    help="where ALUM's KL is taken: the predicted (masked) positions, as the "
                         "authors' pre-training code, or every non-padding position "

@@ -29,7 +29,7 @@ COMMON=(--data-path "$OUT/data/sample_minilm" --tokenizer "$OUT/minilm_ckpt/toke
 alum-pretrain "${COMMON[@]}" --init-from "$OUT/minilm_ckpt" --max-steps 0 \
     --output-dir "$OUT/before" --resume never --no-alum
 
-# 4. continual pre-training: ALUM (paper-pretrain preset, alpha 10) from the first step,
+# 4. continual pre-training: ALUM (the default, relative preset: alpha 1) from the first step,
 #    fresh optimizer, LR schedule and step 0
 alum-pretrain "${COMMON[@]}" --init-from "$OUT/minilm_ckpt" --adv-start-step 0 \
     --lr 2e-4 --warmup-steps 5 --eval-interval 25 --log-interval 10 --output-dir "$OUT/run"

@@ -36,7 +36,7 @@ def test_help_lists_every_option(capsys):
 def test_defaults_are_the_main_job():
     cfg = cli.config_from_args(cli.build_parser().parse_args([]))
     assert cfg.data.data_path == () and cfg.model.model_kind == "megatron"
-    assert cfg.alum is not None and cfg.alum.alpha == 10.0  # paper-pretrain
+    assert cfg.alum == AlumConfig.from_preset("relative", start_step=cfg.alum.start_step)
     assert cfg.alum.start_step == cfg.train.train_steps // 2
     assert cfg.train.ds_config == "zero1" and cfg.train.precision == "fp32"
     assert cfg.model.model_size == "tiny" and cfg.model.hidden_size == 128
