@@ -4,7 +4,8 @@
 # registry is reachable, then copied over). Installs those wheels and alum into /tmp,
 # indexes the sample corpus with a 30522-token WordPiece tokenizer, and pre-trains a
 # base-size BERT (768/12/12) in bf16 under DeepSpeed ZeRO-1 for STEPS steps, standard MLM
-# then ALUM (paper-pretrain, K=1) from half-way; prints tokens/s, TFLOP/s and MFU.
+# then ALUM (K=1; preset paper-pretrain, as in docs/pretrain.md's table: ALUM_PRESET=relative
+# for alum-pretrain's default: the same passes) from half-way; prints tokens/s, TFLOP/s and MFU.
 # COMPILE=true trains with --compile true (compiled encoder layers).
 # Then (unless ALUM_COST=0) the ALUM cost table: benchmarks/alum_step_cost.py in bf16 at
 # the base size, standard vs fast vs lean vs naive, with this GPU's pass floors.
@@ -49,7 +50,8 @@ python3 "$REPO/pretrain/run_pretrain.py" --data-path /tmp/alum_data/kjv \
   --seq-length "$SEQ" --model-size "$SIZE" --micro-batch-size "$MBS" --train-steps "$STEPS" \
   --warmup-steps 20 --lr 1e-4 --precision bf16 --ds-config zero1 --eval-interval "$STEPS" \
   --eval-batches 2 --log-interval 50 --save-at-end false --progress-bar false \
-  --tensorboard false --peak-tflops "$PEAK" --compile "${COMPILE:-false}" --output-dir "$OUT/run" 2>&1 | \
+  --tensorboard false --peak-tflops "$PEAK" --compile "${COMPILE:-false}" \
+  --alum-preset "${ALUM_PRESET:-paper-pretrain}" --output-dir "$OUT/run" 2>&1 | \
   tee "$OUT/pretrain.log" | grep -v -E "^\[|Warning|warn" | tail -40
 fi
 if [ "${ALUM_COST:-1}" != "0" ]; then
