@@ -4,7 +4,7 @@
 # -> alum-convert from-hf -> alum-pretrain --init-from (ALUM from the first step) on the
 # shipped sample corpus tokenized with MiniLM's own tokenizer -> alum-convert to-hf,
 # and the exported model evaluated through the HF path on the same validation batches.
-# About 6 minutes of CPU time (one thread). Usage: bash scripts/continual_pretrain_demo.sh [OUT]
+# About 3 to 6 minutes of CPU time (one thread). Usage: bash scripts/continual_pretrain_demo.sh [OUT]
 set -euo pipefail
 OUT=${1:-convert_demo}
 STEPS=${STEPS:-50}
