@@ -186,11 +186,7 @@ class ContinualPretraining:
         if not os.path.isdir(run) and name in walls:
             # A stage run again from scratch (a fresh machine): its times are this run's
             # alone; the earlier run's are kept beside them, not added to them.
-            for key, times in (("cpt_wall_s", walls), ("cpt_cpu_s", cpus)):
-                if name in times:
-                    self.study.state.setdefault(f"{key}_previous", {}).setdefault(
-                        name, []).append(times.pop(name))
-            self.study.save()
+            self.times_to_previous(name)
         # CPU time beside wall time: a study paused (SIGSTOP) while something else is
         # timed, or sharing the machine, inflates the wall time but not the CPU time.
         t0, cpu0 = time.time(), children_cpu_seconds()
@@ -202,10 +198,27 @@ class ContinualPretraining:
         walls[name] = round(walls.get(name, 0.0) + time.time() - t0, 1)
         cpus[name] = round(cpus.get(name, 0.0) + children_cpu_seconds() - cpu0, 1)
         self.study.save()
+        self.note_digest(name, export)
+        return export
+
+    def times_to_previous(self, name: str) -> None:
+        """The stage's wall and CPU times move to ``cpt_*_s_previous`` (an earlier run's)."""
+        for key in ("cpt_wall_s", "cpt_cpu_s"):
+            times = self.study.state.setdefault(key, {})
+            if name in times:
+                self.study.state.setdefault(f"{key}_previous", {}).setdefault(
+                    name, []).append(times.pop(name))
+        self.study.save()
+
+    def note_digest(self, name: str, export: str) -> None:
+        """The stage's record names the model ``export`` holds; when this study's state
+        named another one (a run on another machine), that digest is kept apart."""
         entry = self.record(name)
         digest = export_digest(export)
         previous = entry.get("export_sha256")
-        if previous and previous != digest:
+        if previous == digest:
+            return
+        if previous:
             # A stage run again on the same machine should give the same bits (fixed seed
             # and thread count); another CPU's kernels round differently (the head warm-up
             # on another VM: the same losses to 4e-4, not the same bits). Say so.
@@ -214,7 +227,6 @@ class ContinualPretraining:
             entry.setdefault("export_sha256_previous", []).append(previous)
         entry["export_sha256"] = digest
         self.study.save()
-        return export
 
     def record(self, name: str) -> Dict:
         d = os.path.join(self.root, name)
@@ -239,11 +251,16 @@ class ContinualPretraining:
         cls_dir = os.path.join(self.root, name, "cls")
         if not os.path.isdir(cls_dir):
             graft_pooler(self.study.minilm, self.export(name), cls_dir)
-        if "export_sha256" not in self.study.state.get("cpt_stages", {}).get(name, {}):
-            # A stage another study on this machine ran (the stages are shared): this
-            # study's state gets its record and digest too, for its report and records.
-            self.record(name)["export_sha256"] = export_digest(self.export(name))
-            self.study.save()
+        export = self.export(name)
+        if self.study.state.get("cpt_stages", {}).get(name, {}).get("export_sha256") \
+                != export_digest(export):
+            # A stage another study on this machine ran (the stages are shared), perhaps
+            # after this study's state recorded a run on another machine: the record
+            # (losses, flip check) and digest become this model's, so the records name the
+            # model they fine-tuned; times this study measured belong to the earlier run
+            # (the run's own are in the state of the study that ran it).
+            self.times_to_previous(name)
+            self.note_digest(name, export)
         return cls_dir
 
 

@@ -364,3 +364,51 @@ def test_stage_run_again_keeps_its_own_wall_time(study_module, tmp_path, monkeyp
     assert study.state["cpt_cpu_s"]["warmup"] < 60
     entry = study.state["cpt_stages"]["warmup"]
     assert entry["export_sha256_previous"] == [digest] and entry["export_sha256"] != digest
+
+
+def test_stage_another_study_ran_is_the_one_recorded(study_module, tmp_path, monkeypatch):
+    """The stages are shared by the studies on a machine: when another study made the
+    stage's model after this study's state recorded a run on another machine, the state
+    (and so every record fine-tuned from it) names the model on disk, keeps the old digest
+    apart and moves the old run's times aside."""
+    import shutil
+
+    import study_cpt
+
+    study = _study(study_module, tmp_path / "s", "--cpt-dir", str(tmp_path / "cpt"))
+    cpt = study.cpt
+    monkeypatch.setattr(cpt, "data_prefix", lambda: str(tmp_path / "prefix"))
+    monkeypatch.setattr(study_cpt, "graft_pooler",
+                        lambda original, exported, target: os.makedirs(target))
+
+    def fake_sh(cmd, log):
+        out = cmd[cmd.index("--output-dir") + 1]
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "summary.json"), "w") as fh:
+            json.dump({"evals": [{"loss": 2.0, "accuracy": 0.1, "step": 0}], "end_step": 6,
+                       "first_loss": 2.5, "last_loss": 2.0, "adv_means": {}}, fh)
+        if "--export-hf" in cmd:
+            export = cmd[cmd.index("--export-hf") + 1]
+            os.makedirs(export)
+            with open(os.path.join(export, "model.safetensors"), "wb") as fh:
+                fh.write(b"this study's model, another machine")
+
+    monkeypatch.setattr(study, "sh", fake_sh)
+    cpt.model("warmup")
+    old = study.state["cpt_stages"]["warmup"]["export_sha256"]
+    old_wall = study.state["cpt_wall_s"]["warmup"]
+    # A fresh machine: the stage is gone; another study runs it again (same cpt dir).
+    shutil.rmtree(tmp_path / "cpt" / "warmup")
+    export = tmp_path / "cpt" / "warmup" / "export"
+    export.mkdir(parents=True)
+    (export / "model.safetensors").write_bytes(b"the other study's model")
+    for part in ("before", "run"):
+        fake_sh(["--output-dir", str(tmp_path / "cpt" / "warmup" / part)], "x.log")
+    cpt.model("warmup")
+    entry = study.state["cpt_stages"]["warmup"]
+    assert entry["export_sha256"] == study_cpt.export_digest(str(export)) != old
+    assert entry["export_sha256_previous"] == [old]
+    assert study.state["cpt_wall_s_previous"]["warmup"] == [old_wall]
+    assert "warmup" not in study.state["cpt_wall_s"] and entry["wall_s"] is None
+    cpt.model("warmup")  # the same model again: nothing more is moved aside
+    assert study.state["cpt_stages"]["warmup"]["export_sha256_previous"] == [old]
