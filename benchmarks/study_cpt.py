@@ -198,7 +198,7 @@ class ContinualPretraining:
         walls[name] = round(walls.get(name, 0.0) + time.time() - t0, 1)
         cpus[name] = round(cpus.get(name, 0.0) + children_cpu_seconds() - cpu0, 1)
         self.study.save()
-        self.note_digest(name, export)
+        self.note_digest(name, export_digest(export))
         return export
 
     def times_to_previous(self, name: str) -> None:
@@ -210,11 +210,10 @@ class ContinualPretraining:
                     name, []).append(times.pop(name))
         self.study.save()
 
-    def note_digest(self, name: str, export: str) -> None:
-        """The stage's record names the model ``export`` holds; when this study's state
-        named another one (a run on another machine), that digest is kept apart."""
+    def note_digest(self, name: str, digest: str) -> None:
+        """The stage's record names the model its export holds (``digest``); when this
+        study's state named another one (a run on another machine), that one is kept apart."""
         entry = self.record(name)
-        digest = export_digest(export)
         previous = entry.get("export_sha256")
         if previous == digest:
             return
@@ -251,16 +250,15 @@ class ContinualPretraining:
         cls_dir = os.path.join(self.root, name, "cls")
         if not os.path.isdir(cls_dir):
             graft_pooler(self.study.minilm, self.export(name), cls_dir)
-        export = self.export(name)
-        if self.study.state.get("cpt_stages", {}).get(name, {}).get("export_sha256") \
-                != export_digest(export):
+        digest = export_digest(self.export(name))
+        if self.study.state.get("cpt_stages", {}).get(name, {}).get("export_sha256") != digest:
             # A stage another study on this machine ran (the stages are shared), perhaps
             # after this study's state recorded a run on another machine: the record
             # (losses, flip check) and digest become this model's, so the records name the
             # model they fine-tuned; times this study measured belong to the earlier run
             # (the run's own are in the state of the study that ran it).
             self.times_to_previous(name)
-            self.note_digest(name, export)
+            self.note_digest(name, digest)
         return cls_dir
 
 
