@@ -302,11 +302,14 @@ def stage_table(stages: Dict[str, Dict]) -> List[str]:
         f = c.get("flip_check") or {}
         m = c.get("adv_means") or {}
         pct = (lambda v: f"{100 * v:.1f}%" if v is not None else "–")
+        # A stage another study on this machine ran has no times here ("–"); its own
+        # study's state has them.
+        seconds = (lambda c: "–" if c.get("wall_s") is None else f"{c['wall_s']:.0f}" + (
+            f" ({c['cpu_s']:.0f})" if c.get("cpu_s") is not None else ""))
         rel = m.get("delta_rel_norm")
         lines.append(f"| {name} | {c['steps']} | {c['before']['loss']:.3f} → "
                      f"{c['after']['loss']:.3f} | {c['before']['accuracy']:.3f} → "
-                     f"{c['after']['accuracy']:.3f} | {c['wall_s'] or 0:.0f}"
-                     + (f" ({c['cpu_s']:.0f})" if c.get("cpu_s") is not None else "") + " | "
+                     f"{c['after']['accuracy']:.3f} | {seconds(c)} | "
                      f"{pct(f.get('alum'))} | {pct(f.get('dropout'))} | "
                      f"{'–' if rel is None else f'{rel:.2g}'} |")
     warm = stages.get("warmup")

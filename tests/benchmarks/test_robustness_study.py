@@ -135,7 +135,10 @@ def test_continual_pretraining_pairs_and_stage_table(study_module, tmp_path):
                    "after": evals[-1], "evals": evals, "wall_s": 90.0},
         "relative": {"steps": 1000, "before": evals[-1], "after": {"loss": 7.0, "accuracy": 0.2},
                      "wall_s": 2000.0, "cpu_s": 3500.0, "adv_means": {"delta_rel_norm": 0.1},
-                     "flip_check": {"alum": 0.3, "dropout": 0.1, "positions": 500}}}
+                     "flip_check": {"alum": 0.3, "dropout": 0.1, "positions": 500}},
+        # Run by another study on this machine: no times in this study's state.
+        "paper": {"steps": 1000, "before": evals[-1], "after": {"loss": 7.2, "accuracy": 0.2},
+                  "wall_s": None, "cpu_s": None}}
     summary = study.report(["cpt-standard", "cpt-relative"], [0.02, 0.05])
     pairs = json.loads((tmp_path / "results.json").read_text())["pairs"]
     rel = pairs["cpt-relative − cpt-standard"]
@@ -149,4 +152,5 @@ def test_continual_pretraining_pairs_and_stage_table(study_module, tmp_path):
     assert ("| relative | 1000 | 7.400 → 7.000 | 0.120 → 0.200 | 2000 (3500) | 30.0% | 10.0% "
             "| 0.1 |") in text
     assert "| warmup | 600 | 10.900 → 7.400 | 0.000 → 0.120 | 90 | – |" in text  # no CPU time
+    assert "| paper | 1000 | 7.400 → 7.200 | 0.120 → 0.200 | – | – | – | – |" in text
     assert "7.500 (step 540) → 7.400 (step 600); the last interval improved it by 1.3%" in text
