@@ -183,9 +183,10 @@ class ContinualPretraining:
         eval_every = max(1, self.steps(stage) // 10)
         walls = self.study.state.setdefault("cpt_wall_s", {})
         cpus = self.study.state.setdefault("cpt_cpu_s", {})
-        if not os.path.isdir(run) and name in walls:
-            # A stage run again from scratch (a fresh machine): its times are this run's
-            # alone; the earlier run's are kept beside them, not added to them.
+        if name in walls:
+            # Times are recorded when a run ends with its export, so times here with no
+            # export belong to an earlier run (a fresh machine): they are kept beside this
+            # run's, not added to them. (A run cut off and resumed counts its last part.)
             self.times_to_previous(name)
         # CPU time beside wall time: a study paused (SIGSTOP) while something else is
         # timed, or sharing the machine, inflates the wall time but not the CPU time.
@@ -195,8 +196,8 @@ class ContinualPretraining:
                               str(self.args.cpt_save_interval), "--keep-last", "1",
                               "--resume", "auto", "--eval-interval", str(eval_every),
                               "--export-hf", export], f"cpt-{name}-run.log")
-        walls[name] = round(walls.get(name, 0.0) + time.time() - t0, 1)
-        cpus[name] = round(cpus.get(name, 0.0) + children_cpu_seconds() - cpu0, 1)
+        walls[name] = round(time.time() - t0, 1)
+        cpus[name] = round(children_cpu_seconds() - cpu0, 1)
         self.study.save()
         self.note_digest(name, export_digest(export))
         return export

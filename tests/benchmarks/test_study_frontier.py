@@ -324,10 +324,12 @@ def test_timed_records_the_commands_cpu_time(study_module, tmp_path):
     assert wall >= 0.95
 
 
-def test_stage_run_again_keeps_its_own_wall_time(study_module, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cut_off", [False, True])
+def test_stage_run_again_keeps_its_own_wall_time(study_module, tmp_path, monkeypatch, cut_off):
     """A stage run again from scratch (a fresh machine) records that run's wall and CPU
     times; the earlier run's are kept apart, not added to them, and a different model is
-    named."""
+    named. Also when the new run was cut off once (its run folder exists: the earlier
+    run's times are still not its own)."""
     study = _study(study_module, tmp_path / "s", "--cpt-dir", str(tmp_path / "cpt"))
     cpt = study.cpt
     monkeypatch.setattr(cpt, "data_prefix", lambda: str(tmp_path / "prefix"))
@@ -356,6 +358,8 @@ def test_stage_run_again_keeps_its_own_wall_time(study_module, tmp_path, monkeyp
     import shutil
 
     shutil.rmtree(tmp_path / "cpt" / "warmup")  # a fresh machine: the stage is gone
+    if cut_off:  # the new run started, then stopped before its end
+        (tmp_path / "cpt" / "warmup" / "run").mkdir(parents=True)
     cpt.export("warmup")
     assert first < 60
     assert study.state["cpt_wall_s"]["warmup"] < 60
