@@ -251,15 +251,18 @@ class ContinualPretraining:
         cls_dir = os.path.join(self.root, name, "cls")
         if not os.path.isdir(cls_dir):
             graft_pooler(self.study.minilm, self.export(name), cls_dir)
-        digest = export_digest(self.export(name))
-        if self.study.state.get("cpt_stages", {}).get(name, {}).get("export_sha256") != digest:
-            # A stage another study on this machine ran (the stages are shared), perhaps
-            # after this study's state recorded a run on another machine: the record
-            # (losses, flip check) and digest become this model's, so the records name the
-            # model they fine-tuned; times this study measured belong to the earlier run
-            # (the run's own are in the state of the study that ran it).
-            self.times_to_previous(name)
-            self.note_digest(name, digest)
+        stage = name
+        while stage != "minilm":  # the stage and the stages it started from
+            digest = export_digest(self.export(stage))
+            if self.study.state.get("cpt_stages", {}).get(stage, {}).get("export_sha256") != digest:
+                # A stage another study on this machine ran (the stages are shared), perhaps
+                # after this study's state recorded a run on another machine: the record
+                # (losses, flip check) and digest become this model's, so the records name
+                # the model they fine-tuned; times this study measured belong to the earlier
+                # run (the run's own are in the state of the study that ran it).
+                self.times_to_previous(stage)
+                self.note_digest(stage, digest)
+            stage = STAGES[stage].start
         return cls_dir
 
 

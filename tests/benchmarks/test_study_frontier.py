@@ -416,3 +416,34 @@ def test_stage_another_study_ran_is_the_one_recorded(study_module, tmp_path, mon
     assert "warmup" not in study.state["cpt_wall_s"] and entry["wall_s"] is None
     cpt.model("warmup")  # the same model again: nothing more is moved aside
     assert study.state["cpt_stages"]["warmup"]["export_sha256_previous"] == [old]
+
+
+def test_stage_fine_tuned_checks_the_stage_it_started_from(study_module, tmp_path,
+                                                           monkeypatch):
+    """Fine-tuning a stage checks the digests of the stages below it too: the head
+    warm-up another study ran again on this machine is the one the state names."""
+    import study_cpt
+
+    study = _study(study_module, tmp_path / "s", "--cpt-dir", str(tmp_path / "cpt"))
+    cpt = study.cpt
+    monkeypatch.setattr(study_cpt, "graft_pooler",
+                        lambda original, exported, target: os.makedirs(target))
+    for stage, weights in (("warmup", b"warm-up, this machine"), ("standard", b"standard")):
+        for part in ("before", "run"):
+            out = tmp_path / "cpt" / stage / part
+            out.mkdir(parents=True)
+            (out / "summary.json").write_text(json.dumps(
+                {"evals": [{"loss": 2.0, "accuracy": 0.1, "step": 0}], "end_step": 6,
+                 "first_loss": 2.5, "last_loss": 2.0, "adv_means": {}}))
+        (tmp_path / "cpt" / stage / "export").mkdir()
+        (tmp_path / "cpt" / stage / "export" / "model.safetensors").write_bytes(weights)
+    study.state["cpt_stages"] = {"warmup": {"export_sha256": "another machine's"}}
+    study.state["cpt_wall_s"] = {"warmup": 1142.0}
+    cpt.model("standard")
+    warm = study.state["cpt_stages"]["warmup"]
+    assert warm["export_sha256"] == study_cpt.export_digest(
+        str(tmp_path / "cpt" / "warmup" / "export"))
+    assert warm["export_sha256_previous"] == ["another machine's"]
+    assert study.state["cpt_wall_s_previous"]["warmup"] == [1142.0]
+    assert study.state["cpt_stages"]["standard"]["export_sha256"] == study_cpt.export_digest(
+        str(tmp_path / "cpt" / "standard" / "export"))
