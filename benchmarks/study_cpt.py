@@ -62,7 +62,8 @@ STAGES: Dict[str, Stage] = {
     "warmup": Stage("minilm", ["--no-alum"], freeze_encoder=True),
     "standard": Stage("warmup", ["--no-alum"]),
     "relative": Stage("warmup", RELATIVE),
-    "paper": Stage("warmup", ["--alum", "--alum-preset", "paper-pretrain", "--adv-start-step", "0"]),
+    "paper": Stage("warmup", ["--alum", "--alum-preset", "paper-pretrain",
+                              "--adv-start-step", "0"]),
     # δ = 0 exactly: no random start (σ = 0) and a zero ascent step (η = 0).
     "rdrop": Stage("warmup", RELATIVE + ["--adv-noise-std", "0", "--adv-step-size", "0"]),
     "alum-200": Stage("minilm", RELATIVE, legacy=True),
@@ -235,13 +236,14 @@ class ContinualPretraining:
         with open(os.path.join(d, "run", "summary.json")) as fh:
             after = json.load(fh)
         entry = self.study.state.setdefault("cpt_stages", {}).get(name, {})
-        entry.update({"start": STAGES[name].start, "options": STAGES[name].options,
-                 "before": before["evals"][-1], "after": after["evals"][-1],
-                 "evals": after["evals"], "steps": after["end_step"],
-                 "wall_s": self.study.state.get("cpt_wall_s", {}).get(name),
-                 "cpu_s": self.study.state.get("cpt_cpu_s", {}).get(name),
-                 "first_loss": after["first_loss"], "last_loss": after["last_loss"],
-                 "adv_means": after["adv_means"], "flip_check": after.get("flip_check")})
+        entry.update({
+            "start": STAGES[name].start, "options": STAGES[name].options,
+            "before": before["evals"][-1], "after": after["evals"][-1],
+            "evals": after["evals"], "steps": after["end_step"],
+            "wall_s": self.study.state.get("cpt_wall_s", {}).get(name),
+            "cpu_s": self.study.state.get("cpt_cpu_s", {}).get(name),
+            "first_loss": after["first_loss"], "last_loss": after["last_loss"],
+            "adv_means": after["adv_means"], "flip_check": after.get("flip_check")})
         self.study.state["cpt_stages"][name] = entry
         self.study.save()
         return entry
