@@ -1,6 +1,7 @@
 """The robustness study's frontier (benchmarks/study_frontier.py): the variant arms'
 commands, step-time ratios and gains from the records, the target's verdicts, the figure's
 data against the records, the rule for the default, and data sets that never mix."""
+import itertools
 import json
 import os
 import statistics
@@ -324,6 +325,24 @@ def test_timed_records_the_commands_cpu_time(study_module, tmp_path):
     assert wall >= 0.95
 
 
+def _fake_stage_run(weights):
+    """A stand-in for the study's ``sh`` running ``alum-pretrain``: writes the run's
+    summary.json into ``--output-dir`` and, with ``--export-hf``, an export whose weights
+    file holds the next bytes of ``weights``."""
+    def sh(cmd, log):
+        out = cmd[cmd.index("--output-dir") + 1]
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "summary.json"), "w") as fh:
+            json.dump({"evals": [{"loss": 2.0, "accuracy": 0.1, "step": 0}], "end_step": 6,
+                       "first_loss": 2.5, "last_loss": 2.0, "adv_means": {}}, fh)
+        if "--export-hf" in cmd:
+            export = cmd[cmd.index("--export-hf") + 1]
+            os.makedirs(export)
+            with open(os.path.join(export, "model.safetensors"), "wb") as fh:
+                fh.write(next(weights))
+    return sh
+
+
 @pytest.mark.parametrize("cut_off", [False, True])
 def test_stage_run_again_keeps_its_own_wall_time(study_module, tmp_path, monkeypatch, cut_off):
     """A stage run again from scratch (a fresh machine) records that run's wall and CPU
@@ -333,22 +352,7 @@ def test_stage_run_again_keeps_its_own_wall_time(study_module, tmp_path, monkeyp
     study = _study(study_module, tmp_path / "s", "--cpt-dir", str(tmp_path / "cpt"))
     cpt = study.cpt
     monkeypatch.setattr(cpt, "data_prefix", lambda: str(tmp_path / "prefix"))
-    weights = iter([b"first model", b"second model"])
-
-    def fake_sh(cmd, log):
-        out = cmd[cmd.index("--output-dir") + 1]
-        os.makedirs(out, exist_ok=True)
-        summary = {"evals": [{"loss": 2.0, "accuracy": 0.1, "step": 0}], "end_step": 6,
-                   "first_loss": 2.5, "last_loss": 2.0, "adv_means": {}}
-        with open(os.path.join(out, "summary.json"), "w") as fh:
-            json.dump(summary, fh)
-        if "--export-hf" in cmd:
-            export = cmd[cmd.index("--export-hf") + 1]
-            os.makedirs(export)
-            with open(os.path.join(export, "model.safetensors"), "wb") as fh:
-                fh.write(next(weights))
-
-    monkeypatch.setattr(study, "sh", fake_sh)
+    monkeypatch.setattr(study, "sh", _fake_stage_run(iter([b"first model", b"second model"])))
     cpt.export("warmup")
     first = study.state["cpt_wall_s"]["warmup"]
     digest = study.state["cpt_stages"]["warmup"]["export_sha256"]
@@ -384,19 +388,7 @@ def test_stage_another_study_ran_is_the_one_recorded(study_module, tmp_path, mon
     monkeypatch.setattr(cpt, "data_prefix", lambda: str(tmp_path / "prefix"))
     monkeypatch.setattr(study_cpt, "graft_pooler",
                         lambda original, exported, target: os.makedirs(target))
-
-    def fake_sh(cmd, log):
-        out = cmd[cmd.index("--output-dir") + 1]
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "summary.json"), "w") as fh:
-            json.dump({"evals": [{"loss": 2.0, "accuracy": 0.1, "step": 0}], "end_step": 6,
-                       "first_loss": 2.5, "last_loss": 2.0, "adv_means": {}}, fh)
-        if "--export-hf" in cmd:
-            export = cmd[cmd.index("--export-hf") + 1]
-            os.makedirs(export)
-            with open(os.path.join(export, "model.safetensors"), "wb") as fh:
-                fh.write(b"this study's model, another machine")
-
+    fake_sh = _fake_stage_run(itertools.repeat(b"this study's model, another machine"))
     monkeypatch.setattr(study, "sh", fake_sh)
     cpt.model("warmup")
     old = study.state["cpt_stages"]["warmup"]["export_sha256"]
@@ -429,14 +421,10 @@ def test_stage_fine_tuned_checks_the_stage_it_started_from(study_module, tmp_pat
     monkeypatch.setattr(study_cpt, "graft_pooler",
                         lambda original, exported, target: os.makedirs(target))
     for stage, weights in (("warmup", b"warm-up, this machine"), ("standard", b"standard")):
-        for part in ("before", "run"):
-            out = tmp_path / "cpt" / stage / part
-            out.mkdir(parents=True)
-            (out / "summary.json").write_text(json.dumps(
-                {"evals": [{"loss": 2.0, "accuracy": 0.1, "step": 0}], "end_step": 6,
-                 "first_loss": 2.5, "last_loss": 2.0, "adv_means": {}}))
-        (tmp_path / "cpt" / stage / "export").mkdir()
-        (tmp_path / "cpt" / stage / "export" / "model.safetensors").write_bytes(weights)
+        d = tmp_path / "cpt" / stage
+        run = _fake_stage_run(iter([weights]))
+        run(["--output-dir", str(d / "before")], "before.log")
+        run(["--output-dir", str(d / "run"), "--export-hf", str(d / "export")], "run.log")
     study.state["cpt_stages"] = {"warmup": {"export_sha256": "another machine's"}}
     study.state["cpt_wall_s"] = {"warmup": 1142.0}
     cpt.model("standard")
