@@ -73,6 +73,7 @@ from study_frontier import (DEFAULT_ALUM, FRONTIER_ARMS, FRONTIER_PAIRS,  # noqa
                             frontier_table, other_records, records_frontier,
                             rule_lines)
 from study_frontier import spread as _spread  # noqa: E402
+from study_retime import retime_study  # noqa: E402
 
 # alum-finetune options of each arm (after the shared ones), explicit rather than the
 # tool's defaults so that a run means what the arm's earlier records mean.
@@ -131,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seeds", default="1,2,3,4,5", help="fine-tuning seeds, comma-separated")
     g.add_argument("--report", action="store_true",
                    help="only rewrite results.md/results.json from the records (no run)")
+    g.add_argument("--retime", action="store_true",
+                   help="no new runs: re-run the fine-tuning of the existing records of "
+                        "--arms x --seeds that lack the training's CPU time, check that "
+                        "the re-run reproduces the record's clean accuracy and add its CPU "
+                        "times to the record (study_retime.py), then report")
     g.add_argument("--arms", default=",".join(ARMS),
                    help=f"arms to run, from {list(ARMS)}; 'frontier' stands for the "
                         f"frontier's recipes {list(FRONTIER_ARMS)}")
@@ -267,17 +273,20 @@ class Study:
         self.train_csv, self.eval_csv = self.dataset.writer()(
             os.path.join(self.out, "data"), a.train_examples, a.eval_examples, a.split_seed)
 
-    def finetune(self, arm: str, seed: int, model: str) -> str:
+    def finetune_command(self, arm: str, seed: int, model: str, out: str) -> List[str]:
         a = self.args
+        return ["alum-finetune", "--model", model, "--train", self.train_csv,
+                "--text-field", "text", "--label-field", "label", "--output", out,
+                "--overwrite", "--epochs", str(a.epochs), "--max-length", str(a.max_length),
+                "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed),
+                "--threads", str(a.threads), "--logging-steps", "10", "--no-progress",
+                *ARM_OPTIONS[arm]]
+
+    def finetune(self, arm: str, seed: int, model: str) -> str:
         out = os.path.join(self.out, "models", f"{arm}-seed{seed}")
         if os.path.exists(os.path.join(out, "alum_finetune.json")):
             return out
-        cmd = ["alum-finetune", "--model", model, "--train", self.train_csv,
-               "--text-field", "text", "--label-field", "label", "--output", out,
-               "--overwrite", "--epochs", str(a.epochs), "--max-length", str(a.max_length),
-               "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed),
-               "--threads", str(a.threads), "--logging-steps", "10", "--no-progress",
-               *ARM_OPTIONS[arm]]
+        cmd = self.finetune_command(arm, seed, model, out)
         self.timed(f"finetune {arm} seed {seed}", lambda: self.sh(cmd, f"ft-{arm}-{seed}.log"))
         return out
 
@@ -594,10 +603,14 @@ def _fmt(s: Dict, signed: bool = False) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     study = Study(args)
-    if args.report:
+    if args.report or args.retime:
         if "radii" not in study.state:
-            raise SystemExit("robustness_study: --report needs a calibrated study (no radii in "
+            raise SystemExit(f"robustness_study: --{'report' if args.report else 'retime'} "
+                             "needs a calibrated study (no radii in "
                              f"{os.path.join(args.output, 'state.json')})")
+    if args.retime:
+        retime_study(study, ARM_STAGE, parse_arms(args.arms))
+    elif args.report:
         study.report(list(ARMS), study.state["radii"], final=True)
     else:
         study.run()
