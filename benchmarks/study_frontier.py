@@ -256,7 +256,9 @@ def frontier_table(front: Dict, labels: Dict[str, str]) -> List[str]:
                     s["step_ratio"] and f"{s['step_ratio']:.2f}× too slow",
                     s["share"] and f"{100 * s['share']:.0f}% of the gain",
                     s["share"] is None and "no default gain to share",
-                    s["clean"] and f"clean {100 * s['clean']:.1f} points outside the band")
+                    # Which side: above the band is more accurate than the default.
+                    s["clean"] and f"clean {100 * s['clean']:.1f} points "
+                    f"{'above' if v['clean_vs_default'] > 0 else 'below'} the band")
                 if part)
         lines.append(f"| {arm} | {p['n']} | {_cell(p['step_ratio'], 1.0, '.2f')} "
                      f"({p['step_basis']}) | "

@@ -97,6 +97,14 @@ def test_frontier_ratios_gains_and_target_verdicts(frontier_module):
     assert s["share"] == pytest.approx(0.8 - 0.095 / 0.2)
     assert s["clean"] == pytest.approx(0.01 - 0.005)
     assert hb["step_basis"] == "wall"
+    # The verdict says on which side of the band a clean change falls.
+    labels = {"clean": "clean", "r1": "r1", "r2": "r2", "word": "word"}
+    row = next(r for r in f.frontier_table(front, labels) if r.startswith("| var-half-batch "))
+    assert row.endswith("| short: 33% of the gain, clean 0.5 points below the band |"), row
+    recs["var-half-batch"][1]["clean"] = recs["var-half-batch"][2]["clean"] = 0.735
+    row = next(r for r in f.frontier_table(f.frontier(recs, [0.02, 0.05]), labels)
+               if r.startswith("| var-half-batch "))
+    assert "clean 2.5 points above the band" in row, row
     # CPU time is the basis where both records of a seed have it: the training's, else
     # the command's, else the wall time.
     recs["standard"][1].update(train_cpu_seconds=400.0, command_cpu_seconds=430.0)
