@@ -56,10 +56,8 @@ def build_config(workdir: str, order: str):
     from alum import AlumConfig
     from alum.pretrain.config import (CheckpointConfig, DataConfig, LoggingConfig,
                                       ModelChoice, OptimConfig, PretrainConfig, TrainConfig)
-    from alum.pretrain.data import prepare_sample_corpus
-
+    # No data path: the run prepares the sample corpus into this cache itself.
     cache = os.path.join(workdir, "corpus")
-    prepare_sample_corpus(cache)
     # A relative ball, K = 1 (the presets' structure), on the masked positions.
     alum = AlumConfig(alpha=10.0, noise_std=1e-3, step_size=0.1, epsilon=0.1, steps=1,
                       norm="l2")
