@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 # Accuracy difference (fraction) between the record's clean score (alum-robustness) and the
 # re-run's (the Trainer's evaluation): the same weights give the same predictions up to
@@ -33,17 +33,18 @@ def needs_retime(record: Dict) -> bool:
     return not record.get("train_cpu_seconds")
 
 
-def retime_record(study, arm: str, seed: int, model: str) -> Dict:
-    """Re-run ``arm``'s fine-tuning at ``seed`` from ``model``; the record with its CPU
-    times added (written back), or unchanged when it has them already."""
+def retime_record(study, arm: str, seed: int, model_of: Callable[[str], str]) -> bool:
+    """Re-run ``arm``'s fine-tuning at ``seed`` from ``model_of(arm)`` (asked only when a
+    run is needed: a stage's model may be built or hashed) and add its CPU times to the
+    record; False when the record has them already."""
     path = study.record_path(arm, seed)
     with open(path) as fh:
         record = json.load(fh)
     if not needs_retime(record):
-        return record
+        return False
     out = os.path.join(study.out, "models", f"{arm}-seed{seed}-retime")
     name = f"retime {arm} seed {seed}"
-    cmd = study.finetune_command(arm, seed, model, out) + [
+    cmd = study.finetune_command(arm, seed, model_of(arm), out) + [
         "--extra-eval", f"{HELDOUT}={study.eval_csv}"]
     study.timed(name, lambda: study.sh(cmd, f"retime-{arm}-{seed}.log"))
     with open(os.path.join(out, "alum_finetune.json")) as fh:
@@ -63,24 +64,20 @@ def retime_record(study, arm: str, seed: int, model: str) -> Dict:
     from alum.atomic_write import atomic_write_text
 
     atomic_write_text(path, json.dumps(record, indent=1))
-    return record
+    return True
 
 
-def retime_records(study, arms: List[str], seeds: List[int], model_of) -> List[str]:
+def retime_records(study, arms: List[str], seeds: List[int],
+                   model_of: Callable[[str], str]) -> List[str]:
     """``retime_record`` for every existing record of ``arms`` × ``seeds`` (seeds outer,
-    as the study runs) that needs it; ``model_of(arm)`` is the model its run started
-    from. The names of the records retimed."""
+    as the study runs); ``model_of(arm)`` is the model its run started from. The names of
+    the records retimed."""
     done = []
     for seed in seeds:
         for arm in arms:
-            path = study.record_path(arm, seed)
-            if not os.path.exists(path):
-                continue
-            with open(path) as fh:
-                if not needs_retime(json.load(fh)):
-                    continue
-            retime_record(study, arm, seed, model_of(arm))
-            done.append(f"{arm}-seed{seed}")
+            if (os.path.exists(study.record_path(arm, seed))
+                    and retime_record(study, arm, seed, model_of)):
+                done.append(f"{arm}-seed{seed}")
     return done
 
 

@@ -46,11 +46,12 @@ def test_retime_adds_the_rerun_cpu_times(study_module, retime_module, tmp_path):
     timed = dict(_record("alum-half-alpha", 1, 0.757, 0.66, 0.46, 0.2, 300.0),
                  train_cpu_seconds=500.0)
     _write_records(study, [old, timed])
-    calls = []
+    calls, asked = [], []
     _fake_finetune(study, clean_rerun=0.751, calls=calls)
     done = retime_module.retime_records(study, ["standard", "alum-half-alpha"], [1, 2],
-                                        lambda arm: "/models/minilm")
+                                        lambda arm: asked.append(arm) or "/models/minilm")
     assert done == ["standard-seed1"]
+    assert asked == ["standard"]  # no model (a stage's may be built) for a timed record
     (cmd,) = calls  # the record that had its CPU times was not run again
     assert cmd[:3] == ["alum-finetune", "--model", "/models/minilm"]
     assert cmd[cmd.index("--seed") + 1] == "1" and "--no-alum" in cmd
