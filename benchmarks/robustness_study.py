@@ -68,8 +68,8 @@ from study_cpt_rule import pretrain_rule_lines, rule_over_studies  # noqa: E402
 from study_datasets import (DATASETS, default_output, record_dataset,  # noqa: E402
                             resolve_dataset_defaults)
 from study_frontier import (DEFAULT_ALUM, FRONTIER_ARMS, FRONTIER_PAIRS,  # noqa: E402
-                            VARIANT_OPTIONS, DefaultRule, children_cpu_seconds,
-                            choose_default, frontier,
+                            VARIANT_OPTIONS, DefaultRule, budget_lines, budget_picks,
+                            children_cpu_seconds, choose_default, frontier,
                             frontier_table, other_records, records_frontier,
                             rule_lines)
 from study_frontier import spread as _spread  # noqa: E402
@@ -504,9 +504,10 @@ class Study:
         folders = ([default_output(RESULTS_DIR, d) for d in DATASETS if d != a.dataset]
                    if a.rule_with is None else [f for f in a.rule_with.split(",") if f])
         others = other_records(folders, a.dataset, self.out)
-        choice = choose_default(
-            {a.dataset: front, **{n: records_frontier(r) for n, r in others.items()}},
-            DefaultRule(max_step_ratio=a.rule_max_step_ratio))
+        frontiers = {a.dataset: front, **{n: records_frontier(r) for n, r in others.items()}}
+        rule = DefaultRule(max_step_ratio=a.rule_max_step_ratio)
+        choice = choose_default(frontiers, rule)
+        budgets = budget_picks(frontiers, rule)
         if front["arms"]:
             md += ["", "Cost–robustness frontier (each recipe minus standard, paired by seed, "
                        "points; step time: seconds per optimizer step over standard's at the "
@@ -514,7 +515,7 @@ class Study:
                        "radius, clean within ±0.5 points of the default's; figure: "
                        "frontier.png):", "",
                    *frontier_table(front, {k: label for k, label, _ in metrics}),
-                   "", *rule_lines(choice)]
+                   "", *rule_lines(choice), "", *budget_lines(budgets)]
         pretrain_choice = rule_over_studies(a.dataset, recs, others,
                                             self.state.get("cpt_stages", {}))
         if pretrain_choice:
@@ -542,6 +543,7 @@ class Study:
              "pairs": pair_summary,
              "records": {arm: {str(s): r for s, r in v.items()} for arm, v in recs.items()},
              "dataset": a.dataset, "frontier": front, "default_rule": choice,
+             "budget_picks": budgets,
              "pretrain_rule": pretrain_choice,
              "cpt": self.state.get("cpt"), "cpt_stages": self.state.get("cpt_stages"),
              "calibration": self.state.get("calibration")},

@@ -25,14 +25,16 @@ seed against ``standard`` (clean accuracy change, PGD gain at each radius, DeepW
 gain). ``frontier`` gathers those per arm; ``target_verdicts`` says how far each variant
 is from the target (≤ 2.1× a standard step, ≥ 80% of the default's gain at the larger
 radius, clean accuracy within ±0.5 points of the default's); ``choose_default`` applies
-the written rule of docs/robustness_study.md over every data set's frontier.
+the written rule of docs/robustness_study.md over every data set's frontier, and
+``budget_picks`` what that rule picks at each cost bound (which recipe at which budget).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 from study_datasets import record_dataset
@@ -228,6 +230,41 @@ def choose_default(frontiers: Dict[str, Dict], rule: DefaultRule = DefaultRule()
         tied = [r for r in eligible if r["score"] >= best - rule.tie]
         pick = min(tied, key=lambda r: (r["step_ratio"], -r["score"]))["arm"]
     return {"rule": asdict(rule), "datasets": names, "candidates": rows, "pick": pick}
+
+
+def budget_picks(frontiers: Dict[str, Dict], rule: DefaultRule = DefaultRule()) -> List[Dict]:
+    """Which recipe at which budget: the rule's pick with its cost bound set to each
+    eligible recipe's step-time ratio (its worst mean over the data sets), cheapest first,
+    one row each time the pick changes: from that budget on, up to the next row's, the
+    rule picks that recipe. Eligibility otherwise as the rule (seeds, clean floor), and
+    budgets above the rule's own bound are listed too (``within_rule`` says which)."""
+    unbounded = choose_default(frontiers, replace(rule, max_step_ratio=math.inf))
+    budgets = sorted({r["step_ratio"] for r in unbounded["candidates"]
+                      if r["excluded"] is None})
+    out: List[Dict] = []
+    for budget in budgets:
+        choice = choose_default(frontiers, replace(rule, max_step_ratio=budget))
+        if out and choice["pick"] == out[-1]["arm"]:
+            continue
+        row = next(r for r in choice["candidates"] if r["arm"] == choice["pick"])
+        out.append({**row, "budget": budget, "within_rule": budget <= rule.max_step_ratio})
+    return out
+
+
+def budget_lines(picks: List[Dict]) -> List[str]:
+    """Markdown lines: the rule's pick at each budget (``budget_picks``)."""
+    lines = ["Which recipe at which budget (the rule above with its cost bound set to each "
+             "budget; step time: the recipe's worst mean over the data sets):", ""]
+    if not picks:
+        return lines + ["No recipe is eligible at any budget yet."]
+    lines += ["| budget (step time × standard) | the rule picks | score (points) | worst at | "
+              "clean (worst) |", "|---|---|---|---|---|"]
+    for i, p in enumerate(picks):
+        upto = f" to {picks[i + 1]['budget']:.2f}×" if i + 1 < len(picks) else " and above"
+        note = "" if p["within_rule"] else " (above the rule's bound)"
+        lines.append(f"| {p['budget']:.2f}×{upto}{note} | {p['arm']} | "
+                     f"{100 * p['score']:+.1f} | {p['worst']} | {100 * p['clean']:+.1f} |")
+    return lines + ["", f"Below {picks[0]['budget']:.2f}× no eligible recipe is measured."]
 
 
 def _cell(s: Dict, scale: float = 100.0, fmt: str = "+.1f") -> str:

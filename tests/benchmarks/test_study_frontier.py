@@ -4,7 +4,9 @@ data against the records, the rule for the default, and data sets that never mix
 import itertools
 import json
 import os
+import random
 import statistics
+from dataclasses import replace
 
 import pytest
 
@@ -227,6 +229,58 @@ def test_rule_counts_the_larger_radius_and_the_word_attack_on_every_set(frontier
         f.DefaultRule(min_seeds=0)
 
 
+def test_budget_picks_name_the_rules_pick_at_each_budget(frontier_module):
+    f = frontier_module
+    tweets = {"arms": {
+        "standard": _point(3, 1.0, 0, 0, 0, 0),
+        "alum-half-alpha": _point(3, 2.8, -.006, .075, .187, .016),
+        "alum": _point(3, 2.9, -.009, .091, .267, .041),
+        "alum-relative": _point(3, 2.8, -.029, .105, .342, .073),
+        "var-free": _point(3, 2.0, -.004, .07, .17, .02),
+        "var-rdrop": _point(2, 1.5, 0, .2, .2, .2)}}
+    movies = {"arms": {a: _point(3, p["step_ratio"]["mean"], 0, .1, .1, .1)
+                       for a, p in tweets["arms"].items()}}
+    picks = f.budget_picks({"tweets": tweets, "rt-polarity": movies},
+                           f.DefaultRule(max_step_ratio=2.5))
+    # var-rdrop (two seeds) and alum-relative (clean -2.9) are never eligible; the default
+    # scores less than var-free at a higher cost, so it is never picked.
+    assert [(p["arm"], p["budget"], p["within_rule"]) for p in picks] == [
+        ("var-free", 2.0, True), ("alum", 2.9, False)]
+    assert picks[0]["score"] == pytest.approx(.02) and picks[1]["score"] == pytest.approx(.041)
+    lines = "\n".join(f.budget_lines(picks))
+    assert "| 2.00× to 2.90× | var-free | +2.0 | word on tweets | -0.4 |" in lines
+    assert "| 2.90× and above (above the rule's bound) | alum | +4.1 |" in lines
+    assert "Below 2.00× no eligible recipe" in lines
+    assert "No recipe is eligible" in "\n".join(f.budget_lines([]))
+
+
+def test_budget_picks_agree_with_the_rule_on_random_frontiers(frontier_module):
+    f = frontier_module
+    rng = random.Random(20261208)
+    arms = [a for a in f.FRONTIER_ARMS if a != "standard"]
+    # Coarse values, so that equal costs and near-ties (the rule's tie) are common.
+    ratios, gains = [1.9, 2.0, 2.1, 2.8, 3.0, 3.6], [i * .003 for i in range(6)]
+    for _ in range(300):
+        frontiers, score = {}, {a: rng.choice(gains) for a in arms}
+        for name in ("a", "b"):
+            points = {"standard": _point(3, 1.0, 0, 0, 0, 0)}
+            for arm in arms:
+                if rng.random() < 0.95:
+                    g = score[arm] + rng.choice([0, 0, .003])  # the arm's worst gain here
+                    points[arm] = _point(rng.choice([2, 3, 5, 5, 5, 5]), rng.choice(ratios),
+                                         rng.choice([-.02, -.005, 0, 0, 0, 0]),
+                                         g, g + .01, g + .02)
+            frontiers[name] = {"arms": points}
+        rule = f.DefaultRule(max_step_ratio=rng.choice([2.1, 3.5]), tie=rng.choice([0, .005]))
+        picks = f.budget_picks(frontiers, rule)
+        assert [p["budget"] for p in picks] == sorted(p["budget"] for p in picks)
+        assert all(p["within_rule"] == (p["budget"] <= rule.max_step_ratio) for p in picks)
+        for budget in [x / 20 for x in range(20, 90)] + [p["budget"] for p in picks]:
+            expect = f.choose_default(frontiers, replace(rule, max_step_ratio=budget))["pick"]
+            reached = [p for p in picks if p["budget"] <= budget]
+            assert (reached[-1]["arm"] if reached else None) == expect, budget
+
+
 def test_report_applies_the_rule_over_both_data_sets(study_module, tmp_path, capsys):
     tweets_dir, movies_dir = tmp_path / "tweets", tmp_path / "movies"
     movies = _study(study_module, movies_dir, "--dataset", "rt-polarity")
@@ -241,14 +295,18 @@ def test_report_applies_the_rule_over_both_data_sets(study_module, tmp_path, cap
         _write_records(tweets, [
             _rec("standard", seed, .70, .50, .20, .30, 100.0),
             _rec("alum-half-alpha", seed, .695, .58, .39, .32, 280.0),
-            _rec("alum", seed, .69, .59, .47, .34, 280.0)])
+            _rec("alum", seed, .692, .59, .47, .34, 280.0)])
     tweets.report(["standard"], [0.02, 0.05], final=True)
     out = capsys.readouterr().out
-    assert "rule for the default (rt-polarity, tweets): picks alum" in out
+    assert "rule for the default (rt-polarity, tweets): picks alum\n" in out
     rule = json.loads((tweets_dir / "results.json").read_text())["default_rule"]
     rows = {r["arm"]: r for r in rule["candidates"]}
     assert rows["alum-half-alpha"]["score"] == pytest.approx(0.01)  # r2 on rt-polarity
     assert rows["alum"]["score"] == pytest.approx(0.04)  # word on tweets
+    budgets = json.loads((tweets_dir / "results.json").read_text())["budget_picks"]
+    assert [b["arm"] for b in budgets] == ["alum"]  # the default: same cost, lower score
+    assert "| 2.80× and above | alum | +4.0 | word on tweets |" in (
+        tweets_dir / "results.md").read_text()
     # The same folder twice, or a folder of this study's own data set, is an error.
     tweets.args.rule_with = f"{movies_dir},{movies_dir}"
     with pytest.raises(SystemExit, match="already counted"):
