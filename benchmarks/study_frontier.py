@@ -62,7 +62,9 @@ TARGET_STEP_RATIO = 2.1
 TARGET_SHARE_OF_DEFAULT = 0.8
 # ... with clean accuracy within this much (a fraction: 0.5 points) of the default's.
 TARGET_CLEAN_BAND = 0.005
-GAINS = ("r1", "r2", "word")  # the attacked metrics: PGD at each radius, DeepWordBug
+GAINS = ("r1", "r2", "word")
+# Below any difference of two accuracies over a real evaluation set.
+FLOAT_TOLERANCE = 1e-9  # the attacked metrics: PGD at each radius, DeepWordBug
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,9 @@ def choose_default(frontiers: Dict[str, Dict], rule: DefaultRule = DefaultRule()
             row.update(score=score, worst=f"{key} on {where}")
             if row["n"] < rule.min_seeds:
                 row["excluded"] = f"fewer than {rule.min_seeds} paired seeds"
-            elif row["clean"] < rule.clean_floor:
+            # A tolerance on the floor: accuracies are counts over the evaluation set, so
+            # a change of exactly one point (.74 - .75) is -0.010000000000000009 in floats.
+            elif row["clean"] < rule.clean_floor - FLOAT_TOLERANCE:
                 row["excluded"] = f"clean change below {100 * rule.clean_floor:+.1f} points"
             elif row["step_ratio"] > rule.max_step_ratio:
                 row["excluded"] = f"step-time ratio above {rule.max_step_ratio:g}×"

@@ -225,6 +225,11 @@ def test_rule_counts_the_larger_radius_and_the_word_attack_on_every_set(frontier
     assert "alum" not in {r["arm"] for r in f.choose_default(
         {"tweets": tweets, "rt-polarity": movies})["candidates"]}
     assert f.choose_default({"tweets": tweets}, f.DefaultRule(min_seeds=9))["pick"] is None
+    # Exactly one point below standard (a difference of two accuracies) is at the floor.
+    tweets["arms"]["var-rdrop"] = _point(5, 1.9, .74 - .75, .2, .2, .2)
+    movies["arms"]["var-rdrop"] = _point(3, 1.9, .74 - .75, .2, .2, .2)
+    assert .74 - .75 < -.01
+    assert f.choose_default({"tweets": tweets, "rt-polarity": movies})["pick"] == "var-rdrop"
     with pytest.raises(ValueError, match="DefaultRule.min_seeds"):
         f.DefaultRule(min_seeds=0)
 
