@@ -65,6 +65,19 @@ def test_retime_adds_the_rerun_cpu_times(study_module, retime_module, tmp_path):
     assert (r["clean"], r["attacked"], r["train_seconds"]) == (0.752, [0.58, 0.27], 800.0)
     # A second pass finds nothing to do.
     assert retime_module.retime_records(study, ["standard"], [1], lambda arm: "x") == []
+    # Unless it re-times every record: the replaced times stay in the record.
+    _fake_finetune(study, clean_rerun=0.7545, calls=calls)  # within both records
+    done = retime_module.retime_records(study, ["standard", "alum-half-alpha"], [1],
+                                        lambda arm: "/models/minilm", again=True)
+    assert done == ["standard-seed1", "alum-half-alpha-seed1"] and len(calls) == 3
+    with open(study.record_path("alum-half-alpha", 1)) as fh:
+        r = json.load(fh)
+    assert r["retimed"]["replaced"] == {"train_cpu_seconds": 500.0}
+    assert r["train_cpu_seconds"] == 190.0 and r["retimed"]["clean_rerun"] == 0.7545
+    with open(study.record_path("standard", 1)) as fh:
+        r = json.load(fh)
+    assert r["retimed"]["replaced"]["retimed"]["clean_rerun"] == 0.751
+    assert r["retimed"]["replaced"]["train_cpu_seconds"] == 190.0
 
 
 @pytest.mark.parametrize("clean_rerun,steps", [(0.74, 250), (0.752, 240)],
