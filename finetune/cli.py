@@ -184,12 +184,6 @@ def run(args: argparse.Namespace) -> dict:
     if alum_config is not None and (args.task == "regression") != (alum_config.loss == "mse"):
         fail(f"--adv-loss {alum_config.loss} does not fit --task {args.task}: regression "
               f"heads use mse, classification heads sym_kl or kl")
-    if alum_config is not None and alum_config.direction == "free" \
-            and getattr(args, "deepspeed", None):
-        # accelerate's DeepSpeed backward also steps the engine: the free direction's two
-        # backward passes per batch would step the optimizer twice (AlumTrainer refuses too).
-        fail("--adv-direction free is not supported with --deepspeed (the free direction "
-             "runs two backward passes per batch); use another direction or drop --deepspeed")
     if args.task == "qa":
         from .qa_cli import run_qa
         return run_qa(args, alum_config)

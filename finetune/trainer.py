@@ -84,13 +84,6 @@ class AlumTrainer(Trainer):
     def __init__(self, *args: Any, alum_config: Optional[AlumConfig] = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.alum_config = alum_config
-        if alum_config is not None and alum_config.direction == "free" \
-                and getattr(self, "is_deepspeed_enabled", False):
-            # accelerate's DeepSpeed backward also steps the engine: the free direction's
-            # two backward passes per batch would step the optimizer twice.
-            raise ValueError("AlumConfig.direction='free' (--adv-direction free) is not "
-                             "supported with DeepSpeed in alum-finetune; use another "
-                             "direction or train without --deepspeed")
         self.adv_skipped = 0
         """Steps whose adversarial term was dropped for a NaN/Inf gradient
         (docs/algorithm.md, "Algorithm 1")."""
@@ -166,8 +159,18 @@ class AlumTrainer(Trainer):
                              "the embedding output, but the embeddings are frozen")
         seen: Dict[str, torch.Tensor] = {}
         handle = embeds.register_hook(lambda g: seen.setdefault("grad", g.detach()))
+        scaled = loss / self.current_gradient_accumulation_steps
         try:
-            self.accelerator.backward(loss / self.current_gradient_accumulation_steps)
+            if getattr(self, "is_deepspeed_enabled", False):
+                # accelerate's DeepSpeed backward steps the engine at every sync: this
+                # backward is one more micro-step of the same optimizer step, so it runs
+                # off the accumulation boundary and steps nothing; the Trainer's backward
+                # of the term then closes the step (scaled as the Trainer scales it).
+                engine = self.accelerator.deepspeed_engine_wrapped.engine
+                engine.set_gradient_accumulation_boundary(is_boundary=False)
+                engine.backward(scaled, scale_wrt_gas=False)
+            else:
+                self.accelerator.backward(scaled)
         finally:
             handle.remove()
         return seen["grad"]

@@ -40,21 +40,24 @@ def test_zero2_config_is_valid_json_with_torch_adam():
     assert cfg["optimizer"]["params"]["torch_adam"] is True  # no FusedAdam build on CPU
 
 
-# Algorithm 1, and a cheaper variant on half of the batch: K = 0 with the random start
-# runs the stages the other directions share after δ is chosen (the free direction is
-# refused under --deepspeed: tests/finetune/test_variants.py; δ = 0 differs from the
-# random start only before those stages).
-VARIANTS = [(), ("--adv-direction", "random", "--adv-fraction", "0.5")]
+# Algorithm 1; a cheaper variant on half of the batch: K = 0 with the random start runs
+# the stages the other directions share after δ is chosen (δ = 0 differs from the random
+# start only before those stages); and the free direction, whose clean backward is a
+# second backward of the same optimizer step (run off the accumulation boundary), with
+# two micro-batches per step so that the boundary is also crossed between them.
+VARIANTS = [(), ("--adv-direction", "random", "--adv-fraction", "0.5"),
+            ("--adv-direction", "free", "--grad-accum", "2")]
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=["ascent", "random-half"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=["ascent", "random-half", "free-accum2"])
 def test_alum_under_zero2_matches_the_plain_trainer(tiny_bert_dir, tmp_path, variant):
     dist = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517", "RANK": "0",
             "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
     ds = _run(tiny_bert_dir, tmp_path / "ds", "--deepspeed", CONFIG, *variant, env_extra=dist)
     plain = _run(tiny_bert_dir, tmp_path / "plain", *variant)
-    assert ds["steps"] == plain["steps"] == 8
-    assert ds["adv_steps"] == 8 and ds["adv_skipped"] == 0
+    accum = int(variant[variant.index("--grad-accum") + 1]) if "--grad-accum" in variant else 1
+    assert ds["steps"] == plain["steps"] == 8 // accum
+    assert ds["adv_steps"] == 8 and ds["adv_skipped"] == 0  # one per micro-batch
     losses = [e["eval_loss"] for e in plain["eval_history"]]
     assert losses[0] != losses[-1]  # training moved the model: the comparison means something
     for a, b in zip(ds["eval_history"], plain["eval_history"]):

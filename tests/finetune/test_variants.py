@@ -6,7 +6,6 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
 from alum import AlumConfig
-from alum.finetune.cli import main
 from alum.finetune.embedding_site import EmbeddingSite
 from alum.finetune.trainer import AlumTrainer
 from alum.perturbation import adv_project, embedding_scale
@@ -108,17 +107,3 @@ def test_fraction_perturbs_the_first_examples(tiny_bert_dir, tmp_path):
     assert torch.equal(counter.batches[0], ids)
     assert all(torch.equal(b, ids[:2]) for b in counter.batches[1:])
     assert counter.forward == 3
-
-
-def test_free_with_deepspeed_is_refused(tiny_bert_dir, tmp_path, capsys, fixtures_dir):
-    import os
-
-    ds = os.path.join(os.path.dirname(__file__), "..", "..", "ds_configs",
-                      "finetune_zero2.json")
-    out = tmp_path / "out"
-    with pytest.raises(SystemExit):
-        main(["--model", tiny_bert_dir, "--train", os.path.join(fixtures_dir, "sst2_train.tsv"),
-              "--output", str(out), "--deepspeed", ds, "--adv-direction", "free"])
-    err = capsys.readouterr().err
-    assert "--adv-direction free" in err and "--deepspeed" in err
-    assert not out.exists()
