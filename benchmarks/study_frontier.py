@@ -62,9 +62,9 @@ TARGET_STEP_RATIO = 2.1
 TARGET_SHARE_OF_DEFAULT = 0.8
 # ... with clean accuracy within this much (a fraction: 0.5 points) of the default's.
 TARGET_CLEAN_BAND = 0.005
-GAINS = ("r1", "r2", "word")
+GAINS = ("r1", "r2", "word")  # the attacked metrics: PGD at each radius, DeepWordBug
 # Below any difference of two accuracies over a real evaluation set.
-FLOAT_TOLERANCE = 1e-9  # the attacked metrics: PGD at each radius, DeepWordBug
+FLOAT_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
