@@ -133,4 +133,11 @@ def alum_config_from_args(args: argparse.Namespace,
         given = getattr(args, f"adv_{f.name}", None)
         if given is not None:
             values[f.name] = given
+    if getattr(args, "adv_steps", None) is not None and values["direction"] != "ascent":
+        # K counts ascent passes: a direction without them would ignore the option silently.
+        raise ValueError(
+            f"--adv-steps {args.adv_steps} is used only by --adv-direction ascent, and the "
+            f"run's direction is {values['direction']!r} (--alum-preset {args.alum_preset}"
+            f"{'' if getattr(args, 'adv_direction', None) is None else ', --adv-direction'}"
+            "); add --adv-direction ascent or drop --adv-steps")
     return AlumConfig(**values)

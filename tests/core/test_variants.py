@@ -242,6 +242,23 @@ def test_direction_is_validated_and_reaches_the_command_line():
         p.parse_args(["--adv-direction", "sideways"])
 
 
+def test_ascent_steps_without_the_ascent_direction_are_refused_on_the_command_line():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_alum_arguments(p, default_preset="free")
+    # K counts ascent passes: with the free preset it would be ignored, so it is refused,
+    # naming the preset and the way out.
+    with pytest.raises(ValueError, match=r"--adv-steps 2 is used only by --adv-direction "
+                                         r"ascent.*'free' \(--alum-preset free\)"):
+        alum_config_from_args(p.parse_args(["--adv-steps", "2"]))
+    with pytest.raises(ValueError, match=r"'random' \(--alum-preset free, --adv-direction\)"):
+        alum_config_from_args(p.parse_args(["--adv-steps", "2", "--adv-direction", "random"]))
+    cfg = alum_config_from_args(p.parse_args(["--adv-steps", "2", "--adv-direction", "ascent"]))
+    assert (cfg.direction, cfg.steps, cfg.ascent_steps) == ("ascent", 2, 2)
+    assert alum_config_from_args(p.parse_args([])).steps == 1  # the preset's, not given
+
+
 def test_variant_presets_change_one_field_of_the_default():
     base = PRESETS["relative-finetune"]
     for name, field, value in [("rdrop", "direction", "none"),

@@ -21,6 +21,7 @@ def test_finetuning_calls_the_dispatcher_once_per_ascent_step(tiny_bert_dir, tmp
     summary = cli.run(cli.build_parser().parse_args([
         "--model", tiny_bert_dir, "--train", os.path.join(FIXTURES, "sst2_train.tsv"),
         "--output", str(tmp_path / "m"), "--epochs", "1", "--batch-size", "8",
-        "--max-steps", "3", "--alum", "--adv-steps", "2", "--no-progress"]))
+        "--max-steps", "3", "--alum", "--adv-direction", "ascent", "--adv-steps", "2",
+        "--no-progress"]))
     assert summary["steps"] == 3
     assert seen == [2] * 6  # 3 optimizer steps x K = 2 ascent steps
