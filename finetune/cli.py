@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "under the deepspeed launcher; handed to the HF Trainer")
     tr.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1,
                     help="set by the deepspeed/torch launchers; do not pass it yourself")
-    add_alum_arguments(p, default_preset="relative-finetune")
+    add_alum_arguments(p, default_preset="free")
     return p
 
 

@@ -144,17 +144,22 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tiny_bert_dir, tm
     assert clean(resumed["final_eval"]) == clean(full["final_eval"])
 
 
-def test_default_alum_is_the_five_percent_relative_ball_at_half_weight():
+def test_default_alum_is_the_free_direction_in_the_five_percent_ball_at_half_weight():
     """What `alum-finetune` trains with when no ALUM option is given: the preset the
-    robustness study chose (an L2 ball of 5% of each token's norm, one step to its surface,
-    the adversarial term weighted 0.5)."""
+    robustness study's rule picks over both data sets (δ from the clean backward's
+    gradient, mapped onto an L2 ball of 5% of each token's norm, the adversarial term
+    weighted 0.5)."""
     from alum.cli_args import alum_config_from_args
 
     args = build_parser().parse_args(["--model", "m", "--train", "t.tsv", "--output", "o"])
     cfg = alum_config_from_args(args)
-    assert args.alum_preset == "relative-finetune"
-    assert (cfg.epsilon, cfg.step_size, cfg.epsilon_scale, cfg.norm, cfg.update, cfg.alpha) == \
-        (0.05, 0.05, "relative", "l2", "project", 0.5)
+    assert args.alum_preset == "free"
+    assert (cfg.direction, cfg.epsilon, cfg.step_size, cfg.epsilon_scale, cfg.norm,
+            cfg.update, cfg.alpha) == ("free", 0.05, 0.05, "relative", "l2", "project", 0.5)
+    ascent = alum_config_from_args(build_parser().parse_args(
+        ["--model", "m", "--train", "t.tsv", "--output", "o", "--alum-preset",
+         "relative-finetune"]))
+    assert (ascent.direction, ascent.epsilon, ascent.alpha) == ("ascent", 0.05, 0.5)
     override = alum_config_from_args(build_parser().parse_args(
         ["--model", "m", "--train", "t.tsv", "--output", "o", "--alum-preset", "relative"]))
     assert (override.epsilon, override.step_size) == (0.1, 0.1)
