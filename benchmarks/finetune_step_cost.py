@@ -45,6 +45,13 @@ def build_model(tiny: bool):
     return model, "MiniLM-L6 BERT (h384, 6 layers)"
 
 
+def random_batch(model, rows: int, seq: int):
+    """Random token ids (full attention) and labels for ``model``."""
+    return {"input_ids": torch.randint(5, model.config.vocab_size, (rows, seq)),
+            "attention_mask": torch.ones(rows, seq, dtype=torch.long),
+            "labels": torch.randint(0, model.config.num_labels, (rows,))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,10 +75,7 @@ def main() -> None:
     torch.manual_seed(0)
     model, name = build_model(args.tiny)
     model.train()
-    vocab = model.config.vocab_size
-    batch = {"input_ids": torch.randint(5, vocab, (args.batch, args.seq)),
-             "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
-             "labels": torch.randint(0, model.config.num_labels, (args.batch,))}
+    batch = random_batch(model, args.batch, args.seq)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     cfg = AlumConfig.from_preset("relative", steps=args.steps)
     site = EmbeddingSite(model)
@@ -145,10 +149,11 @@ def print_table(title: str, times, repeats: int) -> None:
         print(f"| {key} | {med:.3f} | {med / base:.2f}x |")
 
 
-# The frontier's recipes (benchmarks/study_frontier.py): the default's fields, one changed.
-VARIANT_FIELDS = {"default (alum-half-alpha)": {}, "var-rdrop": {"direction": "none"},
-                  "var-random": {"direction": "random"}, "var-free": {"direction": "free"},
-                  "var-half-batch": {"fraction": 0.5}}
+# The frontier's recipes (benchmarks/study_frontier.py) by their presets: relative-finetune
+# and the presets that change one of its fields (alum/config.py).
+VARIANT_PRESETS = {"default (alum-half-alpha)": "relative-finetune", "var-rdrop": "rdrop",
+                   "var-random": "random-start", "var-free": "free",
+                   "var-half-batch": "half-batch"}
 
 
 def time_variants(args) -> None:
@@ -163,16 +168,12 @@ def time_variants(args) -> None:
 
     torch.manual_seed(0)
     model, name = build_model(args.tiny)
-    vocab = model.config.vocab_size
-    batch = {"input_ids": torch.randint(5, vocab, (args.batch, args.seq)),
-             "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
-             "labels": torch.randint(0, model.config.num_labels, (args.batch,))}
+    batch = random_batch(model, args.batch, args.seq)
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(output_dir=out, per_device_train_batch_size=args.batch,
                                   report_to=[], use_cpu=True, disable_tqdm=True)
         configs = {"standard": None}
-        configs.update({k: AlumConfig.from_preset("relative-finetune", **v)
-                        for k, v in VARIANT_FIELDS.items()})
+        configs.update({k: AlumConfig.from_preset(v) for k, v in VARIANT_PRESETS.items()})
         trainers = {k: AlumTrainer(model=model, args=targs, alum_config=c)
                     for k, c in configs.items()}
         for t in trainers.values():
