@@ -22,8 +22,8 @@ from .label_maps import (NAMED_MAPS, mapped_predictions, parse_label_map,
                          remap_labels)
 from .mc_cli import add_mc_arguments
 from .qa_cli import add_qa_arguments
-from .run_common import (add_task_file_arguments, adversarial_summary, fail,
-                         save_atomically, train_resumable, training_arguments)
+from .run_common import (add_task_file_arguments, fail, save_atomically, train_resumable,
+                         training_arguments, training_summary)
 from .task_data import TaskDataError, load_task_file
 
 logger = logging.getLogger("alum.finetune")
@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> dict:
         extra_results[name] = trainer.evaluate(
             eval_dataset=build_dataset(data, tokenizer, args.max_length),
             metric_key_prefix=f"eval_{name}")
-    adv = adversarial_summary(trainer)
+    adv = training_summary(trainer)
     summary = {
         "model": os.path.abspath(args.model), "train": os.path.abspath(args.train),
         "eval": os.path.abspath(args.eval) if args.eval else None, "task": args.task,
@@ -314,6 +314,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = run(args)
+    if int(os.environ.get("RANK", "0")) != 0:  # one line per run, not per process
+        return 0
     final = summary["final_eval"] or {}
     shown = {k: round(v, 4) for k, v in final.items()
              if k.startswith("eval_") and isinstance(v, float)}

@@ -30,8 +30,8 @@ def run_multiple_choice(args: argparse.Namespace, alum_config) -> dict:
 
     from .metrics import compute_metrics
     from .multiple_choice_data import build_mc_dataset, load_multiple_choice_file, mc_collator
-    from .run_common import (adversarial_summary, fail, save_atomically,
-                             train_resumable, training_arguments)
+    from .run_common import (fail, save_atomically, train_resumable, training_arguments,
+                             training_summary)
     from .trainer import AlumTrainer
 
     if args.threads:
@@ -77,7 +77,7 @@ def run_multiple_choice(args: argparse.Namespace, alum_config) -> dict:
         "eval_examples": len(evaluation) if evaluation is not None else 0,
         "alum": alum_config.to_dict() if alum_config is not None else None,
         "train_seconds": round(train_seconds, 2), "steps": trainer.state.global_step,
-        **adversarial_summary(trainer), "output": os.path.abspath(args.output),
+        **training_summary(trainer), "output": os.path.abspath(args.output),
         "eval_history": evals, "final_eval": evals[-1] if evals else None, "seed": args.seed,
     }
     save_atomically(trainer, tokenizer, args.output, summary, args.overwrite)

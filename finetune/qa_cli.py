@@ -81,8 +81,8 @@ def run_qa(args: argparse.Namespace, alum_config) -> dict:
 
     from .qa_data import load_squad_file
     from .qa_features import build_qa_features, qa_dataset
-    from .run_common import (adversarial_summary, fail, save_atomically,
-                             train_resumable, training_arguments)
+    from .run_common import (fail, save_atomically, train_resumable, training_arguments,
+                             training_summary)
     from .trainer import AlumTrainer
 
     if args.threads:
@@ -122,7 +122,7 @@ def run_qa(args: argparse.Namespace, alum_config) -> dict:
         "eval_examples": len(evaluation) if evaluation is not None else 0,
         "alum": alum_config.to_dict() if alum_config is not None else None,
         "train_seconds": round(train_seconds, 2), "steps": trainer.state.global_step,
-        **adversarial_summary(trainer), "output": os.path.abspath(args.output),
+        **training_summary(trainer), "output": os.path.abspath(args.output),
         "eval_history": [final] if final else [], "final_eval": final,
         "qa": {**qa_feature_options(args), **qa_eval_options(args)}, "seed": args.seed,
     }

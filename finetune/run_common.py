@@ -58,6 +58,7 @@ def training_arguments(args: argparse.Namespace, work_dir: str, evaluate: bool):
         # when the Trainer initialises it; gloo needs none.
         skip_shm_comm_build()
         extra["deepspeed"] = args.deepspeed
+    use_cpu = args.cpu or cpu_processes()
     return TrainingArguments(
         output_dir=work_dir, num_train_epochs=args.epochs, max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
@@ -67,13 +68,26 @@ def training_arguments(args: argparse.Namespace, work_dir: str, evaluate: bool):
         # A float in [0, 1) is a fraction of the total steps in transformers 5.
         warmup_steps=float(args.warmup_ratio) if args.warmup_ratio > 0 else 0,
         max_grad_norm=args.max_grad_norm, seed=args.seed, data_seed=args.seed,
-        bf16=args.bf16, fp16=args.fp16, use_cpu=args.cpu, logging_steps=args.logging_steps,
+        bf16=args.bf16, fp16=args.fp16, use_cpu=use_cpu, logging_steps=args.logging_steps,
         logging_strategy="steps", report_to=args.report_to,
         eval_strategy="epoch" if evaluate else "no",
         save_strategy="epoch" if args.save_checkpoints else "no",
         disable_tqdm=args.no_progress, dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available() and not args.cpu,
+        dataloader_pin_memory=torch.cuda.is_available() and not use_cpu,
         remove_unused_columns=False, **extra)
+
+
+def cpu_processes() -> bool:
+    """True for several processes (``torchrun`` or the ``deepspeed`` launcher) on a machine
+    with no accelerator: the Trainer must then be told it runs on the CPU, or accelerate
+    starts no data-parallel group (each process trains alone on the whole data set, or
+    DeepSpeed's batch check fails on a world size of 1)."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, ...
+    has_accelerator = (accelerator.is_available() if accelerator is not None
+                       else torch.cuda.is_available())
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
 
 
 def train_resumable(trainer, args: argparse.Namespace, work_dir: str) -> None:
@@ -93,13 +107,20 @@ def train_resumable(trainer, args: argparse.Namespace, work_dir: str) -> None:
     trainer.train(resume_from_checkpoint=point)
 
 
-def adversarial_summary(trainer) -> Dict[str, Any]:
-    """ALUM step counts and the mean of each logged ``adv_*`` statistic."""
+def training_summary(trainer) -> Dict[str, Any]:
+    """The run's layout (processes, DeepSpeed or not), ALUM step counts (each process
+    counts its own micro-batches; ``adv_skipped`` is over all processes) and the mean of
+    each logged ``adv_*`` statistic."""
     logs = [h for h in trainer.state.log_history if "adv_cos_delta_grad" in h]
     keys = sorted({k for h in logs for k in h if k.startswith("adv_")} - {"adv_skipped"})
     means = {k: sum(h[k] for h in logs if k in h) / max(1, sum(k in h for h in logs))
              for k in keys}
-    return {"adv_steps": trainer.adv_steps, "adv_skipped": trainer.adv_skipped,
+    # The last log's count is summed over the processes (AlumTrainer.log).
+    skipped = next((h["adv_skipped"] for h in reversed(trainer.state.log_history)
+                    if "adv_skipped" in h), trainer.adv_skipped)
+    return {"processes": trainer.args.world_size,
+            "deepspeed": bool(getattr(trainer, "is_deepspeed_enabled", False)),
+            "adv_steps": trainer.adv_steps, "adv_skipped": skipped,
             "adv_stats_mean": means}
 
 
@@ -113,8 +134,11 @@ def save_atomically(trainer, tokenizer, output: str, summary: dict, overwrite: b
     replace ``output`` in one step; an error on the way leaves ``output`` as it was.
     """
     partial = output.rstrip("/") + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
+    if trainer.is_world_process_zero():  # one rank clears a stale one, before any writes
+        shutil.rmtree(partial, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     trainer.save_model(partial)
+    trainer.accelerator.wait_for_everyone()  # every rank's files are in before the move
     if trainer.is_world_process_zero():
         if os.path.lexists(output) and not overwrite:
             raise FileExistsError(f"{output} appeared during the run; the model is in "

@@ -15,12 +15,14 @@ to the Trainer carries the perturbed branch's term alone.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Dict, Optional
+from dataclasses import fields
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from transformers import Trainer
 
 from alum import AlumConfig, adversarial_loss
+from alum.adversarial import AdversarialStats
 from alum.kernels import adv_project_dispatch
 from alum.divergence import Logits
 
@@ -29,6 +31,9 @@ from .embedding_site import EmbeddingSite
 # Gold targets of the heads the Trainer fine-tunes (classification, multiple choice, span QA):
 # the perturbed passes need none of them, since the adversarial term is virtual.
 LABEL_KEYS = frozenset({"labels", "start_positions", "end_positions"})
+
+# The statistics a step logs (each AdversarialStats field but the skip flag).
+ADV_STAT_KEYS = tuple(f.name for f in fields(AdversarialStats) if f.name != "skipped")
 
 # Logit given to positions that are not answer candidates: finite, so that the KL's
 # p·(log p − log q) is 0·finite there rather than 0·(−inf + inf) = NaN.
@@ -106,13 +111,19 @@ class AlumTrainer(Trainer):
         model_inputs = {k: v for k, v in inputs.items() if k not in LABEL_KEYS}
         mask = embedding_mask(inputs.get("attention_mask"), site.output)
 
-        # DeepSpeed's engine hooks every output of its forward so that a backward through
-        # it starts and ends a ZeRO gradient reduction; the δ-only ascent gradient would
-        # run that epilogue with no gradients staged (IndexError in ZeRO-2). The perturbed
-        # passes therefore call the module inside the engine: its parameter gradients
-        # still reach ZeRO's per-parameter hooks in the Trainer's one backward.
-        perturbed_model = (self.accelerator.unwrap_model(model)
-                           if getattr(self, "is_deepspeed_enabled", False) else model)
+        # The perturbed passes call the module inside the engine or DDP wrapper: its
+        # parameter gradients still reach the wrapper's per-parameter hooks in the Trainer's
+        # one backward. Through the wrapper they would break both: DeepSpeed's engine hooks
+        # every output of its forward so that a backward through it starts and ends a ZeRO
+        # reduction, which the δ-only ascent gradient would run with no gradients staged
+        # (IndexError in ZeRO-2); DDP (several processes without DeepSpeed) searches each
+        # forward's graph for unused parameters and then marks them ready twice. The free
+        # direction without DeepSpeed is the exception: its term's backward comes after the
+        # clean one has run DDP's reduction, and only a forward through the wrapper re-arms
+        # DDP so that it averages that backward's gradients over the processes too.
+        deepspeed = getattr(self, "is_deepspeed_enabled", False)
+        perturbed_model = (model if cfg.direction == "free" and not deepspeed
+                           else self.accelerator.unwrap_model(model))
 
         batch = site.output.shape[0]
         examples = next(v.shape[0] for v in model_inputs.values()
@@ -184,14 +195,27 @@ class AlumTrainer(Trainer):
             return 1.0
         return float(scaler.get_scale())
 
+    def _adv_window_over_processes(self) -> Tuple[Dict[str, float], int]:
+        """Each statistic's mean since the last log over every process's micro-batches, and
+        the adversarial terms skipped so far on all of them. Every process logs at the
+        same steps (the Trainer gathers the loss for it), so the sums are reduced here."""
+        keys = ADV_STAT_KEYS
+        sums = [float(sum(self._adv_window.get(k, ()))) for k in keys]
+        counts = [float(len(self._adv_window.get(k, ()))) for k in keys]
+        totals = torch.tensor(sums + counts + [float(self.adv_skipped)], dtype=torch.float64)
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals.to(self.args.device), "sum").cpu()
+        n = len(keys)
+        means = {k: float(totals[i] / totals[n + i]) for i, k in enumerate(keys)
+                 if totals[n + i] > 0}
+        return means, int(totals[2 * n])
+
     def log(self, logs: Dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Adds the adversarial statistics, averaged since the last log, to training logs."""
         # Training logs carry "loss"; the closing one ("train_runtime") flushes the rest.
         if ("loss" in logs or "train_runtime" in logs) and self.alum_config is not None:
-            for key, values in self._adv_window.items():
-                if values:
-                    logs[f"adv_{key}"] = round(sum(values) / len(values), 6)
-            logs["adv_skipped"] = self.adv_skipped
+            means, skipped = self._adv_window_over_processes()
+            logs.update({f"adv_{key}": round(value, 6) for key, value in means.items()})
+            logs["adv_skipped"] = skipped
             self._adv_window.clear()
         super().log(logs, *args, **kwargs)
-
