@@ -126,9 +126,13 @@ def test_torchrun_ascent_runs_and_stays_close(model_without_dropout, tmp_path):
         one["adv_stats_mean"]["adv_delta_rel_norm"], rel=1e-3)
 
 
-def test_deepspeed_two_ranks_equal_one_process(model_without_dropout, tmp_path):
-    extra = (*BIG_BALL, "--deepspeed", ZERO2)
-    one, _ = _finetune("one", model_without_dropout, tmp_path / "one", 6, *extra)
-    two, _ = _finetune("deepspeed", model_without_dropout, tmp_path / "two", 3, *extra)
+@pytest.mark.parametrize("one_batch, two_batch, accum", [(6, 3, 1), (2, 1, 3)],
+                         ids=["accum1", "accum3"])
+def test_deepspeed_two_ranks_equal_one_process(model_without_dropout, tmp_path,
+                                               one_batch, two_batch, accum):
+    extra = (*BIG_BALL, "--deepspeed", ZERO2, "--grad-accum", str(accum))
+    one, _ = _finetune("one", model_without_dropout, tmp_path / "one", one_batch, *extra)
+    two, _ = _finetune("deepspeed", model_without_dropout, tmp_path / "two", two_batch,
+                       *extra)
     assert one["deepspeed"] and two["deepspeed"]
     _assert_same_training(one, two, loss_tol=1e-6, stat_rel=1e-4)
