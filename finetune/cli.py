@@ -31,7 +31,8 @@ logger = logging.getLogger("alum.finetune")
 TASK_CHOICES = ("classification", "regression", "qa", "multiple-choice")
 
 EXAMPLES = """examples:
-  # SST-2 from the GLUE TSVs, ALUM with the paper's fine-tuning settings
+  # SST-2 from the GLUE TSVs, ALUM's default recipe (the free direction;
+  # --alum-preset relative-finetune for Algorithm 1's ascent step)
   alum-finetune --model ./bert-base-uncased --train SST-2/train.tsv --eval SST-2/dev.tsv \\
       --text-field sentence --label-field label --output runs/sst2-alum
   # ANLI jsonl, sentence pairs, an L2 ball of 10%% of each token's embedding norm
@@ -43,19 +44,23 @@ EXAMPLES = """examples:
       --eval STS-B/dev.tsv --text-field sentence1 --text-pair-field sentence2 \\
       --label-field score --no-alum --output runs/stsb
   # MNLI, evaluated on matched and mismatched dev sets
-  alum-finetune --model ./roberta-base --train MNLI/train.jsonl --eval MNLI/dev_matched.jsonl \
-      --extra-eval mismatched=MNLI/dev_mismatched.jsonl --text-field sentence1 \
+  alum-finetune --model ./roberta-base --train MNLI/train.jsonl --eval MNLI/dev_matched.jsonl \\
+      --extra-eval mismatched=MNLI/dev_mismatched.jsonl --text-field sentence1 \\
       --text-pair-field sentence2 --label-field gold_label --ignore-label - --output runs/mnli
   # SciTail (TSV: premise, hypothesis, label; no header) with MNLI's label names
-  alum-finetune --model ./bert-base-uncased --train SciTail/tsv_format/scitail_1.0_train.tsv \
-      --no-header --text-field 0 --text-pair-field 1 --label-field 2 \
+  alum-finetune --model ./bert-base-uncased --train SciTail/tsv_format/scitail_1.0_train.tsv \\
+      --no-header --text-field 0 --text-pair-field 1 --label-field 2 \\
       --label-map scitail-to-mnli --output runs/scitail
   # SQuAD v2.0 with doc stride, ALUM over the start and end distributions
-  alum-finetune --model ./bert-base-uncased --task qa --squad-v2 --train train-v2.0.json \
+  alum-finetune --model ./bert-base-uncased --task qa --squad-v2 --train train-v2.0.json \\
       --eval dev-v2.0.json --max-length 384 --doc-stride 128 --output runs/squad2
   # SWAG (CSV) or HellaSwag (jsonl) multiple choice
-  alum-finetune --model ./roberta-base --task multiple-choice --train swagaf/data/train.csv \
+  alum-finetune --model ./roberta-base --task multiple-choice --train swagaf/data/train.csv \\
       --eval swagaf/data/val.csv --output runs/swag
+  # Data parallel over 4 processes (--batch-size is per process); or the deepspeed
+  # launcher with --deepspeed ds_configs/finetune_zero2.json for ZeRO
+  torchrun --nproc_per_node 4 -m alum.finetune.cli --model ./roberta-base \\
+      --train SST-2/train.tsv --eval SST-2/dev.tsv --batch-size 8 --output runs/sst2-dp4
 """
 
 
